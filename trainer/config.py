@@ -1,0 +1,212 @@
+"""The training recipe's one config: a typed dataclass, validated once on construction.
+
+Field names follow LLaMA-Factory where it has the option, so its YAML files mostly work as
+they are (`ftserve train CONFIG.yaml`). Unknown keys are errors that name the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+
+# Keys LLaMA-Factory users type that mean something else here.
+_REDIRECTS = {
+    "template": "ftserve always uses the base model's own chat template; remove 'template'",
+    "fp16": "use 'dtype: float16'",
+    "do_train": "remove it: `ftserve train` always trains",
+    "overwrite_output_dir": "remove it: a new run refuses a non-empty output_dir unless resuming",
+    "lora_r": "the LLaMA-Factory key is 'lora_rank'",
+    "epochs": "the key is 'num_train_epochs'",
+    "batch_size": "the key is 'per_device_train_batch_size'",
+    "max_seq_len": "the key is 'cutoff_len'",
+}
+
+
+class ConfigError(ValueError):
+    """An invalid training config; `param` names the key at fault."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(config=ConfigDict(extra="forbid", use_attribute_docstrings=True))
+class TrainConfig:
+    model_name_or_path: str
+    """Base model: a local Hugging Face model directory (see `ftserve tiny-model`)."""
+
+    dataset: str
+    """Training data: a JSONL file in chat, alpaca, sharegpt, preference or text format."""
+
+    output_dir: str
+    """Run directory: `checkpoints/step-N/`, the final `adapter/` and `events.jsonl` go here."""
+
+    served_model_name: str | None = None
+    """The base model's id as the server serves it; written to adapter_config.json. Default: model_name_or_path."""
+
+    eval_dataset: str | None = None
+    """Validation data: a JSONL file in the same format as `dataset`."""
+
+    val_size: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Fraction of `dataset` held out for validation when no `eval_dataset` is given."""
+
+    data_format: Literal["auto", "chat", "alpaca", "sharegpt", "preference", "text"] = "auto"
+    """Row format; `auto` detects it from the first row's keys."""
+
+    sharegpt_tags: dict[str, str] = Field(default_factory=dict)
+    """ShareGPT key and role names, e.g. {role_tag: from, content_tag: value, assistant_tag: gpt}."""
+
+    stage: Literal["sft", "pt"] = "sft"
+    """`sft`: loss on assistant turns of chat data; `pt`: continued pre-training on text rows."""
+
+    finetuning_type: Literal["lora"] = "lora"
+    """Only LoRA is supported."""
+
+    num_train_epochs: float = Field(default=3.0, gt=0)
+    """Passes over the training data (fractions allowed); ignored when max_steps > 0."""
+
+    max_steps: int = -1
+    """Optimizer steps to run; > 0 overrides num_train_epochs."""
+
+    per_device_train_batch_size: int = Field(default=8, ge=1)
+    """Rows per micro-batch."""
+
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """Micro-batches per optimizer step."""
+
+    learning_rate: float = Field(default=1e-4, gt=0, le=1.0)
+    """Peak learning rate of AdamW."""
+
+    lr_scheduler_type: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate decay after warmup."""
+
+    warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Fraction of the steps spent warming the learning rate up linearly from 0."""
+
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    """AdamW weight decay."""
+
+    max_grad_norm: float = Field(default=1.0, ge=0.0)
+    """Gradient clipping norm; 0 disables clipping."""
+
+    lora_rank: int = Field(default=8, ge=1, le=512)
+    """LoRA rank r."""
+
+    lora_alpha: int = Field(default=16, ge=1)
+    """LoRA scaling numerator (scale = alpha / r)."""
+
+    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+
+    lora_target: str | list[str] = "all-linear"
+    """Modules that get LoRA: `all-linear` (or LLaMA-Factory's `all`), a comma-separated string or a list."""
+
+    cutoff_len: int = Field(default=1024, ge=8)
+    """Maximum tokens per row; longer rows are truncated (and counted)."""
+
+    seed: int = 42
+    """Seed for LoRA init, data order and dropout."""
+
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30% slower."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Training dtype; `auto` is bfloat16 on a GPU and float32 on CPU."""
+
+    bf16: bool = False
+    """LLaMA-Factory's switch: true means dtype bfloat16."""
+
+    logging_steps: int = Field(default=1, ge=1)
+    """Emit a metrics event every this many optimizer steps."""
+
+    eval_steps: int = Field(default=0, ge=0)
+    """Evaluate every this many steps; 0 evaluates at each checkpoint and at the end."""
+
+    save_steps: int = Field(default=0, ge=0)
+    """Write a checkpoint every this many steps; 0 writes only the final adapter."""
+
+    num_threads: int = Field(default=0, ge=0)
+    """CPU threads for torch; 0 keeps torch's default. Results depend on it: fix it for reproducibility."""
+
+    resume_from_checkpoint: str | None = None
+    """A checkpoint directory to resume from, or `latest` for the newest under output_dir."""
+
+    @field_validator("lora_target")
+    @classmethod
+    def _targets(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str):
+            if value.strip() in ("all", "all-linear"):
+                return "all-linear"
+            value = [v.strip() for v in value.split(",")]
+        if not value or not all(value):
+            raise ValueError("must be 'all-linear' or a non-empty list of module names")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.bf16:
+            self.dtype = "bfloat16"
+        if self.eval_dataset and self.val_size:
+            raise ValueError("give either eval_dataset or val_size, not both")
+        if self.served_model_name is None:
+            self.served_model_name = self.model_name_or_path
+        return self
+
+    # --- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:
+        if not isinstance(values, dict):
+            raise ConfigError("the config must be a mapping of keys to values")
+        known = set(cls.__dataclass_fields__)
+        for key in values:
+            if key in known:
+                continue
+            hint = _REDIRECTS.get(key)
+            if hint is None:
+                near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
+                hint = f"did you mean '{near[0]}'?" if near else "see `ftserve train --help`"
+            raise ConfigError(f"unknown key '{key}': {hint}", param=key)
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            err = e.errors()[0]
+            param = ".".join(str(p) for p in err["loc"]) or None
+            msg = err["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{param}: {msg}" if param else msg, param=param) from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Read a YAML (or JSON) config. Relative data and output paths are taken from the file's folder."""
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text()) if path.suffix != ".json" else json.loads(path.read_text())
+        except (OSError, yaml.YAMLError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read {path}: {e}") from None
+        if isinstance(values, dict):
+            for key in ("model_name_or_path", "dataset", "eval_dataset", "output_dir"):
+                value = values.get(key)
+                if isinstance(value, str) and value and not Path(value).is_absolute():
+                    candidate = path.parent / value
+                    if candidate.exists() or key == "output_dir":
+                        values[key] = str(candidate)
+        return cls.from_mapping(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        from pydantic import RootModel
+
+        return RootModel[TrainConfig](self).model_dump(mode="json")
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line per key with its default and docstring, for `ftserve train --help`."""
+        lines = []
+        for name, f in cls.__pydantic_fields__.items():
+            default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+            lines.append(f"  {name:30s} {f.description} [{default}]")
+        return "\n".join(lines)

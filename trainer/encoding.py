@@ -1,0 +1,143 @@
+"""Tokenization with loss masks, and batching without wasted padding.
+
+Chat rows are rendered with the base model's own chat template. The loss covers exactly the
+assistant turns with weight 1: each turn's character span is found by rendering the
+conversation up to that turn (with the generation prompt) and through it, and a token is
+labelled when it starts inside a span. This works for any prefix-consistent template, with
+or without `{% generation %}` markers. Text rows (continued pre-training) carry loss on every
+token and are split into `cutoff_len` chunks instead of being truncated.
+
+Batching: length-grouped batches, padded only to the longest row of each batch. We chose
+this over packing because packing needs variable-length attention kernels (flash-attn) to
+keep rows from attending to each other; on CPU (SDPA) and with eager attention it would
+silently leak attention across rows. Grouping keeps exact per-row semantics on every
+backend, and sorting within shuffled mega-groups keeps padding to a few percent while the
+order stays random and reproducible from (seed, epoch) alone, which is what resume needs.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from trainer.data import Conversation, Dataset, PreferencePair, TextDocument
+
+IGNORE_INDEX = -100
+GROUP_BATCHES = 32  # batches per length-sorted mega-group
+
+
+class TemplateError(ValueError):
+    """The chat template does not render conversations prefix-consistently."""
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def n_label_tokens(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE_INDEX)
+
+
+@dataclass
+class EncodingStats:
+    rows: int = 0
+    examples: int = 0
+    tokens: int = 0
+    label_tokens: int = 0
+    truncated: int = 0
+    dropped: int = 0  # rows with no loss tokens left after truncation
+    notes: list[str] = field(default_factory=list)
+
+
+def assistant_spans(tokenizer, conversation: Conversation) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans that carry loss."""
+    dicts = [{"role": m.role, "content": m.content} for m in conversation.messages]
+    full = tokenizer.apply_chat_template(dicts, tokenize=False)
+    spans = []
+    for i, message in enumerate(conversation.messages):
+        if message.role != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(dicts[:i], tokenize=False, add_generation_prompt=True)
+        through = tokenizer.apply_chat_template(dicts[: i + 1], tokenize=False)
+        if not (through.startswith(before) and full.startswith(through)):
+            raise TemplateError("the chat template does not render conversations prefix-consistently")
+        if message.weight:
+            spans.append((len(before), len(through.rstrip())))
+    return full, spans
+
+
+def encode_conversation(tokenizer, conversation: Conversation) -> Encoded:
+    text, spans = assistant_spans(tokenizer, conversation)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    labels = []
+    for token_id, (start, _end) in zip(enc["input_ids"], enc["offset_mapping"]):
+        inside = any(s <= start < e for s, e in spans)
+        labels.append(token_id if inside else IGNORE_INDEX)
+    return Encoded(list(enc["input_ids"]), labels)
+
+
+def encode_text(tokenizer, doc: TextDocument, cutoff_len: int) -> list[Encoded]:
+    ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return [Encoded(ids[i : i + cutoff_len], ids[i : i + cutoff_len]) for i in range(0, len(ids), cutoff_len)]
+
+
+def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int) -> tuple[list[Encoded], EncodingStats]:
+    stats = EncodingStats()
+    out: list[Encoded] = []
+    for example in dataset.examples:
+        stats.rows += 1
+        if isinstance(example, PreferencePair):
+            raise ValueError("preference rows (DPO) are validated but cannot be trained yet")
+        if isinstance(example, TextDocument):
+            pieces = encode_text(tokenizer, example, cutoff_len)
+        else:
+            enc = encode_conversation(tokenizer, example)
+            if len(enc.input_ids) > cutoff_len:
+                stats.truncated += 1
+                enc = Encoded(enc.input_ids[:cutoff_len], enc.labels[:cutoff_len])
+            pieces = [enc]
+        for enc in pieces:
+            if enc.n_label_tokens == 0:
+                stats.dropped += 1
+                continue
+            out.append(enc)
+            stats.examples += 1
+            stats.tokens += len(enc.input_ids)
+            stats.label_tokens += enc.n_label_tokens
+    if stats.truncated:
+        stats.notes.append(f"{stats.truncated} of {stats.rows} rows were longer than cutoff_len and truncated")
+    if stats.dropped:
+        stats.notes.append(f"{stats.dropped} rows had no assistant tokens left after truncation and were dropped")
+    return out, stats
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch: shuffled, sorted by length within mega-groups, order shuffled."""
+    rnd = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rnd.shuffle(order)
+    group = batch_size * GROUP_BATCHES
+    batches = []
+    for g in range(0, len(order), group):
+        chunk = sorted(order[g : g + group], key=lambda i: -lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rnd.shuffle(batches)
+    return batches
+
+
+def collate(rows: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest row of the batch."""
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r.input_ids)
+        ids[i, :n] = torch.tensor(r.input_ids)
+        labels[i, :n] = torch.tensor(r.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
