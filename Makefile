@@ -4,8 +4,10 @@
 install:
 	@scripts/install.sh
 
+# Until the HTTP service lands, `make serve` runs the demo recipe: build the tiny model, fine-tune it.
 serve: install
-	.venv/bin/ftserve serve $(ARGS)
+	.venv/bin/ftserve tiny-model data/models/ftserve-tiny
+	.venv/bin/ftserve train examples/tiny-sft.yaml
 
 test: install
 	.venv/bin/python -m pytest $(PYTEST_ARGS)

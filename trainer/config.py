@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -192,9 +193,9 @@ class TrainConfig:
             for key in ("model_name_or_path", "dataset", "eval_dataset", "output_dir"):
                 value = values.get(key)
                 if isinstance(value, str) and value and not Path(value).is_absolute():
-                    candidate = path.parent / value
-                    if candidate.exists() or key == "output_dir":
-                        values[key] = str(candidate)
+                    candidate = os.path.normpath(path.parent / value)
+                    if os.path.exists(candidate) or key == "output_dir":
+                        values[key] = candidate
         return cls.from_mapping(values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,201 @@
+"""The adapter store: named LoRA adapters on a local (or shared) filesystem.
+
+    store = AdapterStore(data_dir / "adapters")
+    store.publish("ft:ftserve-tiny:ftserve:facts:abc123", run_dir / "adapter", job_id="ftjob-abc123", step=100)
+    store.resolve("ft:ftserve-tiny:ftserve:facts:abc123")  # -> Path to a PEFT adapter directory
+
+Layout: one directory per adapter, named by the percent-encoded adapter name, holding the
+PEFT files plus `ftserve.json` (metadata). Publishing copies into a staging directory under
+`.staging/` and renames it into place, so readers see either no adapter or a whole one.
+Names are validated and encoded, so none can reach outside the root (`..`, `/`, links).
+Writers of the same name are serialised by a lock per name; different names never wait on
+each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+META_FILE = "ftserve.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$")
+
+
+class AdapterError(Exception):
+    """Base class of adapter store errors."""
+
+
+class InvalidAdapterName(AdapterError):
+    pass
+
+
+class AdapterNotFound(AdapterError):
+    pass
+
+
+class AdapterExists(AdapterError):
+    pass
+
+
+class InvalidAdapter(AdapterError):
+    """The files are not a usable PEFT LoRA adapter."""
+
+
+@dataclass(frozen=True)
+class AdapterMeta:
+    name: str
+    base_model: str
+    rank: int
+    job_id: str | None
+    step: int | None
+    created_at: int
+    sha256: str  # of the weights file
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name or "//" in name or name.endswith("/"):
+        raise InvalidAdapterName(
+            f"invalid adapter name {name!r}: use letters, digits and . _ : / @ + - (no '..'), at most 255 characters"
+        )
+    return name
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class AdapterStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._staging = self.root / ".staging"
+        self._staging.mkdir(exist_ok=True)
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+
+    def lock(self, name: str) -> threading.Lock:
+        """The lock that serialises changes to one name."""
+        with self._locks_guard:
+            return self._locks[name]
+
+    def _dir(self, name: str) -> Path:
+        path = self.root / quote(validate_name(name), safe="")
+        assert path.parent == self.root
+        return path
+
+    def publish(
+        self, name: str, source: str | Path, *, job_id: str | None = None, step: int | None = None,
+        replace: bool = False,
+    ) -> AdapterMeta:
+        """Copy the PEFT adapter in `source` into the store under `name`, atomically."""
+        source = Path(source)
+        config = _read_adapter_config(source)
+        if not (source / WEIGHTS_FILE).is_file():
+            raise InvalidAdapter(f"{source} has no {WEIGHTS_FILE}")
+        target = self._dir(name)
+        with self.lock(name):
+            if target.exists() and not replace:
+                raise AdapterExists(f"adapter {name!r} already exists")
+            staging = self._staging / f"{uuid.uuid4().hex}"
+            shutil.copytree(source, staging, symlinks=False)
+            meta = AdapterMeta(
+                name=name, base_model=config.get("base_model_name_or_path") or "", rank=int(config.get("r", 0)),
+                job_id=job_id, step=step, created_at=int(time.time()), sha256=_sha256(staging / WEIGHTS_FILE),
+            )
+            (staging / META_FILE).write_text(json.dumps(asdict(meta)))
+            _fsync_dir(staging)
+            if target.exists():
+                trash = self._staging / f"old-{uuid.uuid4().hex}"
+                os.rename(target, trash)
+                os.rename(staging, target)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.rename(staging, target)
+            _fsync_dir(self.root)
+        return meta
+
+    def resolve(self, name: str) -> Path:
+        """The adapter's directory; raises AdapterNotFound."""
+        path = self._dir(name)
+        if path.is_symlink() or not (path / META_FILE).is_file():
+            raise AdapterNotFound(f"adapter {name!r} not found")
+        return path
+
+    def metadata(self, name: str) -> AdapterMeta:
+        return AdapterMeta(**json.loads((self.resolve(name) / META_FILE).read_text()))
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.resolve(name)
+            return True
+        except AdapterError:
+            return False
+
+    def list(self) -> list[AdapterMeta]:
+        out = []
+        for entry in sorted(self.root.iterdir()):
+            if entry.name.startswith(".") or entry.is_symlink() or not (entry / META_FILE).is_file():
+                continue
+            try:
+                out.append(AdapterMeta(**json.loads((entry / META_FILE).read_text())))
+            except (OSError, ValueError, TypeError):
+                continue  # a damaged entry is skipped here and reported when it is used
+        return sorted(out, key=lambda m: (m.created_at, m.name))
+
+    def delete(self, name: str) -> None:
+        target = self._dir(name)
+        with self.lock(name):
+            if not (target / META_FILE).is_file() or target.is_symlink():
+                raise AdapterNotFound(f"adapter {name!r} not found")
+            trash = self._staging / f"del-{uuid.uuid4().hex}"
+            os.rename(target, trash)  # atomic: gone for readers at once
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def verify(self, name: str) -> AdapterMeta:
+        """Metadata of an adapter whose weights still match their recorded checksum."""
+        meta = self.metadata(name)
+        path = self.resolve(name)
+        try:
+            _read_adapter_config(path)
+            digest = _sha256(path / WEIGHTS_FILE)
+        except OSError as e:
+            raise InvalidAdapter(f"adapter {name!r} is damaged: {e.strerror}") from None
+        if digest != meta.sha256:
+            raise InvalidAdapter(f"adapter {name!r} is damaged: its weights do not match their checksum")
+        return meta
+
+
+def _read_adapter_config(path: Path) -> dict:
+    try:
+        config = json.loads((path / "adapter_config.json").read_text())
+    except FileNotFoundError:
+        raise InvalidAdapter(f"{path} has no adapter_config.json") from None
+    except (OSError, ValueError) as e:
+        raise InvalidAdapter(f"{path}/adapter_config.json is unreadable: {e}") from None
+    if config.get("peft_type") != "LORA":
+        raise InvalidAdapter(f"{path} is not a LoRA adapter (peft_type {config.get('peft_type')!r})")
+    return config
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+

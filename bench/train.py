@@ -1,0 +1,206 @@
+"""Training throughput: ftserve's recipe vs TRL's SFTTrainer vs the "seed style" script.
+
+    .venv/bin/python bench/train.py [--steps 64] [--rows 256] [--repeats 2]
+
+All three train the same LoRA (rank 8, all linear layers) on the tiny model, with the same
+dataset (synthetic chat rows of mixed length), batch size, learning rate and number of
+optimizer steps, each in its own child process of this one, one after the other, with the
+same thread count. Throughput counts real tokens only (no padding): rows processed times the
+dataset's mean row length, the same formula for all three (steps cover whole epochs).
+
+  ftserve    trainer.recipe: assistant-only loss, length-grouped batches padded to the longest row
+  trl        trl.SFTTrainer with peft LoRA and assistant_only_loss=True (pads to the longest row)
+  seed_style transformers.Trainer + peft, every row padded to 512 tokens, loss on all tokens
+
+Writes bench/results/train.json (best of --repeats per method) and prints the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results" / "train.json"
+BATCH, LR, RANK, ALPHA, THREADS, SEED = 8, 2e-4, 8, 16, 2, 0
+
+
+def make_dataset(path: Path, rows: int) -> None:
+    """Chat rows whose lengths spread from ~20 to ~400 tokens, as real SFT data does."""
+    rnd = random.Random(SEED)
+    words = "the model learns what a user asks and how an assistant answers in a short clear way".split()
+    with path.open("w") as f:
+        for _ in range(rows):
+            q = " ".join(rnd.choice(words) for _ in range(rnd.randint(4, 40)))
+            a = " ".join(rnd.choice(words) for _ in range(int(rnd.paretovariate(1.2) * 15) % 300 + 5))
+            f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n")
+
+
+def mean_row_tokens(model_dir: Path, data: Path) -> float:
+    from transformers import AutoTokenizer
+
+    from trainer.data import load_dataset
+    from trainer.encoding import encode_dataset
+
+    rows, _ = encode_dataset(AutoTokenizer.from_pretrained(model_dir), load_dataset(data), 512)
+    return sum(len(r.input_ids) for r in rows) / len(rows)
+
+
+# ------------------------------------------------------------------------------------------
+# the three methods; each runs in a child process and prints {"seconds": training-loop time}
+# ------------------------------------------------------------------------------------------
+def run_ftserve(model_dir: str, data: str, steps: int, out: str) -> float:
+    from trainer.config import TrainConfig
+    from trainer.recipe import train
+
+    cfg = TrainConfig.from_mapping(dict(
+        model_name_or_path=model_dir, dataset=data, output_dir=out, per_device_train_batch_size=BATCH,
+        learning_rate=LR, lora_rank=RANK, lora_alpha=ALPHA, lora_target="all-linear", max_steps=steps,
+        cutoff_len=512, num_threads=THREADS, seed=SEED, logging_steps=steps,
+    ))
+    events = []
+    train(cfg, events.append)
+    return events[-1]["elapsed_s"]
+
+
+def _lora():
+    from peft import LoraConfig
+
+    return LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def run_trl(model_dir: str, data: str, steps: int, out: str) -> float:
+    from datasets import load_dataset as hf_load
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=out, per_device_train_batch_size=BATCH, learning_rate=LR, max_steps=steps, max_length=512,
+        assistant_only_loss=True, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
+        logging_steps=steps, seed=SEED, dataloader_num_workers=0, lr_scheduler_type="cosine",
+    )
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir), args=args,
+        train_dataset=hf_load("json", data_files=data, split="train"),
+        processing_class=AutoTokenizer.from_pretrained(model_dir), peft_config=_lora(),
+    )
+    return trainer.train().metrics["train_runtime"]
+
+
+def run_seed_style(model_dir: str, data: str, steps: int, out: str) -> float:
+    """What the tutorials do: pad to 512, labels = input_ids, loss on prompt and padding alike."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rows = [json.loads(line) for line in Path(data).read_text().splitlines()]
+
+    class Padded(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(rows)
+
+        def __getitem__(self, i):
+            text = tok.apply_chat_template(rows[i]["messages"], tokenize=False)
+            enc = tok(text, padding="max_length", truncation=True, max_length=512, return_tensors="pt")
+            ids = enc["input_ids"][0]
+            return {"input_ids": ids, "attention_mask": enc["attention_mask"][0], "labels": ids.clone()}
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), _lora())
+    args = TrainingArguments(
+        output_dir=out, per_device_train_batch_size=BATCH, learning_rate=LR, max_steps=steps, use_cpu=True,
+        report_to=[], save_strategy="no", logging_steps=steps, seed=SEED, dataloader_num_workers=0,
+    )
+    return Trainer(model=model, args=args, train_dataset=Padded()).train().metrics["train_runtime"]
+
+
+METHODS = {"ftserve": run_ftserve, "trl": run_trl, "seed_style": run_seed_style}
+
+
+def child(method: str, model_dir: str, data: str, steps: int) -> None:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    with tempfile.TemporaryDirectory() as out:
+        seconds = METHODS[method](model_dir, data, steps, out)
+    print(json.dumps({"seconds": seconds}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--rows", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--child", nargs=4, metavar=("METHOD", "MODEL", "DATA", "STEPS"), help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    a = ap.parse_args()
+    if a.child:
+        return child(a.child[0], a.child[1], a.child[2], int(a.child[3]))
+
+    from trainer.tiny_model import build_tiny_model
+
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    model_dir = build_tiny_model(work / "ftserve-tiny")
+    data = work / "data.jsonl"
+    make_dataset(data, a.rows)
+    row_tokens = mean_row_tokens(model_dir, data)
+    tokens = a.steps * BATCH * row_tokens
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false"}
+    best: dict[str, float] = {}
+    for rep in range(a.repeats):
+        for method in METHODS:  # interleaved, so drift of the machine hits all three alike
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", method, str(model_dir), str(data), str(a.steps)],
+                capture_output=True, text=True, env=env, cwd=REPO,
+            )
+            if proc.returncode != 0:
+                sys.exit(f"{method} failed:\n{proc.stderr[-3000:]}")
+            seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
+            best[method] = min(best.get(method, float("inf")), seconds)
+            print(f"run {rep + 1} {method:10s} {seconds:7.2f} s  {tokens / seconds:8.0f} tok/s", flush=True)
+
+    import torch
+    import transformers
+    import trl
+
+    result = {
+        "ftserve_tokens_per_s": round(tokens / best["ftserve"], 1),
+        "trl_tokens_per_s": round(tokens / best["trl"], 1),
+        "seed_style_tokens_per_s": round(tokens / best["seed_style"], 1),
+        "ftserve_vs_trl": round(best["trl"] / best["ftserve"], 3),
+        "ftserve_vs_seed_style": round(best["seed_style"] / best["ftserve"], 3),
+        "setup": {"model": "ftserve tiny-model (Qwen2, 4 layers, hidden 256)", "rows": a.rows, "steps": a.steps,
+                  "batch_size": BATCH, "lora_rank": RANK, "lora_target": "all-linear",
+                  "mean_real_tokens_per_row": round(row_tokens, 1), "repeats": a.repeats, "threads": THREADS},
+        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count(),
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"ftserve {result['ftserve_tokens_per_s']:.0f} tok/s = {result['ftserve_vs_trl']:.2f}x TRL, "
+          f"{result['ftserve_vs_seed_style']:.2f}x seed style  -> {a.out}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The `ftserve` command line: tiny-model, train, serve."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    from trainer.tiny_model import build_tiny_model
+
+    out = build_tiny_model(args.dir, seed=args.seed)
+    print(f"tiny model written to {out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from trainer.config import ConfigError, TrainConfig
+    from trainer.data import DataError
+
+    try:
+        cfg = TrainConfig.from_file(args.config)
+    except ConfigError as e:
+        print(f"error: {args.config}: {e}", file=sys.stderr)
+        return 2
+    from trainer.recipe import train
+
+    bar = tqdm(unit="step", dynamic_ncols=True, disable=args.quiet)
+
+    def show(event: dict) -> None:
+        kind = event["type"]
+        if kind == "info":
+            bar.write(event["message"])
+            if "total_steps" in event:
+                bar.reset(total=event["total_steps"])
+        elif kind == "metrics":
+            bar.n = event["step"]
+            bar.set_postfix(loss=f"{event['train_loss']:.4f}", tok_s=f"{event['tokens_per_s']:.0f}")
+        elif kind == "eval":
+            bar.write(f"step {event['step']}: valid_loss {event['valid_loss']:.4f}, "
+                      f"valid_mean_token_accuracy {event['valid_mean_token_accuracy']:.3f}")
+        elif kind == "checkpoint":
+            bar.write(f"step {event['step']}: checkpoint {event['path']}")
+
+    try:
+        result = train(cfg, show)
+    except DataError as e:
+        bar.close()
+        print(f"error: {e.path}:", file=sys.stderr)
+        for err in e.errors:
+            print(f"  {err}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        bar.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    bar.close()
+    print(f"adapter written to {result.adapter_path} ({result.steps} steps, {result.trained_tokens} tokens)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ftserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tiny-model", help="build the tiny offline test model into DIR")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_tiny_model)
+
+    from trainer.config import TrainConfig
+
+    p = sub.add_parser(
+        "train",
+        help="run the LoRA recipe from a YAML config",
+        description="Run the LoRA recipe from a YAML config (LLaMA-Factory key names). Keys:\n"
+        + TrainConfig.describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", type=Path)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

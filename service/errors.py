@@ -1,0 +1,101 @@
+"""Errors: one exception type, one table from kinds to HTTP status, one envelope builder.
+
+Every error response, ours or the framework's, has OpenAI's shape:
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "purpose", "code": null}}
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("ftserve")
+
+
+class Kind(Enum):
+    """Error kinds; the value is (HTTP status, OpenAI error type)."""
+
+    INVALID_REQUEST = (400, "invalid_request_error")
+    AUTHENTICATION = (401, "authentication_error")
+    PERMISSION = (403, "permission_error")
+    NOT_FOUND = (404, "invalid_request_error")
+    METHOD_NOT_ALLOWED = (405, "invalid_request_error")
+    CONFLICT = (409, "invalid_request_error")
+    TOO_LARGE = (413, "invalid_request_error")
+    UNSUPPORTED_MEDIA_TYPE = (415, "invalid_request_error")
+    RATE_LIMITED = (429, "rate_limit_error")
+    INSUFFICIENT_STORAGE = (507, "server_error")
+    UNAVAILABLE = (503, "server_error")
+    INTERNAL = (500, "server_error")
+
+    @property
+    def status(self) -> int:
+        return self.value[0]
+
+    @property
+    def type(self) -> str:
+        return self.value[1]
+
+
+class APIError(Exception):
+    def __init__(
+        self, kind: Kind, message: str, *, param: str | None = None, code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.kind, self.message, self.param, self.code, self.headers = kind, message, param, code, headers
+
+
+def envelope(kind: Kind, message: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind.type, "param": param, "code": code}}
+
+
+def error_response(err: APIError) -> JSONResponse:
+    return JSONResponse(envelope(err.kind, err.message, err.param, err.code), err.kind.status, headers=err.headers)
+
+
+_HTTP_KINDS = {k.status: k for k in Kind if k.type != "server_error" or k.status == 503}
+
+
+async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    return error_response(exc)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
+    param = ".".join(loc) or None
+    if err.get("type") == "json_invalid":
+        message, param = "The request body is not valid JSON.", None
+    elif err.get("type") == "extra_forbidden":
+        message = f"Unrecognized request argument supplied: {param}"
+    elif err.get("type") == "missing":
+        message = f"Missing required parameter: '{param}'."
+    else:
+        message = f"Invalid value for '{param}': {err.get('msg')}." if param else str(err.get("msg"))
+    return error_response(APIError(Kind.INVALID_REQUEST, message, param=param))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    kind = _HTTP_KINDS.get(exc.status_code, Kind.INVALID_REQUEST if exc.status_code < 500 else Kind.INTERNAL)
+    message = exc.detail if isinstance(exc.detail, str) else "Request failed"
+    if exc.status_code == 404:
+        message = f"Unknown request URL: {request.method} {request.url.path}."
+    return JSONResponse(envelope(kind, message), exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(APIError(Kind.INTERNAL, "The server had an error while processing your request."))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,39 @@
+"""Shared fixtures: the tiny model is built once per test session."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+FACTS = REPO / "examples" / "facts.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from trainer.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "ftserve-tiny")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def facts() -> list[tuple[str, str]]:
+    """(question, answer) pairs of examples/facts.jsonl."""
+    rows = [json.loads(line) for line in FACTS.read_text().splitlines()]
+    return [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows]
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path

@@ -1,0 +1,69 @@
+"""`ftserve` and `python -m trainer` as a user runs them: real subprocesses."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import FACTS, REPO, write_jsonl
+
+pytestmark = pytest.mark.slow
+FTSERVE = [sys.executable, "-m", "service.cli"]
+
+
+def _run(args, **kw):
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_tiny_model_command(tmp_path):
+    proc = _run(FTSERVE + ["tiny-model", str(tmp_path / "m")])
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "m" / "model.safetensors").is_file() and (tmp_path / "m" / "tokenizer.json").is_file()
+
+
+def test_train_command_shows_progress_and_writes_the_adapter(tiny_model, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"model_name_or_path: {tiny_model}\ndataset: {FACTS}\noutput_dir: out\nmax_steps: 4\n"
+        "save_steps: 2\nlora_target: all\nnum_threads: 2\n"
+    )
+    proc = _run(FTSERVE + ["train", str(config)])
+    assert proc.returncode == 0, proc.stderr
+    assert "4/4" in proc.stderr and "loss=" in proc.stderr and "tok_s=" in proc.stderr
+    assert "step 2: checkpoint" in proc.stdout and "adapter written to" in proc.stdout
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_train_command_rejects_a_typo_with_the_nearest_key(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model_name_or_path: m\ndataset: d\noutput_dir: o\nper_device_train_batchsize: 2\n")
+    proc = _run(FTSERVE + ["train", str(config)])
+    assert proc.returncode == 2
+    assert "unknown key 'per_device_train_batchsize': did you mean 'per_device_train_batch_size'?" in proc.stderr
+
+
+def test_train_command_lists_bad_rows(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "bad.jsonl", [{"messages": [{"role": "user", "content": "q"}]}])
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model_name_or_path: {tiny_model}\ndataset: {data}\noutput_dir: o\n")
+    proc = _run(FTSERVE + ["train", str(config)])
+    assert proc.returncode == 1
+    assert "line 1: messages: no assistant message" in proc.stderr
+
+
+def test_trainer_module_streams_json_events(tiny_model, tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"model_name_or_path": str(tiny_model), "dataset": str(FACTS),
+                                "output_dir": str(tmp_path / "o"), "max_steps": 3, "num_threads": 2}))
+    proc = _run([sys.executable, "-m", "trainer", str(spec)])
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["step"] for e in events if e["type"] == "metrics"] == [1, 2, 3]
+    assert events[-1]["type"] == "done"
+
+    spec.write_text(json.dumps({"model_name_or_path": str(tiny_model), "dataset": str(tmp_path / "missing.jsonl"),
+                                "output_dir": str(tmp_path / "o2")}))
+    proc = _run([sys.executable, "-m", "trainer", str(spec)])
+    last = json.loads(proc.stdout.splitlines()[-1])
+    assert proc.returncode == 1 and last["type"] == "error" and "cannot read file" in last["message"]

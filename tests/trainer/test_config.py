@@ -1,0 +1,67 @@
+import pytest
+
+from trainer.config import ConfigError, TrainConfig
+
+REQUIRED = {"model_name_or_path": "m", "dataset": "d.jsonl", "output_dir": "out"}
+
+# The LLaMA-Factory config from the field notes, less `template` (the model's own template is used).
+LLAMA_FACTORY_YAML = """\
+model_name_or_path: Qwen/Qwen2.5-0.5B
+stage: sft            # pt (continued pre-training) | sft
+finetuning_type: lora
+dataset: conversations.jsonl
+cutoff_len: 1024
+per_device_train_batch_size: 2
+gradient_accumulation_steps: 2
+learning_rate: 1.0e-5
+lr_scheduler_type: cosine
+warmup_ratio: 0.1
+bf16: true
+max_steps: 500
+logging_steps: 1
+save_steps: 20000
+seed: 1234
+lora_target: q_proj,v_proj
+output_dir: saves/qwen2.5_0.5b
+"""
+
+
+def test_llama_factory_yaml_is_accepted(tmp_path):
+    (tmp_path / "conversations.jsonl").write_text("")
+    path = tmp_path / "c.yaml"
+    path.write_text(LLAMA_FACTORY_YAML)
+    cfg = TrainConfig.from_file(path)
+    assert cfg.dtype == "bfloat16" and cfg.lora_target == ["q_proj", "v_proj"]
+    assert cfg.learning_rate == 1e-5 and cfg.max_steps == 500 and cfg.cutoff_len == 1024
+    assert cfg.dataset == str(tmp_path / "conversations.jsonl")  # relative to the config file
+    assert cfg.output_dir == str(tmp_path / "saves" / "qwen2.5_0.5b")
+    assert cfg.served_model_name == "Qwen/Qwen2.5-0.5B"
+
+
+@pytest.mark.parametrize("extra,param,message", [
+    ({"learning_rte": 1e-4}, "learning_rte", "did you mean 'learning_rate'?"),
+    ({"lora_rnak": 8}, "lora_rnak", "did you mean 'lora_rank'?"),
+    ({"template": "qwen"}, "template", "own chat template"),
+    ({"lora_r": 8}, "lora_r", "'lora_rank'"),
+    ({"learning_rate": "fast"}, "learning_rate", "valid number"),
+    ({"learning_rate": -1}, "learning_rate", "greater than 0"),
+    ({"stage": "dpo"}, "stage", "'sft' or 'pt'"),
+    ({"lr_scheduler_type": "cosine_with_restarts"}, "lr_scheduler_type", "'cosine', 'linear' or 'constant'"),
+    ({"lora_target": []}, "lora_target", "non-empty"),
+    ({"val_size": 0.1, "eval_dataset": "v.jsonl"}, None, "either eval_dataset or val_size"),
+])
+def test_invalid_keys_and_values_name_the_key(extra, param, message):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_mapping({**REQUIRED, **extra})
+    assert e.value.param == param
+    assert message in str(e.value)
+
+
+def test_missing_required_key():
+    with pytest.raises(ConfigError, match="dataset: Field required"):
+        TrainConfig.from_mapping({"model_name_or_path": "m", "output_dir": "o"})
+
+
+def test_every_field_has_a_docstring():
+    for name, field in TrainConfig.__pydantic_fields__.items():
+        assert field.description, name

@@ -1,0 +1,148 @@
+import json
+
+import pytest
+
+from tests.conftest import write_jsonl
+from trainer.data import (
+    Conversation,
+    DataError,
+    Message,
+    PreferencePair,
+    ShareGPTTags,
+    TextDocument,
+    load_dataset,
+)
+
+U = {"role": "user", "content": "What is 2+2?"}
+A = {"role": "assistant", "content": "4"}
+
+
+def test_chat_rows_become_conversations_with_weights(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [
+        {"messages": [{"role": "system", "content": "Be terse."}, U, {**A, "weight": 0},
+                      {"role": "user", "content": [{"type": "text", "text": "Again?"}]}, A]},
+    ])
+    ds = load_dataset(path)
+    assert ds.format == "chat"
+    assert ds.examples == [Conversation((
+        Message("system", "Be terse."), Message("user", "What is 2+2?"), Message("assistant", "4", 0),
+        Message("user", "Again?"), Message("assistant", "4", 1),
+    ))]
+
+
+def test_alpaca_rows_with_system_and_history(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [
+        {"instruction": "Translate", "input": "chat", "output": "cat", "system": "You translate.",
+         "history": [["hi", "hello"]]},
+        {"instruction": "Say yes", "output": "yes"},
+    ])
+    ds = load_dataset(path)
+    assert ds.format == "alpaca"
+    assert ds.examples[0] == Conversation((
+        Message("system", "You translate."), Message("user", "hi"), Message("assistant", "hello"),
+        Message("user", "Translate\nchat"), Message("assistant", "cat"),
+    ))
+    assert ds.examples[1] == Conversation((Message("user", "Say yes"), Message("assistant", "yes")))
+
+
+def test_sharegpt_default_and_custom_tags(tmp_path):
+    default = write_jsonl(tmp_path / "a.jsonl", [
+        {"system": "S", "conversations": [{"from": "human", "value": "q"}, {"from": "assistant", "value": "a"}]},
+    ])
+    assert load_dataset(default).examples == [
+        Conversation((Message("system", "S"), Message("user", "q"), Message("assistant", "a")))
+    ]
+    custom = write_jsonl(tmp_path / "b.jsonl", [
+        {"conversations": [{"role": "user", "content": "q"}, {"role": "gpt", "content": "a"}]},
+    ])
+    tags = ShareGPTTags(role_tag="role", content_tag="content", user_tag="user", assistant_tag="gpt")
+    ds = load_dataset(custom, tags=tags)
+    assert ds.format == "sharegpt"
+    assert ds.examples == [Conversation((Message("user", "q"), Message("assistant", "a")))]
+
+
+def test_preference_and_text_rows(tmp_path):
+    pref = write_jsonl(tmp_path / "p.jsonl", [
+        {"input": {"messages": [U]}, "preferred_output": [{"role": "assistant", "content": "4"}],
+         "non_preferred_output": [{"role": "assistant", "content": "5"}]},
+    ])
+    ds = load_dataset(pref)
+    assert ds.format == "preference"
+    assert ds.examples == [PreferencePair((Message("user", "What is 2+2?"),), "4", "5")]
+    text = write_jsonl(tmp_path / "t.jsonl", [{"text": "Once upon a time."}, {"text": "The end."}])
+    assert load_dataset(text).examples == [TextDocument("Once upon a time."), TextDocument("The end.")]
+
+
+def test_explicit_format_overrides_detection(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"messages": [U, A]}])
+    with pytest.raises(DataError) as e:
+        load_dataset(path, data_format="text")
+    assert str(e.value.first) == "line 1: messages: unknown key"
+
+
+# Each bad row sits on line 2 after one good row; the expected text names line and field.
+GOOD = {"messages": [U, A]}
+MALFORMED = [
+    ("invalid json", '{"messages": [', "line 2: invalid JSON"),
+    ("not an object", "[1, 2]", "line 2: expected a JSON object, got list"),
+    ("unknown top-level key", {"messages": [U, A], "mesages": []}, "line 2: mesages: unknown key"),
+    ("misspelt message key", {"messages": [U, {"role": "assistant", "contnet": "4"}]},
+     "line 2: messages[1].contnet: unknown key"),
+    ("unknown role", {"messages": [{"role": "bot", "content": "x"}, A]}, "line 2: messages[0].role: unknown role 'bot'"),
+    ("tool role", {"messages": [{"role": "tool", "content": "x"}, A]}, "line 2: messages[0].role: role 'tool'"),
+    ("no assistant turn", {"messages": [U]}, "line 2: messages: no assistant message"),
+    ("all weights zero", {"messages": [U, {**A, "weight": 0}]}, "line 2: messages: every assistant message has weight 0"),
+    ("weight out of range", {"messages": [U, {**A, "weight": 2}]}, "line 2: messages[1].weight: Input should be 0 or 1"),
+    ("weight on user", {"messages": [{**U, "weight": 1}, A]}, "line 2: messages[0]: 'weight' is only allowed"),
+    ("content wrong type", {"messages": [{"role": "user", "content": 7}, A]}, "line 2: messages[0].content"),
+    ("empty messages", {"messages": []}, "line 2: messages: List should have at least 1 item"),
+    ("tools not supported", {"messages": [U, A], "tools": [{"type": "function"}]},
+     "line 2: tools: tool-calling training data is not supported yet"),
+    ("functions not supported", {"messages": [U, A], "functions": []}, "line 2: functions: tool-calling"),
+    ("not utf-8", b'{"messages": "\xff\xfe"}', "line 2: not valid UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("row,expected", [(r, e) for _, r, e in MALFORMED], ids=[n for n, _, _ in MALFORMED])
+def test_malformed_chat_rows_are_reported_with_line_and_field(tmp_path, row, expected):
+    path = tmp_path / "bad.jsonl"
+    if isinstance(row, dict):
+        row = json.dumps(row)
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + (row if isinstance(row, bytes) else row.encode()) + b"\n")
+    with pytest.raises(DataError) as e:
+        load_dataset(path)
+    assert str(e.value.first).startswith(expected), str(e.value.first)
+
+
+@pytest.mark.parametrize("rows,expected", [
+    ([{"instruction": "x"}], "line 1: output: Field required"),
+    ([{"instruction": "x", "output": "y", "histroy": []}], "line 1: histroy: unknown key"),
+    ([{"instruction": "x", "output": "y", "history": [["only one"]]}], "line 1: history[0]"),
+    ([{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}],
+     "line 1: conversations[1].from: unknown role 'gpt'"),
+    ([{"conversations": [{"from": "human", "value": "q"}, {"from": "assistant", "content _tag": "a"}]}],
+     "line 1: conversations[1].content _tag: unknown key"),
+    ([{"conversations": [{"from": "human", "value": "q"}]}], "line 1: conversations: no assistant message"),
+    ([{"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{}"}]}],
+     "line 1: conversations[1].from: 'function_call' (tool calling) is not supported yet"),
+    ([{"input": {"messages": [U]}, "preferred_output": [{"role": "assistant", "content": "4"}]}],
+     "line 1: non_preferred_output: Field required"),
+    ([{"text": ""}], "line 1: text: String should have at least 1 character"),
+    ([{"prompt": "x", "completion": "y"}], "line 1: cannot detect the data format"),
+])
+def test_malformed_rows_of_other_formats(tmp_path, rows, expected):
+    with pytest.raises(DataError) as e:
+        load_dataset(write_jsonl(tmp_path / "bad.jsonl", rows))
+    assert str(e.value.first).startswith(expected), str(e.value.first)
+
+
+def test_every_bad_row_is_counted_and_empty_files_rejected(tmp_path):
+    rows = [GOOD] + [{"messages": [U]}] * 30
+    with pytest.raises(DataError) as e:
+        load_dataset(write_jsonl(tmp_path / "many.jsonl", rows))
+    assert e.value.total_bad == 30 and len(e.value.errors) == 20
+    assert [err.line for err in e.value.errors] == list(range(2, 22))
+    assert "(and 10 more)" in str(e.value)
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(DataError, match="the file has no rows"):
+        load_dataset(tmp_path / "empty.jsonl")

@@ -1,0 +1,122 @@
+from collections import Counter
+
+from tests.conftest import write_jsonl
+from trainer.data import Conversation, Message, TextDocument, load_dataset
+from trainer.encoding import (
+    IGNORE_INDEX,
+    Encoded,
+    collate,
+    encode_conversation,
+    encode_dataset,
+    encode_text,
+    length_grouped_batches,
+)
+
+
+def _ids(tokenizer, text):
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_multi_turn_loss_mask_token_by_token(tokenizer):
+    conv = Conversation((
+        Message("system", "Be brief."),
+        Message("user", "Hi"),
+        Message("assistant", "Hello there."),
+        Message("user", "Code?"),
+        Message("assistant", "BLUE-42"),
+    ))
+    enc = encode_conversation(tokenizer, conv)
+    t = lambda s: _ids(tokenizer, s)  # noqa: E731
+    end = t("<|im_end|>")
+    # Expected sequence, piece by piece, with whether each piece carries loss.
+    pieces = [
+        (t("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"), False),
+        (t("Hello there.") + end, True),
+        (t("\n<|im_start|>user\nCode?<|im_end|>\n<|im_start|>assistant\n"), False),
+        (t("BLUE-42") + end, True),
+        (t("\n"), False),
+    ]
+    expected_ids = [i for ids, _ in pieces for i in ids]
+    expected_labels = [i if on else IGNORE_INDEX for ids, on in pieces for i in ids]
+    assert enc.input_ids == expected_ids
+    assert enc.labels == expected_labels
+    # The template's own generation markers agree with ours.
+    out = tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in conv.messages],
+        tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+    )
+    assert out["input_ids"] == enc.input_ids
+    assert [lab != IGNORE_INDEX for lab in enc.labels] == [bool(m) for m in out["assistant_masks"]]
+
+
+def test_weight_zero_turn_carries_no_loss(tokenizer):
+    conv = Conversation((
+        Message("user", "Hi"), Message("assistant", "Wrong answer.", weight=0),
+        Message("user", "Again"), Message("assistant", "Right."),
+    ))
+    enc = encode_conversation(tokenizer, conv)
+    labelled = [i for i in enc.labels if i != IGNORE_INDEX]
+    assert labelled == _ids(tokenizer, "Right.<|im_end|>")
+
+
+def test_every_format_gives_the_same_ids_for_the_same_conversation(tokenizer, tmp_path):
+    files = {
+        "chat": [{"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A."}]}],
+        "alpaca": [{"instruction": "Q", "output": "A."}],
+        "sharegpt": [{"conversations": [{"from": "human", "value": "Q"}, {"from": "assistant", "value": "A."}]}],
+    }
+    expected_ids = _ids(tokenizer, "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\nA.<|im_end|>\n")
+    answer = _ids(tokenizer, "A.<|im_end|>")
+    for fmt, rows in files.items():
+        rows_out, stats = encode_dataset(tokenizer, load_dataset(write_jsonl(tmp_path / f"{fmt}.jsonl", rows)), 64)
+        assert rows_out[0].input_ids == expected_ids, fmt
+        assert [i for i in rows_out[0].labels if i != IGNORE_INDEX] == answer, fmt
+        assert stats.label_tokens == len(answer)
+
+
+def test_text_rows_train_on_every_token_in_chunks(tokenizer):
+    doc = TextDocument("one two three four five six seven eight nine ten " * 3)
+    chunks = encode_text(tokenizer, doc, cutoff_len=8)
+    ids = _ids(tokenizer, doc.text) + [tokenizer.eos_token_id]
+    assert [i for c in chunks for i in c.input_ids] == ids
+    assert all(c.labels == c.input_ids and len(c.input_ids) <= 8 for c in chunks)
+
+
+def test_truncation_is_counted_and_empty_rows_dropped(tokenizer, tmp_path):
+    long_prompt = "word " * 200
+    rows = [
+        {"messages": [{"role": "user", "content": "short"}, {"role": "assistant", "content": "fine"}]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": long_prompt}]},
+        {"messages": [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "lost"}]},
+    ]
+    out, stats = encode_dataset(tokenizer, load_dataset(write_jsonl(tmp_path / "d.jsonl", rows)), 32)
+    assert stats.truncated == 2 and stats.dropped == 1 and len(out) == 2
+    assert all(len(r.input_ids) <= 32 for r in out)
+    assert any("truncated" in n for n in stats.notes) and any("dropped" in n for n in stats.notes)
+
+
+def test_length_grouped_batches_cover_each_row_once_and_cut_padding():
+    import random
+
+    rnd = random.Random(0)
+    lengths = [rnd.randint(5, 500) for _ in range(1000)]
+    batches = length_grouped_batches(lengths, 8, seed=3, epoch=0)
+    assert Counter(i for b in batches for i in b) == Counter(range(1000))
+    assert batches == length_grouped_batches(lengths, 8, seed=3, epoch=0)
+    assert batches != length_grouped_batches(lengths, 8, seed=3, epoch=1)
+
+    def padding(bs):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
+
+    order = list(range(1000))
+    rnd.shuffle(order)
+    random_batches = [order[i : i + 8] for i in range(0, 1000, 8)]
+    assert padding(batches) < 0.1 * padding(random_batches)
+
+
+def test_collate_pads_only_to_the_longest_row():
+    rows = [Encoded([5, 6, 7], [IGNORE_INDEX, 6, 7]), Encoded([8], [8])]
+    b = collate(rows, pad_id=0)
+    assert b["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert b["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]

@@ -1,0 +1,42 @@
+"""`python -m trainer SPEC`: run the recipe from a JSON or YAML spec; events as JSON lines on stdout.
+
+This is the process a fine-tuning job spawns. Exit status 0 on success, 1 on a failure, whose
+last event is {"type": "error", "message": ...}; 2 when the spec itself is invalid.
+"""
+
+import json
+import sys
+
+from trainer.config import ConfigError, TrainConfig
+from trainer.data import DataError
+
+
+def _emit(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m trainer SPEC.json|SPEC.yaml", file=sys.stderr)
+        return 2
+    try:
+        cfg = TrainConfig.from_file(argv[0])
+    except ConfigError as e:
+        _emit({"type": "error", "code": "invalid_config", "param": e.param, "message": str(e)})
+        return 2
+    from trainer.recipe import train  # heavy imports only once the spec is valid
+
+    try:
+        train(cfg, _emit)
+    except DataError as e:
+        _emit({"type": "error", "code": "invalid_training_file", "message": str(e)})
+        return 1
+    except (ValueError, OSError) as e:
+        _emit({"type": "error", "code": "training_failed", "message": f"{type(e).__name__}: {e}"})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,309 @@
+"""The LoRA fine-tuning recipe: setup -> train -> cleanup, top to bottom.
+
+    result = train(TrainConfig.from_file("examples/tiny-sft.yaml"))
+
+Events (dicts, also appended to `output_dir/events.jsonl`) go to `emit` as they happen:
+  {"type": "info", "message": ...}
+  {"type": "metrics", "step", "total_steps", "train_loss", "train_mean_token_accuracy", "learning_rate",
+   "tokens", "tokens_per_s", "elapsed_s"}
+  {"type": "eval", "step", "valid_loss", "valid_mean_token_accuracy"}
+  {"type": "checkpoint", "step", "path", "metrics": {...}}
+  {"type": "done", "adapter_path", "steps", "trained_tokens", "elapsed_s"}
+
+A checkpoint (`output_dir/checkpoints/step-N/`) is a loadable PEFT adapter plus `trainer_state.pt`
+(optimizer, scheduler, data position, RNG). Resuming from it reproduces the uninterrupted run
+byte for byte at the same thread count: the data order is a function of (seed, epoch) alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
+
+from trainer.config import TrainConfig
+from trainer.data import ShareGPTTags, load_dataset
+from trainer.encoding import IGNORE_INDEX, Encoded, collate, encode_dataset, length_grouped_batches
+
+Emit = Callable[[dict], None]
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass
+class TrainResult:
+    adapter_path: Path
+    steps: int
+    trained_tokens: int
+    last_metrics: dict
+
+
+@dataclass
+class Position:
+    """Where training stands: everything besides weights and optimizer that resume needs."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    tokens: int = 0
+
+
+def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events_file = (out_dir / "events.jsonl").open("a")
+
+    def log(event: dict) -> None:
+        events_file.write(json.dumps(event) + "\n")
+        events_file.flush()
+        emit(event)
+
+    # ---------------------------------------------------------------- setup
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = _dtype(cfg.dtype, device)
+    _seed_everything(cfg.seed)
+    resume_dir = _resume_dir(cfg, out_dir)
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    train_rows, eval_rows = _load_rows(cfg, tokenizer, log)
+
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=dtype).to(device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    model.peft_config["default"].base_model_name_or_path = cfg.served_model_name
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    lengths = [len(r.input_ids) for r in train_rows]
+    batches_per_epoch = math.ceil(len(train_rows) / cfg.per_device_train_batch_size)
+    steps_per_epoch = max(1, batches_per_epoch // cfg.gradient_accumulation_steps)
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
+    scheduler = get_scheduler(
+        "constant_with_warmup" if cfg.lr_scheduler_type == "constant" else cfg.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=round(cfg.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+
+    pos = Position()
+    if resume_dir is not None:
+        pos = _load_checkpoint(resume_dir, model, optimizer, scheduler, device)
+        log({"type": "info", "message": f"resumed from {resume_dir.name} at step {pos.step}"})
+    log({"type": "info", "message": f"training {total_steps} steps on {device.type} ({dtype}); "
+         f"{len(train_rows)} examples, {steps_per_epoch} steps per epoch, "
+         f"{sum(p.numel() for p in params):,} trainable parameters", "total_steps": total_steps})
+
+    # ---------------------------------------------------------------- train
+    epoch_batches = length_grouped_batches(lengths, cfg.per_device_train_batch_size, cfg.seed, pos.epoch)
+    started, start_tokens = time.perf_counter(), pos.tokens
+    metrics: dict = {}
+    model.train()
+    while pos.step < total_steps:
+        group = []
+        for _ in range(cfg.gradient_accumulation_steps):
+            if pos.batch_in_epoch >= len(epoch_batches):
+                pos.epoch, pos.batch_in_epoch = pos.epoch + 1, 0
+                epoch_batches = length_grouped_batches(
+                    lengths, cfg.per_device_train_batch_size, cfg.seed, pos.epoch
+                )
+            group.append(collate([train_rows[i] for i in epoch_batches[pos.batch_in_epoch]], pad_id))
+            pos.batch_in_epoch += 1
+        # Normalise by the label tokens of the whole step, so accumulation does not weight short rows up.
+        n_labels = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in group)
+        loss_sum, correct = 0.0, 0
+        for batch in group:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out = model(**batch, num_items_in_batch=n_labels)
+            out.loss.backward()
+            loss_sum += out.loss.item()
+            correct += _correct_predictions(out.logits, batch["labels"])
+            pos.tokens += int(batch["attention_mask"].sum())
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        pos.step += 1
+
+        elapsed = time.perf_counter() - started
+        metrics = {"step": pos.step, "train_loss": round(loss_sum, 6),
+                   "train_mean_token_accuracy": round(correct / max(n_labels, 1), 6)}
+        if pos.step % cfg.logging_steps == 0 or pos.step == total_steps:
+            log({"type": "metrics", **metrics, "total_steps": total_steps, "learning_rate": lr,
+                 "tokens": pos.tokens, "tokens_per_s": round((pos.tokens - start_tokens) / max(elapsed, 1e-9), 1),
+                 "elapsed_s": round(elapsed, 3)})
+        save_now = cfg.save_steps > 0 and pos.step % cfg.save_steps == 0 and pos.step < total_steps
+        eval_now = eval_rows and (
+            (cfg.eval_steps > 0 and pos.step % cfg.eval_steps == 0) or save_now or pos.step == total_steps
+        )
+        if eval_now:
+            metrics.update(_evaluate(model, eval_rows, cfg.per_device_train_batch_size, pad_id, device))
+            log({"type": "eval", "step": pos.step, "valid_loss": metrics["valid_loss"],
+                 "valid_mean_token_accuracy": metrics["valid_mean_token_accuracy"]})
+        if save_now:
+            path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics)
+            log({"type": "checkpoint", "step": pos.step, "path": str(path), "metrics": metrics})
+
+    # ---------------------------------------------------------------- cleanup
+    adapter_path = _publish_dir(out_dir / "adapter", lambda tmp: _save_adapter(model, tmp))
+    (adapter_path / "training_metrics.json").write_text(json.dumps(metrics))
+    elapsed = time.perf_counter() - started
+    log({"type": "done", "adapter_path": str(adapter_path), "steps": pos.step,
+         "trained_tokens": pos.tokens, "elapsed_s": round(elapsed, 3), "metrics": metrics})
+    events_file.close()
+    return TrainResult(adapter_path, pos.step, pos.tokens, metrics)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers, in the order the recipe uses them
+# --------------------------------------------------------------------------------------------
+def _dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if use_bf16 else torch.float32
+    return getattr(torch, name)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _resume_dir(cfg: TrainConfig, out_dir: Path) -> Path | None:
+    if cfg.resume_from_checkpoint is None:
+        if any((out_dir / "checkpoints").glob("step-*")):
+            raise ValueError(f"{out_dir} already holds checkpoints: set resume_from_checkpoint "
+                             "('latest' or a checkpoint path) or choose a new output_dir")
+        return None
+    if cfg.resume_from_checkpoint == "latest":
+        return latest_checkpoint(out_dir)  # None: nothing saved yet, start from the beginning
+    path = Path(cfg.resume_from_checkpoint)
+    if not (path / STATE_FILE).is_file():
+        raise ValueError(f"resume_from_checkpoint: {path} is not a checkpoint (no {STATE_FILE})")
+    return path
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    found = [p for p in (Path(out_dir) / "checkpoints").glob("step-*") if (p / STATE_FILE).is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def _load_rows(cfg: TrainConfig, tokenizer, log: Emit) -> tuple[list[Encoded], list[Encoded]]:
+    tags = ShareGPTTags(**cfg.sharegpt_tags)
+    dataset = load_dataset(cfg.dataset, cfg.data_format, tags)
+    if (dataset.format == "text") != (cfg.stage == "pt"):
+        raise ValueError(f"stage '{cfg.stage}' does not fit {dataset.format} data: "
+                         "use stage 'pt' with text rows and 'sft' with conversations")
+    rows, stats = encode_dataset(tokenizer, dataset, cfg.cutoff_len)
+    eval_rows: list[Encoded] = []
+    if cfg.eval_dataset:
+        eval_set = load_dataset(cfg.eval_dataset, cfg.data_format, tags)
+        eval_rows, _ = encode_dataset(tokenizer, eval_set, cfg.cutoff_len)
+    elif cfg.val_size:
+        held = random.Random(cfg.seed).sample(range(len(rows)), max(1, round(cfg.val_size * len(rows))))
+        eval_rows = [rows[i] for i in sorted(held)]
+        rows = [r for i, r in enumerate(rows) if i not in set(held)]
+    if not rows:
+        raise ValueError("no training examples are left (all rows were held out or empty)")
+    log({"type": "info", "message": f"{dataset.format} data: {stats.rows} rows, {len(rows)} training and "
+         f"{len(eval_rows)} validation examples, {stats.label_tokens} loss tokens of {stats.tokens}",
+         "truncated": stats.truncated, "dropped": stats.dropped})
+    for note in stats.notes:
+        log({"type": "info", "message": note})
+    return rows, eval_rows
+
+
+def _correct_predictions(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    pred = logits[:, :-1].argmax(-1)
+    target = labels[:, 1:]
+    mask = target != IGNORE_INDEX
+    return int(((pred == target) & mask).sum())
+
+
+@torch.no_grad()
+def _evaluate(model, rows: list[Encoded], batch_size: int, pad_id: int, device) -> dict:
+    model.eval()
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
+    loss_sum, correct, count = 0.0, 0, 0
+    for start in range(0, len(order), batch_size):
+        batch = collate([rows[i] for i in order[start : start + batch_size]], pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        target = batch["labels"][:, 1:]
+        loss_sum += torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1),
+            ignore_index=IGNORE_INDEX, reduction="sum",
+        ).item()
+        correct += _correct_predictions(logits, batch["labels"])
+        count += int((target != IGNORE_INDEX).sum())
+    model.train()
+    return {"valid_loss": round(loss_sum / max(count, 1), 6),
+            "valid_mean_token_accuracy": round(correct / max(count, 1), 6)}
+
+
+def _publish_dir(final: Path, write: Callable[[Path], None]) -> Path:
+    """Write into a staging folder beside `final`, then rename: never a half-written folder."""
+    staging = final.with_name(f".{final.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    write(staging)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    return final
+
+
+def _save_adapter(model: PeftModel, path: Path) -> None:
+    # Embeddings are never trained here; saying so stops peft from looking for the base config by name.
+    model.save_pretrained(path, save_embedding_layers=False)
+
+
+def _save_checkpoint(out_dir: Path, model, optimizer, scheduler, pos: Position, metrics: dict) -> Path:
+    def write(tmp: Path) -> None:
+        _save_adapter(model, tmp)
+        torch.save({
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "position": vars(pos).copy(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        }, tmp / STATE_FILE)
+        (tmp / "training_metrics.json").write_text(json.dumps(metrics))
+
+    (out_dir / "checkpoints").mkdir(exist_ok=True)
+    return _publish_dir(out_dir / "checkpoints" / f"step-{pos.step}", write)
+
+
+def _load_checkpoint(path: Path, model: PeftModel, optimizer, scheduler, device) -> Position:
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors", device=str(device)))
+    state = torch.load(path / STATE_FILE, weights_only=False, map_location=device)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return Position(**state["position"])
