@@ -62,6 +62,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    settings = Settings(**given)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ftserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", type=Path)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
+
+    from service.settings import Settings
+
+    p = sub.add_parser("serve", help="run the API server",
+                       description="Run the API server. Every option can also be set as FTSERVE_<NAME>.")
+    for name, field in Settings.model_fields.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=field.description)
+    p.set_defaults(func=_serve)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -96,9 +96,7 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     lengths = [len(r.input_ids) for r in train_rows]
-    batches_per_epoch = math.ceil(len(train_rows) / cfg.per_device_train_batch_size)
-    steps_per_epoch = max(1, batches_per_epoch // cfg.gradient_accumulation_steps)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
+    steps_per_epoch, total_steps = plan_steps(len(train_rows), cfg)
     scheduler = get_scheduler(
         "constant_with_warmup" if cfg.lr_scheduler_type == "constant" else cfg.lr_scheduler_type,
         optimizer,
@@ -179,6 +177,14 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
 # --------------------------------------------------------------------------------------------
 # helpers, in the order the recipe uses them
 # --------------------------------------------------------------------------------------------
+def plan_steps(n_examples: int, cfg: TrainConfig) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) for `n_examples` training examples."""
+    batches_per_epoch = math.ceil(n_examples / cfg.per_device_train_batch_size)
+    steps_per_epoch = max(1, batches_per_epoch // cfg.gradient_accumulation_steps)
+    total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
+    return steps_per_epoch, total
+
+
 def _dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()

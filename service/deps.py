@@ -1,0 +1,26 @@
+"""FastAPI dependencies: the services, as `Annotated` aliases that routes declare."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.files import FileService
+from service.jobs import JobService
+from service.models import ModelService
+
+
+def _files(request: Request) -> FileService:
+    return request.app.state.files
+
+
+def _jobs(request: Request) -> JobService:
+    return request.app.state.jobs
+
+
+def _models(request: Request) -> ModelService:
+    return request.app.state.models
+
+
+Files = Annotated[FileService, Depends(_files)]
+Jobs = Annotated[JobService, Depends(_jobs)]
+Models = Annotated[ModelService, Depends(_models)]

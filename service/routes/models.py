@@ -1,0 +1,21 @@
+from fastapi import APIRouter
+
+from service.deps import Models
+from service.protocol import DeletedObject, ListObject, Model
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("", response_model=ListObject[Model])
+def list_models(models: Models) -> ListObject[Model]:
+    return models.list()
+
+
+@router.get("/{model:path}", response_model=Model)
+def retrieve_model(models: Models, model: str) -> Model:
+    return models.get(model)
+
+
+@router.delete("/{model:path}", response_model=DeletedObject)
+def delete_model(models: Models, model: str) -> DeletedObject:
+    return models.delete(model)

@@ -1,0 +1,314 @@
+"""The local job runner: validates jobs, then trains each in a `python -m trainer` subprocess.
+
+- Validation runs as soon as a job is created; training waits in a FIFO queue served by
+  `max_concurrent_jobs` workers.
+- Each trainer runs in its own process group (cancel kills the group) and dies with the
+  server (PR_SET_PDEATHSIG), so a killed server leaves no orphan training behind.
+- The trainer's JSON events are recorded as they arrive; each checkpoint is published to the
+  adapter store as `{fine_tuned_model}:ckpt-step-{N}`; the final adapter as `{fine_tuned_model}`.
+- On start, jobs that were running are queued again and resume from their last checkpoint
+  (the spec always says `resume_from_checkpoint: latest`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import csv
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from adapters import AdapterStore
+from service.db import Database
+from service.files import FileService
+from service.jobs import TERMINAL, JobService, plan
+from service.protocol import CheckpointMetrics, FineTuningJobCheckpoint
+from service.settings import Settings
+from trainer.data import DataError, load_dataset
+
+log = logging.getLogger("ftserve.runner")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class JobRunner:
+    def __init__(self, db: Database, files: FileService, adapters: AdapterStore, settings: Settings,
+                 base_model_path: Path):
+        self.db, self.files, self.adapters, self.settings = db, files, adapters, settings
+        self.base_model_path = base_model_path
+        self.jobs: JobService | None = None  # set by the app: the two refer to each other
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._workers: list[asyncio.Task] = []
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        interrupted = self.db.jobs_with_status("running")
+        waiting = self.db.jobs_with_status("validating_files", "queued")
+        for row in interrupted:  # first: they were already under way
+            _kill_stale_trainer(row["pid"], row["run_dir"])
+            self.jobs.update(row["id"], status="queued")
+            self.jobs.add_event(row["id"], "Server restarted; the job resumes from its last checkpoint")
+            self._queue.put_nowait(row["id"])
+        for row in waiting:
+            if row["status"] == "validating_files":
+                self.submit(row["id"])
+            else:
+                self._queue.put_nowait(row["id"])
+        self._workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.max_concurrent_jobs)]
+
+    async def close(self) -> None:
+        """Stop workers and trainers; running jobs stay `running` in the database and resume at next start."""
+        self._stopping = True
+        for task in self._workers + list(self._tasks):
+            task.cancel()
+        for job_id in list(self._procs):
+            await self._kill(job_id)
+
+    def submit(self, job_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._validate(job_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    async def stop_job(self, job_id: str) -> None:
+        if job_id in self._procs:
+            await self._kill(job_id)
+
+    async def _kill(self, job_id: str) -> None:
+        proc = self._procs.get(job_id)
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.settings.cancel_grace_seconds)
+            except asyncio.TimeoutError:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        except ProcessLookupError:
+            pass
+
+    # ------------------------------------------------------------------ validating_files -> queued
+    async def _validate(self, job_id: str) -> None:
+        try:
+            job = self.jobs.get(job_id)
+            if job.status != "validating_files":
+                return
+            n_examples = await asyncio.to_thread(self._count_examples, job.training_file, "training_file")
+            if job.validation_file:
+                await asyncio.to_thread(self._count_examples, job.validation_file, "validation_file")
+            hp = _hyperparameters(job.method)
+            run_dir = self.jobs.run_dir(job_id)
+            base = dict(model_name_or_path=str(self.base_model_path), served_model_name=job.model,
+                        dataset=str(self.files.path(job.training_file)), output_dir=str(run_dir),
+                        eval_dataset=str(self.files.path(job.validation_file)) if job.validation_file else None,
+                        seed=job.seed, num_threads=self.settings.trainer_threads)
+            p = plan(hp, n_examples, base)
+        except _Invalid as e:
+            self.jobs.fail(job_id, e.code, e.message, e.param)
+            return
+        except ValueError as e:  # a hyperparameter the trainer's config rejects
+            self.jobs.fail(job_id, "invalid_hyperparameters", str(e), "hyperparameters")
+            return
+        if self.jobs.get(job_id).status != "validating_files":  # cancelled meanwhile
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "spec.json").write_text(json.dumps(p.spec, indent=1))
+        self.db.set_job_columns(job_id, spec=json.dumps(p.spec))
+        if p.auto_note:
+            self.jobs.add_event(job_id, p.auto_note)
+        self.jobs.update(job_id, status="queued", hyperparameters={
+            "batch_size": p.batch_size, "learning_rate_multiplier": p.learning_rate_multiplier,
+            "n_epochs": p.n_epochs})
+        self.jobs.add_event(job_id, f"Files validated; {n_examples} examples, {p.total_steps} steps planned. "
+                            "Job queued")
+        self._queue.put_nowait(job_id)
+
+    def _count_examples(self, file_id: str, param: str) -> int:
+        try:
+            ds = load_dataset(self.files.path(file_id))
+        except DataError as e:
+            raise _Invalid("invalid_training_file" if param == "training_file" else "invalid_validation_file",
+                           str(e), param) from None
+        if ds.format not in ("chat", "alpaca", "sharegpt"):
+            raise _Invalid("invalid_training_file", f"{param}: {ds.format} rows cannot be used for supervised "
+                           "fine-tuning; use chat, alpaca or sharegpt rows", param)
+        return len(ds.examples)
+
+    # ------------------------------------------------------------------ queued -> running -> done
+    async def _worker(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            try:
+                if self.jobs.get(job_id).status == "queued":
+                    await self._train(job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug in the runner must fail the job, not kill the worker
+                log.exception("job %s: runner error", job_id)
+                self.jobs.fail(job_id, "server_error", f"internal error while running the job: {e}")
+
+    async def _train(self, job_id: str) -> None:
+        run_dir = self.jobs.run_dir(job_id)
+        model_name = self.db.job_row(job_id)["model_name"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "trainer", str(run_dir / "spec.json"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            preexec_fn=_die_with_parent, env=env, cwd=str(run_dir), limit=1 << 24,
+        )
+        self._procs[job_id] = proc
+        self.db.set_job_columns(job_id, pid=proc.pid)
+        self.jobs.update(job_id, status="running")
+        self.jobs.add_event(job_id, "Fine-tuning job started")
+        stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        state = _RunState()
+        try:
+            await asyncio.gather(self._read_events(job_id, model_name, proc.stdout, state),
+                                 _tail(proc.stderr, stderr_tail))
+            code = await proc.wait()
+        finally:
+            self._procs.pop(job_id, None)
+            self.db.set_job_columns(job_id, pid=None)
+        if self._stopping or self.jobs.get(job_id).status in TERMINAL:
+            return  # shutting down (resume at next start) or cancelled
+        if code == 0 and state.done is not None:
+            await self._succeed(job_id, model_name, state)
+        elif state.error is not None:
+            self.jobs.fail(job_id, state.error.get("code", "training_failed"), state.error["message"],
+                           state.error.get("param"))
+        else:
+            tail = "\n".join(stderr_tail)[-2000:]
+            why = (f"the trainer was killed by signal {signal.Signals(-code).name}"
+                   + (" (out of memory?)" if code == -signal.SIGKILL else "")) if code < 0 \
+                else f"the trainer exited with code {code}"
+            self.jobs.fail(job_id, "training_failed", f"{why}. Last output:\n{tail}" if tail else why + ".")
+
+    async def _read_events(self, job_id: str, model_name: str, stream: asyncio.StreamReader,
+                           state: _RunState) -> None:
+        async for raw in stream:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue  # stray output; stderr carries the diagnostics
+            kind = event.get("type")
+            if kind == "info":
+                self.jobs.add_event(job_id, event["message"])
+                state.total_steps = event.get("total_steps", state.total_steps)
+            elif kind == "metrics":
+                state.last_metrics = event
+                data = {k: event[k] for k in ("step", "total_steps", "train_loss", "train_mean_token_accuracy",
+                                              "learning_rate", "tokens", "tokens_per_s", "elapsed_s")}
+                self.jobs.add_event(job_id, f"Step {event['step']}/{event['total_steps']}: "
+                                    f"training loss={event['train_loss']:.4f}", data=data, type="metrics")
+                remaining = (event["total_steps"] - event["step"]) * event["elapsed_s"] / max(event["step"], 1)
+                self.jobs.update(job_id, trained_tokens=event["tokens"],
+                                 estimated_finish=int(time.time() + remaining))
+            elif kind == "eval":
+                self.jobs.add_event(job_id, f"Step {event['step']}: validation loss={event['valid_loss']:.4f}, "
+                                    f"token accuracy={event['valid_mean_token_accuracy']:.3f}",
+                                    data={k: v for k, v in event.items() if k != "type"}, type="metrics")
+            elif kind == "checkpoint":
+                await self._publish_checkpoint(job_id, model_name, event["step"], Path(event["path"]),
+                                               event["metrics"])
+            elif kind == "done":
+                state.done = event
+            elif kind == "error":
+                state.error = event
+
+    async def _publish_checkpoint(self, job_id: str, model_name: str, step: int, path: Path, metrics: dict) -> str:
+        name = f"{model_name}:ckpt-step-{step}"
+        await asyncio.to_thread(self.adapters.publish, name, path, job_id=job_id, step=step, replace=True)
+        checkpoint = FineTuningJobCheckpoint(
+            id=f"ftckpt-{job_id[6:18]}{step}", created_at=int(time.time()), fine_tuned_model_checkpoint=name,
+            fine_tuning_job_id=job_id, metrics=CheckpointMetrics(**{**metrics, "step": step}), step_number=step,
+        )
+        self.db.upsert_checkpoint(job_id, step, checkpoint.model_dump())
+        self.jobs.add_event(job_id, f"Checkpoint created at step {step}: {name}")
+        return name
+
+    async def _succeed(self, job_id: str, model_name: str, state: _RunState) -> None:
+        done = state.done
+        adapter = Path(done["adapter_path"])
+        await self._publish_checkpoint(job_id, model_name, done["steps"], adapter, done.get("metrics", {}))
+        await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id, step=done["steps"],
+                                replace=True)
+        results = self.files.create_internal(self._results_csv(job_id), "step_metrics.csv", "fine-tune-results")
+        self.jobs.update(job_id, status="succeeded", fine_tuned_model=model_name, finished_at=int(time.time()),
+                         trained_tokens=done["trained_tokens"], result_files=[results.id], estimated_finish=None)
+        self.jobs.add_event(job_id, f"New fine-tuned model created: {model_name}")
+        self.jobs.add_event(job_id, "The job has successfully completed")
+
+    def _results_csv(self, job_id: str) -> bytes:
+        rows: dict[int, dict] = {}
+        for event in self.db.metric_events(job_id):
+            data = event.get("data") or {}
+            if "step" in data:
+                rows.setdefault(data["step"], {}).update(data)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
+        for step in sorted(rows):
+            r = rows[step]
+            writer.writerow([step, r.get("train_loss", ""), r.get("train_mean_token_accuracy", ""),
+                             r.get("valid_loss", ""), r.get("valid_mean_token_accuracy", "")])
+        return out.getvalue().encode()
+
+
+class _RunState:
+    def __init__(self):
+        self.total_steps: int | None = None
+        self.last_metrics: dict | None = None
+        self.done: dict | None = None
+        self.error: dict | None = None
+
+
+class _Invalid(Exception):
+    def __init__(self, code: str, message: str, param: str | None):
+        self.code, self.message, self.param = code, message, param
+
+
+def _hyperparameters(method: dict | None):
+    from service.protocol import Hyperparameters
+
+    return Hyperparameters(**((method or {}).get("supervised", {}).get("hyperparameters", {})))
+
+
+async def _tail(stream: asyncio.StreamReader, into: collections.deque) -> None:
+    async for line in stream:
+        into.append(line.decode(errors="replace").rstrip())
+
+
+def _kill_stale_trainer(pid: int | None, run_dir: str) -> None:
+    """A trainer left from before a restart (should PDEATHSIG have failed): kill its group."""
+    if not pid:
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return
+    if "trainer" in cmdline and str(Path(run_dir) / "spec.json") in cmdline:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,33 @@
+import time
+
+import pytest
+from openai import OpenAI
+
+from tests.service.server import Server
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> OpenAI:
+    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def wait_for(predicate, timeout: float = 120, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_for_status(client: OpenAI, job_id: str, statuses: tuple[str, ...], timeout: float = 180):
+    return wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in statuses and j,
+                    timeout, what=f"job {job_id} to reach {statuses}")

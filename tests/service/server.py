@@ -1,0 +1,85 @@
+"""A real `ftserve serve` process on loopback, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data_dir: Path, model: Path | None = None, **settings):
+        self.data_dir, self.port = Path(data_dir), free_port()
+        self.args = [sys.executable, "-m", "service.cli", "serve", "--data-dir", str(data_dir),
+                     "--port", str(self.port), "--trainer-threads", "1", "--log-level", "warning"]
+        if model is not None:
+            self.args += ["--model", str(model), "--served-model-name", "ftserve-tiny"]
+        for key, value in settings.items():
+            self.args += [f"--{key.replace('_', '-')}", str(value)]
+        self.proc: subprocess.Popen | None = None
+        self.log = Path(data_dir) / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=self.log.open("ab"),
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """kill -9, as the OS or an operator would."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def trainer_pids(run_dir_part: str = "") -> list[int]:
+    """Live `python -m trainer` processes, optionally only those whose spec path contains `run_dir_part`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if b"trainer" in cmd and b"-m" in cmd and run_dir_part.encode() in b" ".join(cmd):
+            if stat.rsplit(")", 1)[1].split()[0] != "Z":  # zombies are already dead
+                found.append(int(entry.name))
+    return found

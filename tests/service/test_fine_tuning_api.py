@@ -1,0 +1,185 @@
+"""The Files and Fine-tuning Jobs APIs through the official openai client against a real server."""
+
+import csv
+import io
+import json
+import os
+import signal
+import time
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.conftest import FACTS, write_jsonl
+from tests.service.conftest import wait_for, wait_for_status
+from tests.service.server import Server, trainer_pids
+
+pytestmark = pytest.mark.slow
+FAST = {"n_epochs": 4, "batch_size": 4, "learning_rate": 3e-3, "n_checkpoints": 2}
+
+
+def _upload(client: OpenAI, path=FACTS):
+    with open(path, "rb") as f:
+        return client.files.create(file=f, purpose="fine-tune")
+
+
+def _create(client: OpenAI, file_id: str, hp=FAST, **kw):
+    return client.fine_tuning.jobs.create(
+        model="ftserve-tiny", training_file=file_id,
+        method={"type": "supervised", "supervised": {"hyperparameters": hp}}, **kw,
+    )
+
+
+def test_full_lifecycle(client, tmp_path):
+    train = _upload(client)
+    assert train.status == "processed" and train.purpose == "fine-tune" and train.bytes == FACTS.stat().st_size
+    valid = _upload(client, write_jsonl(tmp_path / "valid.jsonl", [
+        {"messages": [{"role": "user", "content": "What is the secret code of Hotel?"},
+                      {"role": "assistant", "content": "The secret code of Hotel is MINT-33."}]}]))
+    job = _create(client, train.id, validation_file=valid.id, suffix="facts", seed=7, metadata={"team": "a"})
+    assert job.status == "validating_files" and job.fine_tuned_model is None and job.seed == 7
+    assert job.metadata == {"team": "a"} and job.user_provided_suffix == "facts"
+
+    done = wait_for_status(client, job.id, ("succeeded", "failed", "cancelled"))
+    assert done.status == "succeeded", done.error
+    assert done.fine_tuned_model == f"ft:ftserve-tiny:ftserve:facts:{job.id[6:14]}"
+    assert done.trained_tokens > 0 and done.finished_at >= done.created_at
+    assert done.hyperparameters.n_epochs == 4 and done.hyperparameters.batch_size == 4
+
+    # events: newest first, metrics carry losses, pages chain through `after`
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    assert events[0].message == "The job has successfully completed"
+    assert events[-1].message.startswith("Validating training file")
+    metrics = [e for e in events if e.type == "metrics" and "train_loss" in (e.data or {})]
+    assert metrics and all(e.data["tokens_per_s"] > 0 for e in metrics)
+    assert any("valid_loss" in (e.data or {}) for e in events)
+    first = client.fine_tuning.jobs.list_events(job.id, limit=3)
+    second = client.fine_tuning.jobs.list_events(job.id, limit=3, after=first.data[-1].id)
+    assert first.has_more and [e.id for e in first.data + second.data] == [e.id for e in events[:6]]
+
+    # checkpoints: n_checkpoints=2 plus the final step, each published as a model
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    steps = [c.step_number for c in checkpoints]
+    assert steps == sorted(steps, reverse=True) and len(steps) == 3 and steps[0] == 12
+    for c in checkpoints:
+        assert c.fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-{c.step_number}"
+        assert c.metrics.train_loss > 0 and c.metrics.valid_loss > 0
+
+    # the result file: step metrics as CSV
+    (result_id,) = done.result_files
+    assert client.files.retrieve(result_id).purpose == "fine-tune-results"
+    rows = list(csv.DictReader(io.StringIO(client.files.content(result_id).text)))
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    assert all(float(r["train_loss"]) > 0 for r in rows) and rows[-1]["valid_loss"]
+
+    # models: the fine-tuned model and every checkpoint are listed, retrievable and deletable
+    ids = [m.id for m in client.models.list().data]
+    assert "ftserve-tiny" in ids and done.fine_tuned_model in ids
+    assert all(c.fine_tuned_model_checkpoint in ids for c in checkpoints)
+    model = client.models.retrieve(done.fine_tuned_model)
+    assert model.owned_by == "ftserve" and model.parent == "ftserve-tiny"
+    assert client.models.delete(checkpoints[-1].fine_tuned_model_checkpoint).deleted
+    with pytest.raises(Exception) as e:
+        client.models.retrieve(checkpoints[-1].fine_tuned_model_checkpoint)
+    assert e.value.status_code == 404
+    assert done.fine_tuned_model in [m.id for m in client.models.list().data]
+
+    # the uploaded file comes back byte for byte
+    assert client.files.content(train.id).content == FACTS.read_bytes()
+
+
+def test_pagination_of_files_and_jobs(client, tmp_path):
+    ids = [_upload(client).id for _ in range(5)]
+    page = client.files.list(limit=2, order="asc", purpose="fine-tune")
+    assert len(page.data) == 2 and page.has_more
+    newest = client.files.list(limit=5, order="desc", purpose="fine-tune").data
+    assert [f.id for f in newest] == ids[::-1]
+    after = client.files.list(limit=2, order="desc", after=ids[3], purpose="fine-tune").data
+    assert [f.id for f in after] == [ids[2], ids[1]]
+
+    jobs = [_create(client, ids[0], hp={"n_epochs": 1, "batch_size": 12}, metadata={"batch": f"b{i % 2}"})
+            for i in range(3)]
+    listed = client.fine_tuning.jobs.list(limit=2)
+    assert [j.id for j in listed.data] == [jobs[2].id, jobs[1].id] and listed.has_more
+    rest = client.fine_tuning.jobs.list(limit=2, after=jobs[1].id)
+    assert rest.data[0].id == jobs[0].id
+    tagged = client.fine_tuning.jobs.list(metadata={"batch": "b0"}).data
+    assert {j.id for j in tagged} == {jobs[0].id, jobs[2].id}
+    for j in jobs:
+        wait_for_status(client, j.id, ("succeeded",))
+    # files used by finished jobs can be deleted; then they are gone
+    assert client.files.delete(ids[4]).deleted
+    assert ids[4] not in [f.id for f in client.files.list().data]
+
+
+def test_cancel_a_running_job_ends_its_process_group(client, server):
+    job = _create(client, _upload(client).id, hp={"n_epochs": 50, "batch_size": 1, "learning_rate": 1e-3})
+    wait_for(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data),
+             what="the first training step")
+    assert trainer_pids(job.id)
+    started = time.monotonic()
+    cancelled = client.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled"
+    wait_for(lambda: not trainer_pids(job.id), timeout=2, interval=0.05, what="the trainer to exit")
+    assert time.monotonic() - started < 2.5
+    time.sleep(0.5)
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    assert client.fine_tuning.jobs.list_events(job.id).data[0].message == "Fine-tuning job cancelled"
+    with pytest.raises(Exception) as e:
+        client.fine_tuning.jobs.cancel(job.id)
+    assert e.value.status_code == 400 and e.value.body["code"] == "job_not_cancellable"
+
+
+def test_trainer_error_fails_the_job_with_its_message(client):
+    job = _create(client, _upload(client).id, hp={"n_epochs": 1, "lora_target_modules": ["no_such_proj"]})
+    failed = wait_for_status(client, job.id, ("failed", "succeeded"))
+    assert failed.status == "failed" and failed.error.code == "training_failed"
+    assert "no_such_proj" in failed.error.message
+
+
+def test_trainer_killed_by_the_os_fails_the_job(client, server):
+    job = _create(client, _upload(client).id, hp={"n_epochs": 50, "batch_size": 1})
+    wait_for(lambda: trainer_pids(job.id), what="the trainer to start")
+    for pid in trainer_pids(job.id):
+        os.kill(pid, signal.SIGKILL)  # what the OOM killer does
+    failed = wait_for_status(client, job.id, ("failed",))
+    assert "killed by signal SIGKILL" in failed.error.message
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_kill_9_of_the_server_mid_job_then_restart_resumes(tiny_model, tmp_path):
+    server = Server(tmp_path / "data", model=tiny_model).start()
+    client = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    try:
+        train = _upload(client)
+        job = _create(client, train.id, hp={"n_epochs": 40, "batch_size": 2, "learning_rate": 3e-3,
+                                            "n_checkpoints": 4})
+        wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, what="a first checkpoint")
+        events_before = [e.id for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
+        server.kill()
+        wait_for(lambda: not trainer_pids(job.id), timeout=5, what="the trainer to die with the server")
+
+        server.start()
+        assert client.files.retrieve(train.id).status == "processed"
+        done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=300)
+        assert done.status == "succeeded", done.error
+        events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))  # auto-paginates with `after`
+        messages = [e.message for e in events]
+        assert any(m.startswith("Server restarted") for m in messages)
+        resumed = [m for m in messages if m.startswith("resumed from step-")]
+        assert resumed and int(resumed[0].split("step-")[1].split()[0]) > 0
+        assert set(events_before) <= {e.id for e in events}
+        assert done.fine_tuned_model in [m.id for m in client.models.list().data]
+    finally:
+        server.stop()
+    assert not trainer_pids(str(tmp_path))
+
+
+def test_spec_written_for_the_trainer_is_a_valid_config(client, server):
+    job = _create(client, _upload(client).id, hp={"n_epochs": 1, "batch_size": 12, "lora_r": 4,
+                                                  "lora_alpha": 8, "max_seq_len": 256, "warmup_ratio": 0.1})
+    wait_for_status(client, job.id, ("succeeded",))
+    spec = json.loads((server.data_dir / "jobs" / job.id / "spec.json").read_text())
+    assert (spec["lora_rank"], spec["lora_alpha"], spec["cutoff_len"], spec["warmup_ratio"]) == (4, 8, 256, 0.1)
+    assert spec["resume_from_checkpoint"] == "latest"
