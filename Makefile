@@ -1,11 +1,14 @@
 # The two set-up commands (README): `make serve` and `make test`. Both install .venv first.
-.PHONY: install serve test bench-train lint
+.PHONY: install serve demo-train test bench-train openapi
 
 install:
 	@scripts/install.sh
 
-# Until the HTTP service lands, `make serve` runs the demo recipe: build the tiny model, fine-tune it.
+# The service on its embedded default: SQLite and adapters under ./data, the tiny model built offline.
 serve: install
+	.venv/bin/ftserve serve $(ARGS)
+
+demo-train: install
 	.venv/bin/ftserve tiny-model data/models/ftserve-tiny
 	.venv/bin/ftserve train examples/tiny-sft.yaml
 
@@ -14,3 +17,6 @@ test: install
 
 bench-train: install
 	.venv/bin/python bench/train.py
+
+openapi: install
+	.venv/bin/ftserve openapi -o openapi.yaml

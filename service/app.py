@@ -17,6 +17,7 @@ from service.db import Database
 from service.files import FileService
 from service.jobs import JobService
 from service.models import ModelService
+from service.protocol import ErrorResponse
 from service.routes import files, health, jobs, models
 from service.runner import JobRunner
 from service.settings import TINY_MODEL_NAME, Settings
@@ -65,10 +66,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="ftserve", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible LoRA fine-tuning and inference.")
     errors.install(app)
+    error = {"model": ErrorResponse, "description": "An error, in OpenAI's envelope"}
     for router in (files.router, jobs.router, models.router, health.router):
-        app.include_router(router)
+        app.include_router(router, responses={"4XX": error, "5XX": error})
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     return app
+
+
+def openapi_yaml() -> str:
+    """The app's OpenAPI schema as YAML, as committed in openapi.yaml."""
+    import yaml
+
+    return yaml.safe_dump(create_app(Settings(data_dir=Path("/nonexistent"))).openapi(), sort_keys=False,
+                          allow_unicode=True, width=120)
 
 
 class UploadLimit:

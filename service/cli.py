@@ -77,6 +77,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    from service.app import openapi_yaml
+
+    text = openapi_yaml()
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ftserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, field in Settings.model_fields.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=field.description)
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("openapi", help="print the API's OpenAPI schema as YAML (the committed openapi.yaml)")
+    p.add_argument("-o", "--output", type=Path)
+    p.set_defaults(func=_openapi)
 
     args = parser.parse_args(argv)
     return args.func(args)

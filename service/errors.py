@@ -66,10 +66,29 @@ async def _api_error(request: Request, exc: APIError) -> JSONResponse:
     return error_response(exc)
 
 
+_LOCATIONS = ("body", "query", "path", "header", "form")
+
+
+def _param(loc: tuple) -> str | None:
+    """`('body', 'hyperparameters', 'n_epochs', 'int')` -> `hyperparameters.n_epochs`: field names only,
+    without the request location or the union member tags pydantic appends."""
+    parts = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        elif p not in _LOCATIONS and p.isidentifier() and p not in _TYPE_TAGS:
+            parts.append(("." if parts else "") + p)
+    return "".join(parts) or None
+
+
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "bytes"}
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
-    param = ".".join(loc) or None
+    errs = exc.errors()
+    # In a union ("auto" or a number) the literal branch's complaint is the less useful one.
+    err = next((e for e in errs if not any("literal[" in str(p) for p in e.get("loc", ()))), errs[0])
+    param = _param(err.get("loc", ()))
     if err.get("type") == "json_invalid":
         message, param = "The request body is not valid JSON.", None
     elif err.get("type") == "extra_forbidden":

@@ -15,7 +15,7 @@ T = TypeVar("T")
 class Strict(BaseModel):
     """Request bodies: unknown fields are rejected, as OpenAI does."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class ListObject(BaseModel, Generic[T]):
@@ -70,13 +70,21 @@ class Hyperparameters(Strict):
     n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = "auto"
     # ftserve extensions
     learning_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Absolute peak learning rate; overrides learning_rate_multiplier (1.0 = 1e-4)."""
     lora_r: Annotated[int, Field(ge=1, le=256)] | None = None
+    """LoRA rank (default 8)."""
     lora_alpha: Annotated[int, Field(ge=1, le=1024)] | None = None
+    """LoRA alpha (default 2 x lora_r)."""
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    """Dropout on the LoRA input (default 0)."""
     lora_target_modules: Literal["all-linear"] | Annotated[list[str], Field(min_length=1)] | None = None
+    """Modules that get LoRA: a list of names or "all-linear" (default)."""
     max_seq_len: Annotated[int, Field(ge=8, le=131072)] | None = None
+    """Tokens per example; longer ones are truncated (default 1024)."""
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] | None = None
+    """Fraction of steps spent warming up the learning rate (default 0)."""
     n_checkpoints: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Intermediate checkpoints, evenly spaced, each servable as {model}:ckpt-step-N (default 3)."""
 
 
 class SupervisedMethod(Strict):
