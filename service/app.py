@@ -13,12 +13,16 @@ from fastapi.responses import JSONResponse
 
 from adapters import AdapterStore
 from service import errors
+from service.chat import ChatService
+from service.completions import CompletionService
 from service.db import Database
+from service.engine import AdapterResolver, Engine
 from service.files import FileService
 from service.jobs import JobService
+from service.metrics import Metrics
 from service.models import ModelService
 from service.protocol import ErrorResponse
-from service.routes import files, health, jobs, models
+from service.routes import chat, files, health, jobs, models
 from service.runner import JobRunner
 from service.settings import TINY_MODEL_NAME, Settings
 
@@ -54,6 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings, app.state.db, app.state.adapters = settings, db, adapters
         app.state.files, app.state.jobs, app.state.runner = file_service, runner.jobs, runner
         app.state.models = ModelService(adapters, settings, str(model_path), int(time.time()))
+        engine = Engine(settings, model_path)
+        metrics = Metrics()
+        resolver = AdapterResolver(adapters, engine, settings, metrics)
+        app.state.engine, app.state.metrics = engine, metrics
+        app.state.chat = ChatService(engine, resolver, metrics)
+        app.state.completions = CompletionService(engine, resolver, metrics)
+        if settings.engine == "vllm":
+            engine.start_background()
         await runner.start()
         log.info("ftserve ready: base model %s (%s), data in %s", settings.base_model_name, model_path,
                  settings.data_dir)
@@ -61,13 +73,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await runner.close()
+            await engine.close()
             db.close()
 
     app = FastAPI(title="ftserve", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible LoRA fine-tuning and inference.")
     errors.install(app)
     error = {"model": ErrorResponse, "description": "An error, in OpenAI's envelope"}
-    for router in (files.router, jobs.router, models.router, health.router):
+    for router in (chat.router, files.router, jobs.router, models.router, health.router):
         app.include_router(router, responses={"4XX": error, "5XX": error})
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     return app

@@ -4,6 +4,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.chat import ChatService
+from service.completions import CompletionService
 from service.files import FileService
 from service.jobs import JobService
 from service.models import ModelService
@@ -21,6 +23,16 @@ def _models(request: Request) -> ModelService:
     return request.app.state.models
 
 
+def _chat(request: Request) -> ChatService:
+    return request.app.state.chat
+
+
+def _completions(request: Request) -> CompletionService:
+    return request.app.state.completions
+
+
+Chat = Annotated[ChatService, Depends(_chat)]
+Completions = Annotated[CompletionService, Depends(_completions)]
 Files = Annotated[FileService, Depends(_files)]
 Jobs = Annotated[JobService, Depends(_jobs)]
 Models = Annotated[ModelService, Depends(_models)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,30 @@ class Settings(BaseSettings):
 
     cancel_grace_seconds: float = Field(default=1.0, ge=0)
     """After SIGTERM, how long a cancelled trainer gets before SIGKILL."""
+
+    engine: Literal["vllm", "none"] = "vllm"
+    """`vllm` serves chat and completions; `none` runs only the fine-tuning control plane."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Engine dtype; `auto` is bfloat16 on a GPU and float32 on CPU."""
+
+    max_loras: int = Field(default=4, ge=1)
+    """Adapters batched together on the device at once (vLLM LoRA slots)."""
+
+    max_cpu_loras: int = Field(default=16, ge=1)
+    """Adapters kept loaded in host memory (LRU beyond that)."""
+
+    max_lora_rank: int = Field(default=64, ge=1)
+    """Largest adapter rank the engine accepts; larger adapters answer 400."""
+
+    max_model_len: int | None = Field(default=None, ge=16)
+    """Context length; unset: the model's own."""
+
+    gpu_memory_utilization: float = Field(default=0.6, gt=0, le=1)
+    """Share of GPU memory vLLM may take; the default leaves room for a training subprocess."""
+
+    cpu_kv_cache_gib: int = Field(default=1, ge=1)
+    """KV cache size on CPU machines (VLLM_CPU_KVCACHE_SPACE)."""
 
     log_level: str = "info"
     """Log level of the service."""

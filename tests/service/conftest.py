@@ -8,7 +8,7 @@ from tests.service.server import Server
 
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model).start()
+    srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model, engine="none").start()
     yield srv
     srv.stop()
 

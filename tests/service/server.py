@@ -49,6 +49,8 @@ class Server:
             try:
                 if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
                     return self
+                if httpx.get(self.url + "/health", timeout=1).status_code == 503:
+                    raise RuntimeError(f"the engine failed to start:\n{self.log.read_text()[-3000:]}")
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)

