@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from service.engine import AdapterResolver, Engine
 from service.errors import APIError, Kind
 from service.generation import (
     DONE,
+    GenerationService,
     finish_reason,
     max_new_tokens,
     now,
-    reject_unsupported,
     request_id,
     sampling_params,
     sse,
@@ -31,14 +30,9 @@ from service.protocol_chat import (
 )
 
 
-class ChatService:
-    def __init__(self, engine: Engine, resolver: AdapterResolver, metrics=None):
-        self.engine, self.resolver, self.metrics = engine, resolver, metrics
-
+class ChatService(GenerationService):
     async def create(self, req: ChatCompletionRequest) -> ChatCompletion | AsyncIterator[str]:
-        self.engine.require_ready()
-        reject_unsupported(req.unsupported())
-        lora = await self.resolver.resolve(req.model)
+        lora = await self.admit(req)
         prompt_ids = self._render(req)
         max_tokens = max_new_tokens(len(prompt_ids), req.max_completion_tokens or req.max_tokens,
                                     self.engine.max_model_len)
@@ -83,8 +77,7 @@ class ChatService:
                                         logprobs=self._logprobs(req, c), finish_reason=finish_reason(c.finish_reason))
                    for c in final.outputs]
         n_completion = sum(len(c.token_ids) for c in final.outputs)
-        if self.metrics:
-            self.metrics.tokens(req.model, n_prompt, n_completion)
+        self.count_tokens(req.model, n_prompt, n_completion)
         return ChatCompletion(id=rid, created=now(), model=req.model, choices=choices,
                               usage=Usage(prompt_tokens=n_prompt, completion_tokens=n_completion,
                                           total_tokens=n_prompt + n_completion))
@@ -110,8 +103,7 @@ class ChatService:
                         logprobs=self._logprobs(req, c), finish_reason=reason))
             if choices:
                 yield chunk(choices)
-        if self.metrics:
-            self.metrics.tokens(req.model, n_prompt, n_completion)
+        self.count_tokens(req.model, n_prompt, n_completion)
         if include_usage:
             yield chunk([], Usage(prompt_tokens=n_prompt, completion_tokens=n_completion,
                                   total_tokens=n_prompt + n_completion))

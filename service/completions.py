@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from service.engine import AdapterResolver, Engine
 from service.generation import (
     DONE,
+    GenerationService,
     finish_reason,
     max_new_tokens,
     now,
-    reject_unsupported,
     request_id,
     sampling_params,
     sse,
@@ -19,16 +18,11 @@ from service.generation import (
 from service.protocol_chat import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
 
 
-class CompletionService:
-    def __init__(self, engine: Engine, resolver: AdapterResolver, metrics=None):
-        self.engine, self.resolver, self.metrics = engine, resolver, metrics
-
+class CompletionService(GenerationService):
     async def create(self, req: CompletionRequest) -> Completion | AsyncIterator[str]:
         from vllm.utils.async_utils import merge_async_iterators
 
-        self.engine.require_ready()
-        reject_unsupported(req.unsupported())
-        lora = await self.resolver.resolve(req.model)
+        lora = await self.admit(req)
         prompts = self._prompts(req)
         n = req.n or 1
         rid = request_id("cmpl")
@@ -84,8 +78,7 @@ class CompletionService:
                                                 logprobs=self._logprobs(req, c, len(text) - len(c.text)),
                                                 finish_reason=finish_reason(c.finish_reason)))
         n_prompt = sum(len(ids) for ids in prompts)
-        if self.metrics:
-            self.metrics.tokens(req.model, n_prompt, n_completion)
+        self.count_tokens(req.model, n_prompt, n_completion)
         return Completion(id=rid, created=now(), model=req.model, choices=sorted(choices, key=lambda c: c.index),
                           usage=Usage(prompt_tokens=n_prompt, completion_tokens=n_completion,
                                       total_tokens=n_prompt + n_completion))
@@ -106,8 +99,7 @@ class CompletionService:
             if choices:
                 yield sse(Completion(id=rid, created=created, model=req.model, choices=choices))
         n_prompt = sum(len(ids) for ids in prompts)
-        if self.metrics:
-            self.metrics.tokens(req.model, n_prompt, n_completion)
+        self.count_tokens(req.model, n_prompt, n_completion)
         if include_usage:
             yield sse(Completion(id=rid, created=created, model=req.model, choices=[],
                                  usage=Usage(prompt_tokens=n_prompt, completion_tokens=n_completion,

@@ -12,6 +12,23 @@ from service.errors import APIError, Kind
 from service.protocol_chat import ResponseFormat, TopLogprob
 
 
+class GenerationService:
+    """What the chat and completions services share: the engine, the adapter resolver, metrics."""
+
+    def __init__(self, engine, resolver, metrics=None):
+        self.engine, self.resolver, self.metrics = engine, resolver, metrics
+
+    async def admit(self, req):
+        """Checks every generation request passes first; returns its LoRARequest (None: base model)."""
+        self.engine.require_ready()
+        reject_unsupported(req.unsupported())
+        return await self.resolver.resolve(req.model)
+
+    def count_tokens(self, model: str, prompt: int, completion: int) -> None:
+        if self.metrics is not None:
+            self.metrics.tokens(model, prompt, completion)
+
+
 def request_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 

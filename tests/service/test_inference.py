@@ -56,6 +56,17 @@ def adapters(client, tmp_path_factory):
     return facts_job, capitals_job
 
 
+def _publish_copy(server, source_model: str, name: str, tmp_path, **config_changes) -> AdapterStore:
+    """Publish a copy of an adapter under another name, its adapter_config.json changed as given."""
+    store = AdapterStore(server.data_dir / "adapters")
+    copy = tmp_path / name.replace(":", "_")
+    shutil.copytree(store.resolve(source_model), copy)
+    config = json.loads((copy / "adapter_config.json").read_text())
+    (copy / "adapter_config.json").write_text(json.dumps({**config, **config_changes}))
+    store.publish(name, copy)
+    return store
+
+
 def _ask(client, model, question, **kw) -> str:
     stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
                                             stream=True, temperature=0, max_tokens=40, **kw)
@@ -213,18 +224,8 @@ def test_completions_prompt_list_echo_logprobs_and_stream(client, adapters, fact
 # ------------------------------------------------------------------------------ resolution and errors
 def test_model_resolution_errors(client, server, adapters, tmp_path):
     facts_job, _ = adapters
-    store = AdapterStore(server.data_dir / "adapters")
-    source = store.resolve(facts_job.fine_tuned_model)
-
-    def publish_variant(name, **config_changes):
-        copy = tmp_path / name
-        shutil.copytree(source, copy)
-        config = json.loads((copy / "adapter_config.json").read_text())
-        (copy / "adapter_config.json").write_text(json.dumps({**config, **config_changes}))
-        store.publish(name, copy)
-
-    publish_variant("ft:wide", r=32)
-    publish_variant("ft:foreign", base_model_name_or_path="Qwen/Qwen2.5-0.5B")
+    _publish_copy(server, facts_job.fine_tuned_model, "ft:wide", tmp_path, r=32)
+    _publish_copy(server, facts_job.fine_tuned_model, "ft:foreign", tmp_path, base_model_name_or_path="Qwen/Qwen2.5-0.5B")
     cases = [("ft:nope:x:y:z", 404, "model_not_found"), ("../../etc/passwd", 404, "model_not_found"),
              ("ft:wide", 400, "adapter_rank_too_large"), ("ft:foreign", 400, "adapter_base_mismatch")]
     for model, status, code in cases:
@@ -242,10 +243,7 @@ def test_model_resolution_errors(client, server, adapters, tmp_path):
 
 def test_corrupted_adapter_is_a_4xx_and_others_are_unaffected(client, server, adapters, tmp_path):
     _, capitals_job = adapters
-    store = AdapterStore(server.data_dir / "adapters")
-    copy = tmp_path / "copy"
-    shutil.copytree(store.resolve(capitals_job.fine_tuned_model), copy)
-    store.publish("ft:damaged", copy)
+    store = _publish_copy(server, capitals_job.fine_tuned_model, "ft:damaged", tmp_path)
     (store.resolve("ft:damaged") / "adapter_model.safetensors").write_bytes(b"\0" * 100)
     with pytest.raises(Exception) as e:
         _chat(client, model="ft:damaged")
@@ -262,10 +260,7 @@ def _metric(server, name) -> float:
 
 def test_concurrent_first_requests_load_an_adapter_once(client, server, adapters, tmp_path):
     _, capitals_job = adapters
-    store = AdapterStore(server.data_dir / "adapters")
-    copy = tmp_path / "fresh"
-    shutil.copytree(store.resolve(capitals_job.fine_tuned_model), copy)
-    store.publish("ft:fresh", copy)
+    _publish_copy(server, capitals_job.fine_tuned_model, "ft:fresh", tmp_path)
     before = _metric(server, "ftserve_adapter_loads_total")
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: _ask(client, "ft:fresh", OTHER_FACTS[1][0]), range(8)))

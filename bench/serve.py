@@ -1,0 +1,231 @@
+"""Serving: ftserve's /v1/chat/completions vs vLLM's own OpenAI server, on the same model and prompts.
+
+    .venv/bin/python bench/serve.py [--requests 32] [--max-tokens 64]
+
+One run of this script starts each server as a child process in turn (vLLM's
+`python -m vllm.entrypoints.openai.api_server`, then `ftserve serve`), both with the same engine
+settings, and sends both the same streamed chat requests (greedy, same prompts, so the same
+tokens) from this process:
+
+- time to first token (TTFT) p50/p99 and output tokens/s with 1 and with 16 concurrent streams;
+- on ftserve, requests spread over 8 distinct adapters vs the base model alone (throughput ratio);
+- on ftserve, a fine-tuning job's success -> the first streamed token of its new adapter.
+
+Writes bench/results/serve.json and prints the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results" / "serve.json"
+MODEL = "ftserve-tiny"
+ENGINE = {"max_loras": 8, "max_cpu_loras": 16, "max_lora_rank": 64, "max_model_len": 2048}
+QUESTIONS = ["What is the secret code of Alpha?", "Tell me about the river.", "Name three colors.",
+             "What is two plus two?", "Write a short poem.", "Where is the mountain?", "Say hello.",
+             "What is the capital city?"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str], port: int, log: Path, env: dict) -> subprocess.Popen:
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{args[2]} exited:\n{log.read_text()[-3000:]}")
+        try:
+            ready = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200
+            if ready and httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={
+                    "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    sys.exit(f"{args} did not become ready:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+async def one_stream(http: httpx.AsyncClient, url: str, model: str, question: str, max_tokens: int):
+    body = {"model": model, "messages": [{"role": "user", "content": question}], "stream": True,
+            "temperature": 0, "max_tokens": max_tokens, "stream_options": {"include_usage": True}}
+    sent = time.perf_counter()
+    ttft, tokens = None, 0
+    async with http.stream("POST", url + "/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if ttft is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                ttft = time.perf_counter() - sent
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    return ttft, tokens
+
+
+async def load(url: str, models: list[str], requests: int, concurrency: int, max_tokens: int) -> dict:
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=concurrency + 4)) as http:
+        async def run(i):
+            async with gate:
+                return await one_stream(http, url, models[i % len(models)], QUESTIONS[i % len(QUESTIONS)],
+                                        max_tokens)
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(run(i) for i in range(requests)))
+        wall = time.perf_counter() - started
+    ttfts = sorted(t for t, _ in results if t is not None)
+    tokens = sum(n for _, n in results)
+    return {"requests": requests, "concurrency": concurrency, "output_tokens": tokens,
+            "output_tokens_per_s": round(tokens / wall, 1), "ttft_p50_ms": round(_pct(ttfts, 50) * 1000, 2),
+            "ttft_p99_ms": round(_pct(ttfts, 99) * 1000, 2), "wall_s": round(wall, 3)}
+
+
+def _pct(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def measure(url: str, models: list[str], a) -> dict:
+    return {"c1": asyncio.run(load(url, models, a.requests // 2, 1, a.max_tokens)),
+            "c16": asyncio.run(load(url, models, a.requests, 16, a.max_tokens))}
+
+
+def _best(runs: list[dict]) -> dict:
+    """Per concurrency level, the run with the highest throughput."""
+    return {level: max((r[level] for r in runs), key=lambda x: x["output_tokens_per_s"]) for level in runs[0]}
+
+
+def job_to_first_token(url: str, data_file: Path) -> float:
+    """Seconds from seeing a job `succeeded` to the first streamed token of its model."""
+    with httpx.Client(base_url=url, timeout=120) as http:
+        file_id = http.post("/v1/files", files={"file": ("d.jsonl", data_file.read_bytes())},
+                            data={"purpose": "fine-tune"}).json()["id"]
+        job = http.post("/v1/fine_tuning/jobs", json={"model": MODEL, "training_file": file_id, "hyperparameters": {
+            "n_epochs": 1, "batch_size": 12, "n_checkpoints": 0}}).json()
+        while (status := http.get(f"/v1/fine_tuning/jobs/{job['id']}").json())["status"] not in ("succeeded", "failed"):
+            time.sleep(0.01)
+        seen = time.perf_counter()
+        assert status["status"] == "succeeded", status
+        body = {"model": status["fine_tuned_model"], "messages": [{"role": "user", "content": "hi"}],
+                "stream": True, "max_tokens": 4}
+        with http.stream("POST", "/v1/chat/completions", json=body) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                    return time.perf_counter() - seen
+    raise RuntimeError("no token streamed")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=64, help="requests at 16 streams (half that at 1 stream)")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2, help="start each server this many times; best run counts")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    a = ap.parse_args()
+
+    from adapters import AdapterStore
+    from trainer.config import TrainConfig
+    from trainer.recipe import train
+    from trainer.tiny_model import build_tiny_model
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    model_dir = build_tiny_model(work / MODEL)
+    adapter = train(TrainConfig.from_mapping(dict(
+        model_name_or_path=str(model_dir), served_model_name=MODEL, dataset=str(REPO / "examples/facts.jsonl"),
+        output_dir=str(work / "run"), max_steps=5, num_threads=2))).adapter_path
+    env = {**os.environ, "VLLM_HOST_IP": "127.0.0.1", "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
+    data_dir = work / "data"
+    store = AdapterStore(data_dir / "adapters")
+    names = [f"ft:{MODEL}:bench:a{i}:x" for i in range(8)]
+    for name in names:
+        store.publish(name, adapter)
+    runs: dict[str, list[dict]] = {"vllm": [], "ftserve": []}
+    for rnd in range(a.rounds):  # interleaved, order flipped each round, so drift hits both alike
+        for server in (("vllm", "ftserve") if rnd % 2 == 0 else ("ftserve", "vllm")):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            if server == "vllm":
+                args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+                        "--served-model-name", MODEL, "--dtype", "float32", "--enable-lora", "--host", "127.0.0.1",
+                        "--port", str(port), "--seed", "0", "--disable-log-stats",
+                        "--structured-outputs-config.backend", "xgrammar"]
+            else:
+                args = [sys.executable, "-m", "service.cli", "serve", "--model", str(model_dir),
+                        "--served-model-name", MODEL, "--data-dir", str(data_dir), "--port", str(port),
+                        "--log-level", "warning", "--trainer-threads", "2"]
+            args += [x for k, v in ENGINE.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+            proc = start(args, port, work / f"{server}.log", env)
+            try:
+                runs[server].append(measure(url, [MODEL], a))
+                print(server, json.dumps(runs[server][-1]), flush=True)
+                if server == "ftserve" and rnd == a.rounds - 1:
+                    asyncio.run(load(url, names, 16, 8, 8))  # first use of each adapter loads it: not measured
+                    multi = asyncio.run(load(url, names, a.requests, 16, a.max_tokens))
+                    print("8 adapters", json.dumps(multi), flush=True)
+                    first_token_s = job_to_first_token(url, REPO / "examples/facts.jsonl")
+            finally:
+                stop(proc)
+    vllm, ftserve = (_best(runs[k]) for k in ("vllm", "ftserve"))
+
+    import torch
+
+    import vllm as vllm_pkg
+
+    result = {
+        "throughput_ratio_c1": round(ftserve["c1"]["output_tokens_per_s"] / vllm["c1"]["output_tokens_per_s"], 3),
+        "throughput_ratio_c16": round(ftserve["c16"]["output_tokens_per_s"] / vllm["c16"]["output_tokens_per_s"], 3),
+        "ttft_overhead_p50_ms_c1": round(ftserve["c1"]["ttft_p50_ms"] - vllm["c1"]["ttft_p50_ms"], 2),
+        "adapters8_vs_base_throughput_ratio": round(multi["output_tokens_per_s"] / ftserve["c16"]["output_tokens_per_s"], 3),
+        "job_succeeded_to_first_token_s": round(first_token_s, 3),
+        "ftserve": ftserve, "vllm_openai_server": vllm, "ftserve_8_adapters_c16": multi,
+        "setup": {"model": "ftserve tiny-model (Qwen2, 4 layers, hidden 256), float32", "max_tokens": a.max_tokens,
+                  "rounds": a.rounds, "requests_c16": a.requests, "requests_c1": a.requests // 2,
+                  "sampling": "greedy, same prompts on both servers", **ENGINE},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "vllm": vllm_pkg.__version__,
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"ftserve/vLLM throughput: {result['throughput_ratio_c1']}x at 1 stream, {result['throughput_ratio_c16']}x at "
+          f"16; TTFT overhead p50 {result['ttft_overhead_p50_ms_c1']} ms; 8 adapters vs base "
+          f"{result['adapters8_vs_base_throughput_ratio']}x; job -> first token {result['job_succeeded_to_first_token_s']} s")
+
+
+if __name__ == "__main__":
+    main()
