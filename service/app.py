@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from adapters import AdapterStore
 from service import errors
@@ -18,8 +17,10 @@ from service.completions import CompletionService
 from service.db import Database
 from service.engine import AdapterResolver, Engine
 from service.files import FileService
+from service.generation import Admission
 from service.jobs import JobService
 from service.metrics import Metrics
+from service.middleware import APIKeyAuth, HTTPMetrics, UploadLimit
 from service.models import ModelService
 from service.protocol import ErrorResponse
 from service.routes import chat, files, health, jobs, models
@@ -59,14 +60,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.files, app.state.jobs, app.state.runner = file_service, runner.jobs, runner
         app.state.models = ModelService(adapters, settings, str(model_path), int(time.time()))
         engine = Engine(settings, model_path)
-        metrics = Metrics()
+        metrics = app.state.metrics
         resolver = AdapterResolver(adapters, engine, settings, metrics)
-        app.state.engine, app.state.metrics = engine, metrics
-        app.state.chat = ChatService(engine, resolver, metrics)
-        app.state.completions = CompletionService(engine, resolver, metrics)
+        app.state.engine = engine
+        admission = Admission(settings.max_concurrent_generations)
+        app.state.admission = admission
+        app.state.chat = ChatService(engine, resolver, admission, metrics)
+        app.state.completions = CompletionService(engine, resolver, admission, metrics)
         if settings.engine == "vllm":
             engine.start_background()
         await runner.start()
+        if not settings.load_api_keys():
+            log.warning("no API keys configured (FTSERVE_API_KEYS / FTSERVE_API_KEY_FILE): the API is open to "
+                        "anyone who can reach it")
         log.info("ftserve ready: base model %s (%s), data in %s", settings.base_model_name, model_path,
                  settings.data_dir)
         try:
@@ -82,7 +88,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     error = {"model": ErrorResponse, "description": "An error, in OpenAI's envelope"}
     for router in (chat.router, files.router, jobs.router, models.router, health.router):
         app.include_router(router, responses={"4XX": error, "5XX": error})
+    metrics = Metrics()
+    app.state.metrics = metrics
+    # outermost last: metrics see every request, auth runs before the upload limit reads a body
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    keys = settings.load_api_keys()
+    if keys:
+        app.add_middleware(APIKeyAuth, keys=keys)
+    app.add_middleware(HTTPMetrics, metrics=metrics)
     return app
 
 
@@ -92,51 +105,3 @@ def openapi_yaml() -> str:
 
     return yaml.safe_dump(create_app(Settings(data_dir=Path("/nonexistent"))).openapi(), sort_keys=False,
                           allow_unicode=True, width=120)
-
-
-class UploadLimit:
-    """413 for uploads over the limit, before the body is stored: at once when Content-Length
-    says so, else as soon as the streamed body crosses it (the app's own reply is replaced)."""
-
-    MULTIPART_SLACK = 64 * 1024
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.limit = app, max_bytes + self.MULTIPART_SLACK
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != "/v1/files":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._too_large(scope, receive, send)
-        received, exceeded, started = 0, False, False
-
-        async def counted_receive():
-            nonlocal received, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    exceeded = True
-                    raise errors.APIError(errors.Kind.TOO_LARGE, "too large")
-            return message
-
-        async def guarded_send(message):
-            nonlocal started
-            if exceeded:
-                return
-            started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, guarded_send)
-        except Exception:
-            if not exceeded:
-                raise
-        if exceeded and not started:
-            await self._too_large(scope, receive, send)
-
-    async def _too_large(self, scope, receive, send):
-        body = errors.envelope(errors.Kind.TOO_LARGE, f"Request body exceeds the maximum upload size of "
-                               f"{self.limit - self.MULTIPART_SLACK} bytes.", param="file", code="file_too_large")
-        await JSONResponse(body, 413)(scope, receive, send)

@@ -37,9 +37,9 @@ class ChatService(GenerationService):
         max_tokens = max_new_tokens(len(prompt_ids), req.max_completion_tokens or req.max_tokens,
                                     self.engine.max_model_len)
         n_logprobs = (req.top_logprobs or 0) if req.logprobs else None
-        params = sampling_params(req, max_tokens, n_logprobs, bool(req.stream), req.response_format)
+        params = sampling_params(req, max_tokens, n_logprobs, req.response_format)
         rid = request_id("chatcmpl")
-        outputs = self.engine.generate(prompt_ids, params, rid, lora)
+        outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora))
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return self._stream(req, rid, len(prompt_ids), outputs, include_usage)
@@ -70,13 +70,11 @@ class ChatService(GenerationService):
         return ChoiceLogprobs(content=content)
 
     async def _complete(self, req, rid: str, n_prompt: int, outputs) -> ChatCompletion:
-        final = None
-        async for final in outputs:
-            pass
+        done = sorted((await self.accumulate(outputs)).values(), key=lambda c: c.index)
         choices = [ChatCompletionChoice(index=c.index, message=ChatCompletionMessage(content=c.text),
                                         logprobs=self._logprobs(req, c), finish_reason=finish_reason(c.finish_reason))
-                   for c in final.outputs]
-        n_completion = sum(len(c.token_ids) for c in final.outputs)
+                   for c in done]
+        n_completion = sum(len(c.token_ids) for c in done)
         self.count_tokens(req.model, n_prompt, n_completion)
         return ChatCompletion(id=rid, created=now(), model=req.model, choices=choices,
                               usage=Usage(prompt_tokens=n_prompt, completion_tokens=n_completion,

@@ -73,7 +73,10 @@ def _serve(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     settings = Settings(**given)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    # SIGTERM/SIGINT: uvicorn stops accepting, lets in-flight requests (streams too) finish for up to
+    # shutdown_timeout_seconds, then the app's shutdown checkpoints and stops trainers and the engine.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds) or None)
     return 0
 
 

@@ -27,10 +27,9 @@ class CompletionService(GenerationService):
         n = req.n or 1
         rid = request_id("cmpl")
         limits = [max_new_tokens(len(ids), req.max_tokens, self.engine.max_model_len, "prompt") for ids in prompts]
-        streams = [self.engine.generate(ids, sampling_params(req, limit, req.logprobs, bool(req.stream)),
-                                        f"{rid}-{i}", lora)
+        streams = [self.engine.generate(ids, sampling_params(req, limit, req.logprobs), f"{rid}-{i}", lora)
                    for i, (ids, limit) in enumerate(zip(prompts, limits))]
-        merged = merge_async_iterators(*streams)
+        merged = await self.open(merge_async_iterators(*streams))
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return self._stream(req, rid, prompts, n, merged, include_usage)
@@ -66,20 +65,17 @@ class CompletionService(GenerationService):
         return out
 
     async def _complete(self, req, rid, prompts, n, merged) -> Completion:
-        finals = {}
-        async for i, output in merged:
-            finals[i] = output
+        done = await self.accumulate(merged, key=lambda item: item)
         choices, n_completion = [], 0
-        for i, ids in enumerate(prompts):
-            for c in finals[i].outputs:
-                n_completion += len(c.token_ids)
-                text = self._text(req, ids, c, True)
-                choices.append(CompletionChoice(index=i * n + c.index, text=text,
-                                                logprobs=self._logprobs(req, c, len(text) - len(c.text)),
-                                                finish_reason=finish_reason(c.finish_reason)))
+        for (i, _), c in sorted(done.items()):
+            n_completion += len(c.token_ids)
+            text = self._text(req, prompts[i], c, True)
+            choices.append(CompletionChoice(index=i * n + c.index, text=text,
+                                            logprobs=self._logprobs(req, c, len(text) - len(c.text)),
+                                            finish_reason=finish_reason(c.finish_reason)))
         n_prompt = sum(len(ids) for ids in prompts)
         self.count_tokens(req.model, n_prompt, n_completion)
-        return Completion(id=rid, created=now(), model=req.model, choices=sorted(choices, key=lambda c: c.index),
+        return Completion(id=rid, created=now(), model=req.model, choices=choices,
                           usage=Usage(prompt_tokens=n_prompt, completion_tokens=n_completion,
                                       total_tokens=n_prompt + n_completion))
 

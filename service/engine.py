@@ -106,12 +106,9 @@ class Engine:
     def tokenizer(self):
         return self.llm.get_tokenizer()
 
-    def request_counts(self) -> tuple[int, int]:
-        """(running, waiting): requests the engine front end still tracks, and requests queued before it
-        (none yet: every admitted request goes straight to the engine)."""
-        if self.llm is None:
-            return 0, 0
-        return self.llm.output_processor.get_num_unfinished_requests(), 0
+    def request_counts(self) -> int:
+        """Generation requests the engine holds now (running or scheduled)."""
+        return 0 if self.llm is None else self.llm.output_processor.get_num_unfinished_requests()
 
     async def generate(self, prompt_ids: list[int], params, request_id: str, lora=None) -> AsyncIterator:
         """Outputs of one request; the request is aborted if the consumer stops early."""
@@ -137,7 +134,9 @@ class AdapterResolver:
 
     def __init__(self, store: AdapterStore, engine: Engine, settings: Settings, metrics=None):
         self.store, self.engine, self.settings, self.metrics = store, engine, settings, metrics
-        self._loaded: dict[tuple[str, str], _Loaded] = {}  # (name, sha256) -> id
+        # (name, sha256) -> id, least recently used first; kept within max_cpu_loras by removing
+        # the oldest from the engine ourselves, so that evictions are known and counted
+        self._loaded: collections.OrderedDict[tuple[str, str], _Loaded] = collections.OrderedDict()
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._next_id = 1
 
@@ -166,6 +165,8 @@ class AdapterResolver:
             loaded = self._loaded.get(key)
             if loaded is None:
                 loaded = await self._load(model, key)
+                await self._evict_beyond(self.settings.max_cpu_loras)
+            self._loaded.move_to_end(key)
         return LoRARequest(lora_name=model, lora_int_id=loaded.lora_id, lora_path=loaded.path)
 
     async def _load(self, model: str, key: tuple[str, str]) -> _Loaded:
@@ -190,6 +191,14 @@ class AdapterResolver:
         loaded = _Loaded(lora_id, path)
         self._loaded[key] = loaded
         return loaded
+
+
+    async def _evict_beyond(self, capacity: int) -> None:
+        while len(self._loaded) > capacity:
+            _, oldest = self._loaded.popitem(last=False)
+            await self.engine.llm.remove_lora(oldest.lora_id)
+            if self.metrics is not None:
+                self.metrics.adapter_evicted()
 
 
 def _unusable(model: str, why: str) -> APIError:

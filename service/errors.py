@@ -21,7 +21,7 @@ class Kind(Enum):
     """Error kinds; the value is (HTTP status, OpenAI error type)."""
 
     INVALID_REQUEST = (400, "invalid_request_error")
-    AUTHENTICATION = (401, "authentication_error")
+    AUTHENTICATION = (401, "invalid_request_error")
     PERMISSION = (403, "permission_error")
     NOT_FOUND = (404, "invalid_request_error")
     METHOD_NOT_ALLOWED = (405, "invalid_request_error")
@@ -103,9 +103,16 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     kind = _HTTP_KINDS.get(exc.status_code, Kind.INVALID_REQUEST if exc.status_code < 500 else Kind.INTERNAL)
     message = exc.detail if isinstance(exc.detail, str) else "Request failed"
+    headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 404:
         message = f"Unknown request URL: {request.method} {request.url.path}."
-    return JSONResponse(envelope(kind, message), exc.status_code, headers=getattr(exc, "headers", None))
+    elif exc.status_code == 405:
+        # Starlette names only the first matching route's methods; a path may have several routes.
+        allowed = sorted({m for route in request.app.routes if getattr(route, "methods", None)
+                          and route.path_regex.match(request.url.path) for m in route.methods})
+        headers["Allow"] = ", ".join(allowed)
+        message = f"Method {request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}."
+    return JSONResponse(envelope(kind, message), exc.status_code, headers=headers or None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
@@ -12,11 +14,32 @@ from service.errors import APIError, Kind
 from service.protocol_chat import ResponseFormat, TopLogprob
 
 
-class GenerationService:
-    """What the chat and completions services share: the engine, the adapter resolver, metrics."""
+class Admission:
+    """The bound on generation requests, shared by chat and completions.
 
-    def __init__(self, engine, resolver, metrics=None):
-        self.engine, self.resolver, self.metrics = engine, resolver, metrics
+    A request counts as `pending` from admission until the engine returns its first output, and
+    then as one of the engine's running requests; past `limit` together, new requests get 429."""
+
+    def __init__(self, limit: int):
+        self.limit, self.pending = limit, 0
+
+
+@dataclass
+class Accumulated:
+    """One choice of a non-streamed request, put together from its deltas."""
+
+    index: int
+    text: str = ""
+    token_ids: list = field(default_factory=list)
+    logprobs: list | None = None
+    finish_reason: str | None = None
+
+
+class GenerationService:
+    """What the chat and completions services share: admission, the engine, adapters, metrics."""
+
+    def __init__(self, engine, resolver, admission: Admission, metrics=None):
+        self.engine, self.resolver, self.admission, self.metrics = engine, resolver, admission, metrics
 
     async def admit(self, req):
         """Checks every generation request passes first; returns its LoRARequest (None: base model)."""
@@ -24,9 +47,61 @@ class GenerationService:
         reject_unsupported(req.unsupported())
         return await self.resolver.resolve(req.model)
 
+    async def open(self, outputs: AsyncIterator) -> AsyncIterator:
+        """Submit a request and wait for its first output; the outputs, timed, from there on.
+
+        Waiting here means errors at submission are answered as errors, not in a stream, and
+        that the request is in the engine (and counted there) before its response starts."""
+        if self.engine.request_counts() + self.admission.pending >= self.admission.limit:
+            raise APIError(Kind.RATE_LIMITED, f"The server is at its limit of {self.admission.limit} concurrent "
+                           "generation requests; retry shortly.", code="too_many_requests",
+                           headers={"Retry-After": "1"})
+        self.admission.pending += 1  # no await between the check and this line: no race past the limit
+        started = time.perf_counter()
+        try:
+            first = await anext(outputs)
+        finally:
+            self.admission.pending -= 1
+        if self.metrics is not None:
+            self.metrics.ttft.observe(time.perf_counter() - started)
+        return self._timed(first, outputs, started)
+
+    async def _timed(self, first, outputs: AsyncIterator, started: float) -> AsyncIterator:
+        last = time.perf_counter()
+        yield first
+        async for output in outputs:
+            now_ = time.perf_counter()
+            produced = sum(len(c.token_ids) for c in _choices(output)) or 1
+            if self.metrics is not None:
+                self.metrics.itl.observe((now_ - last) / produced)
+            last = now_
+            yield output
+        if self.metrics is not None:
+            self.metrics.e2e.observe(last - started)
+
+    @staticmethod
+    async def accumulate(outputs: AsyncIterator, key=lambda item: (0, item)) -> dict[tuple[int, int], Accumulated]:
+        """Deltas -> whole choices, keyed by (prompt index, choice index)."""
+        done: dict[tuple[int, int], Accumulated] = {}
+        async for item in outputs:
+            prompt_index, output = key(item)
+            for c in output.outputs:
+                acc = done.setdefault((prompt_index, c.index), Accumulated(c.index))
+                acc.text += c.text
+                acc.token_ids += list(c.token_ids)
+                if c.logprobs is not None:
+                    acc.logprobs = (acc.logprobs or []) + list(c.logprobs)
+                acc.finish_reason = c.finish_reason or acc.finish_reason
+        return done
+
     def count_tokens(self, model: str, prompt: int, completion: int) -> None:
         if self.metrics is not None:
             self.metrics.tokens(model, prompt, completion)
+
+
+def _choices(output):
+    """The completions of a RequestOutput, or of an (index, RequestOutput) pair from a merged stream."""
+    return output[1].outputs if isinstance(output, tuple) else output.outputs
 
 
 def request_id(prefix: str) -> str:
@@ -59,8 +134,7 @@ def max_new_tokens(prompt_len: int, requested: int | None, max_model_len: int, p
     return requested
 
 
-def sampling_params(req, max_tokens: int, logprobs: int | None, stream: bool,
-                    response_format: ResponseFormat | None = None):
+def sampling_params(req, max_tokens: int, logprobs: int | None, response_format: ResponseFormat | None = None):
     from vllm import SamplingParams
     from vllm.exceptions import VLLMClientError
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
@@ -84,7 +158,7 @@ def sampling_params(req, max_tokens: int, logprobs: int | None, stream: bool,
             max_tokens=max_tokens,
             logprobs=logprobs,
             structured_outputs=structured,
-            output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+            output_kind=RequestOutputKind.DELTA,  # also when not streaming: token timings for the metrics
         )
     except (VLLMClientError, ValueError) as e:  # vLLM's own request checks, e.g. n > 1 with greedy sampling
         raise APIError(Kind.INVALID_REQUEST, str(e), param=getattr(e, "parameter", None),

@@ -88,6 +88,10 @@ class JobService:
 
     # ------------------------------------------------------------------ create
     def create(self, req: CreateFineTuningJobRequest) -> FineTuningJob:
+        waiting = self.db.count_jobs_by_status()
+        if waiting.get("validating_files", 0) + waiting.get("queued", 0) >= self.settings.max_queued_jobs:
+            raise APIError(Kind.RATE_LIMITED, f"{self.settings.max_queued_jobs} fine-tuning jobs are already "
+                           "waiting; retry later.", code="too_many_queued_jobs", headers={"Retry-After": "30"})
         base = self.settings.base_model_name
         if req.model != base:
             raise APIError(Kind.INVALID_REQUEST, f"Model {req.model!r} is not available for fine-tuning; "

@@ -1,24 +1,51 @@
-"""Prometheus metrics (`/metrics`), in one registry per app."""
+"""Prometheus metrics (`/metrics`), one registry per app.
+
+Label sets stay bounded: routes are templates (`/v1/files/{file_id}`), models are the base model
+and adapters the store knows, and `job` labels exist only for jobs that are running now (at most
+`max_concurrent_jobs`).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401 - re-exported for the route
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
-        self.requests_running = Gauge("ftserve_requests_running", "Generation requests the engine is running",
-                                      registry=r)
-        self.requests_waiting = Gauge("ftserve_requests_waiting", "Generation requests waiting for the engine",
-                                      registry=r)
+        self.http_requests = Counter("ftserve_http_requests", "HTTP requests", ["route", "method", "status"],
+                                     registry=r)
+        self.http_duration = Histogram("ftserve_http_request_duration_seconds", "HTTP request duration (for "
+                                       "streams: until the last byte)", ["route", "method"], buckets=LATENCY,
+                                       registry=r)
+        self.ttft = Histogram("ftserve_time_to_first_token_seconds", "Time from admission to the first token",
+                              buckets=LATENCY, registry=r)
+        self.itl = Histogram("ftserve_inter_token_latency_seconds", "Time between two generated tokens",
+                             buckets=LATENCY, registry=r)
+        self.e2e = Histogram("ftserve_e2e_request_latency_seconds", "Time from admission to the last token",
+                             buckets=LATENCY, registry=r)
         self.prompt_tokens = Counter("ftserve_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
         self.generation_tokens = Counter("ftserve_generation_tokens", "Tokens generated", ["model"], registry=r)
+        self.requests_running = Gauge("ftserve_requests_running", "Generation requests the engine holds", registry=r)
+        self.requests_waiting = Gauge("ftserve_requests_waiting", "Admitted generation requests without a first "
+                                      "token yet", registry=r)
+        self.jobs = Gauge("ftserve_fine_tuning_jobs", "Fine-tuning jobs by status", ["status"], registry=r)
+        self.training_tps = Gauge("ftserve_training_tokens_per_second", "Training throughput of running jobs",
+                                  ["job"], registry=r)
         self.adapter_loads = Counter("ftserve_adapter_loads", "Adapters loaded into the engine", registry=r)
         self.adapter_load_seconds = Histogram("ftserve_adapter_load_seconds", "Time to load an adapter",
-                                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-                                              registry=r)
+                                              buckets=LATENCY, registry=r)
+        self.adapter_evictions = Counter("ftserve_adapter_evictions", "Adapters evicted from the engine's host "
+                                         "cache (LRU over max_cpu_loras)", registry=r)
+
+    # ------------------------------------------------------------------ events
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(route, method, str(status)).inc()
+        self.http_duration.labels(route, method).observe(seconds)
 
     def tokens(self, model: str, prompt: int, generated: int) -> None:
         self.prompt_tokens.labels(model).inc(prompt)
@@ -28,8 +55,16 @@ class Metrics:
         self.adapter_loads.inc()
         self.adapter_load_seconds.observe(seconds)
 
-    def render(self, engine) -> bytes:
-        running, waiting = engine.request_counts()
-        self.requests_running.set(running)
+    def adapter_evicted(self) -> None:
+        self.adapter_evictions.inc()
+
+    # ------------------------------------------------------------------ scrape
+    def render(self, engine, waiting: int, job_counts: dict[str, int], training_tps: dict[str, float]) -> bytes:
+        self.requests_running.set(engine.request_counts())
         self.requests_waiting.set(waiting)
+        for status in ("validating_files", "queued", "running", "succeeded", "failed", "cancelled"):
+            self.jobs.labels(status).set(job_counts.get(status, 0))
+        self.training_tps.clear()
+        for job_id, tps in training_tps.items():
+            self.training_tps.labels(job_id).set(tps)
         return generate_latest(self.registry)

@@ -56,6 +56,7 @@ class JobRunner:
         self._tasks: set[asyncio.Task] = set()
         self._workers: list[asyncio.Task] = []
         self._stopping = False
+        self.training_tokens_per_s: dict[str, float] = {}  # running jobs only
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -74,12 +75,17 @@ class JobRunner:
         self._workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.max_concurrent_jobs)]
 
     async def close(self) -> None:
-        """Stop workers and trainers; running jobs stay `running` in the database and resume at next start."""
+        """Stop workers and trainers; running jobs stay `running` in the database and resume at next start.
+
+        Trainers get SIGTERM: each writes a checkpoint after its current step and exits; one that has
+        not within `shutdown_timeout_seconds` is killed (it then resumes from its previous checkpoint)."""
         self._stopping = True
+        # the workers stay alive meanwhile, to record the trainers' last checkpoint and events
+        await asyncio.gather(*(self._terminate(job_id, self.settings.shutdown_timeout_seconds)
+                               for job_id in list(self._procs)))
         for task in self._workers + list(self._tasks):
             task.cancel()
-        for job_id in list(self._procs):
-            await self._kill(job_id)
+        await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
 
     def submit(self, job_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self._validate(job_id))
@@ -90,22 +96,23 @@ class JobRunner:
         return self._queue.qsize()
 
     async def stop_job(self, job_id: str) -> None:
-        if job_id in self._procs:
-            await self._kill(job_id)
+        """Cancel: the job is over, so its trainer's process group is killed at once, no checkpoint."""
+        proc = self._procs.get(job_id)
+        if proc is not None and proc.returncode is None:
+            _killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
 
-    async def _kill(self, job_id: str) -> None:
+    async def _terminate(self, job_id: str, grace: float) -> None:
+        """Shutdown: SIGTERM (the trainer checkpoints after its current step), SIGKILL after `grace`."""
         proc = self._procs.get(job_id)
         if proc is None or proc.returncode is not None:
             return
+        _killpg(proc.pid, signal.SIGTERM)
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), self.settings.cancel_grace_seconds)
-            except asyncio.TimeoutError:
-                os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        except ProcessLookupError:
-            pass
+            await asyncio.wait_for(proc.wait(), grace)
+        except asyncio.TimeoutError:
+            _killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
 
     # ------------------------------------------------------------------ validating_files -> queued
     async def _validate(self, job_id: str) -> None:
@@ -189,6 +196,7 @@ class JobRunner:
             code = await proc.wait()
         finally:
             self._procs.pop(job_id, None)
+            self.training_tokens_per_s.pop(job_id, None)
             self.db.set_job_columns(job_id, pid=None)
         if self._stopping or self.jobs.get(job_id).status in TERMINAL:
             return  # shutting down (resume at next start) or cancelled
@@ -217,6 +225,7 @@ class JobRunner:
                 state.total_steps = event.get("total_steps", state.total_steps)
             elif kind == "metrics":
                 state.last_metrics = event
+                self.training_tokens_per_s[job_id] = event["tokens_per_s"]
                 data = {k: event[k] for k in ("step", "total_steps", "train_loss", "train_mean_token_accuracy",
                                               "learning_rate", "tokens", "tokens_per_s", "elapsed_s")}
                 self.jobs.add_event(job_id, f"Step {event['step']}/{event['total_steps']}: "
@@ -231,6 +240,9 @@ class JobRunner:
             elif kind == "checkpoint":
                 await self._publish_checkpoint(job_id, model_name, event["step"], Path(event["path"]),
                                                event["metrics"])
+            elif kind == "interrupted":
+                self.jobs.add_event(job_id, f"Training paused at step {event['step']} for a server shutdown; "
+                                    "it resumes at the next start")
             elif kind == "done":
                 state.done = event
             elif kind == "error":
@@ -299,6 +311,13 @@ async def _tail(stream: asyncio.StreamReader, into: collections.deque) -> None:
         into.append(line.decode(errors="replace").rstrip())
 
 
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _kill_stale_trainer(pid: int | None, run_dir: str) -> None:
     """A trainer left from before a restart (should PDEATHSIG have failed): kill its group."""
     if not pid:
@@ -308,7 +327,4 @@ def _kill_stale_trainer(pid: int | None, run_dir: str) -> None:
     except OSError:
         return
     if "trainer" in cmdline and str(Path(run_dir) / "spec.json") in cmdline:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _killpg(pid, signal.SIGKILL)

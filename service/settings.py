@@ -41,9 +41,6 @@ class Settings(BaseSettings):
     trainer_threads: int = Field(default=0, ge=0)
     """CPU threads per trainer process (0: torch's default)."""
 
-    cancel_grace_seconds: float = Field(default=1.0, ge=0)
-    """After SIGTERM, how long a cancelled trainer gets before SIGKILL."""
-
     engine: Literal["vllm", "none"] = "vllm"
     """`vllm` serves chat and completions; `none` runs only the fine-tuning control plane."""
 
@@ -68,6 +65,21 @@ class Settings(BaseSettings):
     cpu_kv_cache_gib: int = Field(default=1, ge=1)
     """KV cache size on CPU machines (VLLM_CPU_KVCACHE_SPACE)."""
 
+    api_keys: str | None = None
+    """Comma-separated API keys clients must send as `Authorization: Bearer KEY`. Unset (and no key file): open."""
+
+    api_key_file: Path | None = None
+    """A file of API keys, one per line (e.g. a mounted Kubernetes Secret); read at start."""
+
+    max_concurrent_generations: int = Field(default=64, ge=1)
+    """Generation requests the engine may hold at once; past it, 429 with Retry-After."""
+
+    max_queued_jobs: int = Field(default=100, ge=1)
+    """Fine-tuning jobs that may wait (validating or queued) at once; past it, 429 with Retry-After."""
+
+    shutdown_timeout_seconds: float = Field(default=30, ge=0)
+    """On SIGTERM: how long in-flight streams may finish and trainers may checkpoint before being killed."""
+
     log_level: str = "info"
     """Log level of the service."""
 
@@ -76,6 +88,12 @@ class Settings(BaseSettings):
         if self.served_model_name:
             return self.served_model_name
         return TINY_MODEL_NAME if self.model is None else self.model
+
+    def load_api_keys(self) -> list[str]:
+        keys = [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
+        if self.api_key_file is not None:
+            keys += [line.strip() for line in self.api_key_file.read_text().splitlines() if line.strip()]
+        return keys
 
     @property
     def db_path(self) -> Path:

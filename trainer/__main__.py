@@ -1,10 +1,12 @@
 """`python -m trainer SPEC`: run the recipe from a JSON or YAML spec; events as JSON lines on stdout.
 
 This is the process a fine-tuning job spawns. Exit status 0 on success, 1 on a failure, whose
-last event is {"type": "error", "message": ...}; 2 when the spec itself is invalid.
+last event is {"type": "error", "message": ...}; 2 when the spec itself is invalid; 3 when
+SIGTERM stopped it after writing a checkpoint to resume from.
 """
 
 import json
+import signal
 import sys
 
 from trainer.config import ConfigError, TrainConfig
@@ -25,17 +27,18 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         _emit({"type": "error", "code": "invalid_config", "param": e.param, "message": str(e)})
         return 2
-    from trainer.recipe import train  # heavy imports only once the spec is valid
+    from trainer.recipe import request_stop, train  # heavy imports only once the spec is valid
 
+    signal.signal(signal.SIGTERM, request_stop)
     try:
-        train(cfg, _emit)
+        result = train(cfg, _emit)
     except DataError as e:
         _emit({"type": "error", "code": "invalid_training_file", "message": str(e)})
         return 1
     except (ValueError, OSError) as e:
         _emit({"type": "error", "code": "training_failed", "message": f"{type(e).__name__}: {e}"})
         return 1
-    return 0
+    return 3 if result.adapter_path is None else 0
 
 
 if __name__ == "__main__":

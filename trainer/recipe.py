@@ -9,6 +9,7 @@ Events (dicts, also appended to `output_dir/events.jsonl`) go to `emit` as they 
   {"type": "eval", "step", "valid_loss", "valid_mean_token_accuracy"}
   {"type": "checkpoint", "step", "path", "metrics": {...}}
   {"type": "done", "adapter_path", "steps", "trained_tokens", "elapsed_s"}
+  {"type": "interrupted", "step", "message"}       (after SIGTERM: a checkpoint was written first)
 
 A checkpoint (`output_dir/checkpoints/step-N/`) is a loadable PEFT adapter plus `trainer_state.pt`
 (optimizer, scheduler, data position, RNG). Resuming from it reproduces the uninterrupted run
@@ -37,11 +38,18 @@ from trainer.encoding import IGNORE_INDEX, Encoded, collate, encode_dataset, len
 
 Emit = Callable[[dict], None]
 STATE_FILE = "trainer_state.pt"
+_stop_requested = False
+
+
+def request_stop(*_args) -> None:
+    """Ask a running `train` to checkpoint after the current step and return (a SIGTERM handler)."""
+    global _stop_requested
+    _stop_requested = True
 
 
 @dataclass
 class TrainResult:
-    adapter_path: Path
+    adapter_path: Path | None  # None when interrupted: the run resumes from its last checkpoint
     steps: int
     trained_tokens: int
     last_metrics: dict
@@ -163,6 +171,14 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
         if save_now:
             path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics)
             log({"type": "checkpoint", "step": pos.step, "path": str(path), "metrics": metrics})
+        if _stop_requested and pos.step < total_steps:
+            if not save_now:
+                path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics)
+                log({"type": "checkpoint", "step": pos.step, "path": str(path), "metrics": metrics})
+            log({"type": "interrupted", "step": pos.step, "message": f"stopped at step {pos.step} on request; "
+                 "resume from the last checkpoint"})
+            events_file.close()
+            return TrainResult(None, pos.step, pos.tokens, metrics)
 
     # ---------------------------------------------------------------- cleanup
     adapter_path = _publish_dir(out_dir / "adapter", lambda tmp: _save_adapter(model, tmp))

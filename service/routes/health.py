@@ -28,4 +28,6 @@ def ready(request: Request) -> JSONResponse:
 def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     state = request.app.state
-    return Response(state.metrics.render(state.engine), media_type=CONTENT_TYPE_LATEST)
+    body = state.metrics.render(state.engine, state.admission.pending, state.db.count_jobs_by_status(),
+                                dict(state.runner.training_tokens_per_s))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

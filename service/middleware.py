@@ -1,0 +1,108 @@
+"""Pure ASGI middleware: API-key auth, HTTP metrics, upload size limit."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from fastapi.responses import JSONResponse
+
+from service import errors
+
+OPEN_PATHS = ("/health", "/ready", "/metrics")
+
+
+class APIKeyAuth:
+    """`Authorization: Bearer KEY` on every route but the probes and /metrics."""
+
+    def __init__(self, app, keys: list[str]):
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+
+    def _valid(self, presented: bytes) -> bool:
+        # compare against every key, in constant time per key, without stopping at a match
+        return any([hmac.compare_digest(presented, key) for key in self.keys])
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() == b"bearer" and token and self._valid(token.strip()):
+            return await self.app(scope, receive, send)
+        message = ("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'." if not header
+                   else "Incorrect API key provided.")
+        body = errors.envelope(errors.Kind.AUTHENTICATION, message, code="invalid_api_key")
+        await JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+
+
+class HTTPMetrics:
+    """Counts and times every request by route template (bounded), method and status."""
+
+    def __init__(self, app, metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500
+
+        async def record_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.http_request(route, scope["method"], status, time.perf_counter() - started)
+
+
+class UploadLimit:
+    """413 for uploads over the limit, before the body is stored: at once when Content-Length
+    says so, else as soon as the streamed body crosses it (the app's own reply is replaced)."""
+
+    MULTIPART_SLACK = 64 * 1024
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.limit = app, max_bytes + self.MULTIPART_SLACK
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != "/v1/files":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._too_large(scope, receive, send)
+        received, exceeded, started = 0, False, False
+
+        async def counted_receive():
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    exceeded = True
+                    raise errors.APIError(errors.Kind.TOO_LARGE, "too large")
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if exceeded:
+                return
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope, receive, send):
+        body = errors.envelope(errors.Kind.TOO_LARGE, f"Request body exceeds the maximum upload size of "
+                               f"{self.limit - self.MULTIPART_SLACK} bytes.", param="file", code="file_too_large")
+        await JSONResponse(body, 413)(scope, receive, send)

@@ -1,0 +1,103 @@
+"""The container image definition and the Kubernetes manifests, checked offline."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+OVERLAYS = sorted(p.name for p in (REPO / "deploy" / "overlays").iterdir())
+
+# The fields of the Prometheus Operator's ServiceMonitor CRD that we rely on (a CRD has no
+# schema in kubernetes-validate).
+SERVICE_MONITOR = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "spec": {
+            "type": "object", "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {"type": "object", "required": ["matchLabels"]},
+                "endpoints": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["port", "path"], "additionalProperties": False,
+                    "properties": {"port": {"type": "string"}, "path": {"type": "string"},
+                                   "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}}}},
+            },
+        },
+    },
+}
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        path = shutil.which(name)
+    assert path, f"{name} is installed with the test extra"
+    return str(path)
+
+
+def test_dockerfile_is_clean_under_hadolint():
+    proc = subprocess.run([_tool("hadolint"), str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dockerfile_builds_both_variants_as_non_root_with_a_healthcheck():
+    text = (REPO / "Dockerfile").read_text()
+    assert text.count("\nFROM ") >= 2  # multi-stage
+    assert "ARG DEVICE=gpu" in text and '".[$DEVICE]"' in text
+    assert "USER 10001:10001" in text and 'VOLUME ["/data"]' in text and "HEALTHCHECK" in text
+
+
+def _render(overlay: str) -> list[dict]:
+    proc = subprocess.run([_tool("kubectl"), "kustomize", str(REPO / "deploy" / "overlays" / overlay)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_renders_and_validates(overlay):
+    docs = _render(overlay)
+    kinds = sorted(d["kind"] for d in docs)
+    assert {"Deployment", "Service", "PersistentVolumeClaim", "ServiceMonitor"} <= set(kinds)
+    version = kubernetes_validate.latest_version()
+    for doc in docs:
+        if doc["apiVersion"] == "monitoring.coreos.com/v1":
+            jsonschema.validate(doc, SERVICE_MONITOR)
+        else:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_deployment_probes_keys_and_storage(overlay):
+    docs = {d["kind"]: d for d in _render(overlay)}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["startupProbe"]["httpGet"]["path"] == "/ready"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FTSERVE_API_KEY_FILE"].startswith("/etc/ftserve/keys/")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["api-keys"]["secret"]["secretName"] == "ftserve-api-keys"
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == docs["PersistentVolumeClaim"]["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["terminationGracePeriodSeconds"] > float(env["FTSERVE_SHUTDOWN_TIMEOUT_SECONDS"])
+    assert container["resources"]["requests"]["cpu"]
+    service = docs["Service"]
+    assert service["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+
+
+def test_gpu_overlay_asks_for_a_gpu_and_cpu_demo_for_none():
+    gpu = {d["kind"]: d for d in _render("gpu")}["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    cpu = {d["kind"]: d for d in _render("cpu-demo")}["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1" and gpu["image"].endswith(":gpu")
+    assert "nvidia.com/gpu" not in cpu["resources"].get("limits", {}) and cpu["image"].endswith(":cpu")
+    assert {"ftserve-api-keys"} == {d["metadata"]["name"] for d in _render("cpu-demo") if d["kind"] == "Secret"}
