@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make serve` and `make test`. Both install .venv first.
-.PHONY: install serve demo-train test bench-train openapi
+.PHONY: install serve demo-train test bench-train bench-serve bench-reliability openapi
 
 install:
 	@scripts/install.sh
@@ -20,3 +20,9 @@ bench-train: install
 
 openapi: install
 	.venv/bin/ftserve openapi -o openapi.yaml
+
+bench-serve: install
+	.venv/bin/python bench/serve.py
+
+bench-reliability: install
+	.venv/bin/python bench/reliability.py

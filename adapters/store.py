@@ -112,13 +112,17 @@ class AdapterStore:
             if target.exists() and not replace:
                 raise AdapterExists(f"adapter {name!r} already exists")
             staging = self._staging / f"{uuid.uuid4().hex}"
-            shutil.copytree(source, staging, symlinks=False)
-            meta = AdapterMeta(
-                name=name, base_model=config.get("base_model_name_or_path") or "", rank=int(config.get("r", 0)),
-                job_id=job_id, step=step, created_at=int(time.time()), sha256=_sha256(staging / WEIGHTS_FILE),
-            )
-            (staging / META_FILE).write_text(json.dumps(asdict(meta)))
-            _fsync_dir(staging)
+            try:
+                shutil.copytree(source, staging, symlinks=False)
+                meta = AdapterMeta(
+                    name=name, base_model=config.get("base_model_name_or_path") or "", rank=int(config.get("r", 0)),
+                    job_id=job_id, step=step, created_at=int(time.time()), sha256=_sha256(staging / WEIGHTS_FILE),
+                )
+                (staging / META_FILE).write_text(json.dumps(asdict(meta)))
+                _fsync_dir(staging)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)  # e.g. a full disk: leave nothing half-copied
+                raise
             if target.exists():
                 trash = self._staging / f"old-{uuid.uuid4().hex}"
                 os.rename(target, trash)

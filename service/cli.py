@@ -70,6 +70,9 @@ def _serve(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.settings import Settings
 
+    from service import watchdog
+
+    watchdog.start()  # kills the engine's processes should this one be killed outright
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     settings = Settings(**given)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

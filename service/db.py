@@ -50,10 +50,22 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 
+RESERVE_BYTES = 4 * 1024 * 1024
+
+
 class Database:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Ballast: space set aside so that, when the disk fills up, what went wrong can still be
+        # recorded (release_reserve frees it; it is set aside again at the next start).
+        self.reserve = self.path.with_name(self.path.name + ".reserve")
+        try:
+            if not self.reserve.exists() or self.reserve.stat().st_size < RESERVE_BYTES:
+                with self.reserve.open("wb") as f:
+                    f.write(b"\0" * RESERVE_BYTES)
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.Lock()
@@ -61,6 +73,14 @@ class Database:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(SCHEMA)
+
+    def release_reserve(self) -> bool:
+        """Free the ballast space; True if there was any to free."""
+        try:
+            self.reserve.unlink()
+            return True
+        except FileNotFoundError:
+            return False
 
     def close(self) -> None:
         with self._lock:

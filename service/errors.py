@@ -115,7 +115,23 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return JSONResponse(envelope(kind, message), exc.status_code, headers=headers or None)
 
 
+def storage_error(exc: Exception) -> APIError | None:
+    """A full disk (ENOSPC, EDQUOT, SQLite's 'database or disk is full') as a 507; None for other errors."""
+    import errno
+    import sqlite3
+
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        isinstance(exc, sqlite3.OperationalError) and "full" in str(exc))
+    if not full:
+        return None
+    return APIError(Kind.INSUFFICIENT_STORAGE, "The server has run out of storage space; nothing was changed. "
+                    "Retry once space has been freed.", code="insufficient_storage")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if (err := storage_error(exc)) is not None:
+        log.error("out of storage on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(err)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(APIError(Kind.INTERNAL, "The server had an error while processing your request."))
 

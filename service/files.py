@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from service.db import Database
-from service.errors import APIError, Kind
+from service.errors import APIError, Kind, storage_error
 from service.protocol import UPLOAD_PURPOSES, DeletedObject, FileObject, ListObject
 from trainer.data import DataError, load_dataset
 
@@ -46,7 +45,11 @@ class FileService:
                 doc.status, doc.status_details = "error", str(e)
         else:
             doc.status = "processed"
-        self.db.insert_file(doc.model_dump(), str(path))
+        try:
+            self.db.insert_file(doc.model_dump(), str(path))
+        except Exception:
+            path.unlink(missing_ok=True)  # no stored file without its row
+            raise
         return doc
 
     def create_internal(self, data: bytes, filename: str, purpose: str) -> FileObject:
@@ -110,8 +113,5 @@ class FileService:
 
 
 def _storage_error(e: OSError) -> APIError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return APIError(Kind.INSUFFICIENT_STORAGE, "The server has no space left to store this file.",
-                        code="insufficient_storage")
-    return APIError(Kind.INTERNAL, f"The file could not be stored: {e.strerror}.")
+    return storage_error(e) or APIError(Kind.INTERNAL, f"The file could not be stored: {e.strerror}.")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from adapters import AdapterStore
 from service.db import Database
+from service.errors import storage_error
 from service.files import FileService
 from service.jobs import TERMINAL, JobService, plan
 from service.protocol import CheckpointMetrics, FineTuningJobCheckpoint
@@ -170,9 +171,17 @@ class JobRunner:
                     await self._train(job_id)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # a bug in the runner must fail the job, not kill the worker
+            except Exception as e:  # a failure here must fail the job, never stop the worker
                 log.exception("job %s: runner error", job_id)
-                self.jobs.fail(job_id, "server_error", f"internal error while running the job: {e}")
+                if storage_error(e) is not None:
+                    self.db.release_reserve()  # so that the failure itself can be written down
+                    code, message = "insufficient_storage", f"the server ran out of storage space: {e}"
+                else:
+                    code, message = "server_error", f"internal error while running the job: {e}"
+                try:
+                    self.jobs.fail(job_id, code, message)
+                except Exception:  # noqa: BLE001 - the database cannot be written even so
+                    log.exception("job %s: could not record the failure", job_id)
 
     async def _train(self, job_id: str) -> None:
         run_dir = self.jobs.run_dir(job_id)

@@ -1,0 +1,59 @@
+"""Reliability suites: bad input, faults, load. They share one engine-backed server.
+
+The figures the suites measure (cases tried, 5xx seen, streams completed, latencies, recovery
+time) are collected in `figures`; `bench/reliability.py` runs the suites with
+FTSERVE_RELIABILITY_OUT set and writes them to bench/results/reliability.json.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from tests.conftest import FACTS
+from tests.service.conftest import wait_for_status
+from tests.service.server import Server
+
+FIGURES: dict = {}
+
+
+@pytest.fixture(scope="session")
+def figures() -> dict:
+    return FIGURES
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = os.environ.get("FTSERVE_RELIABILITY_OUT")
+    if out and FIGURES:
+        FIGURES["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        FIGURES["all_passed"] = exitstatus == 0
+        Path(out).write_text(json.dumps(FIGURES, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.fixture(scope="package")
+def server(tiny_model, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model, max_concurrent_generations=48,
+                 max_loras=4, max_cpu_loras=8).start(timeout=240)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="package")
+def client(server) -> OpenAI:
+    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="package")
+def adapter(client):
+    """One trained adapter (and its checkpoint) that every suite must leave working."""
+    with open(FACTS, "rb") as f:
+        file = client.files.create(file=f, purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, method={
+        "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 50, "batch_size": 4,
+                                                                 "learning_rate": 3e-3, "n_checkpoints": 1}}})
+    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
+    assert done.status == "succeeded", done.error
+    return done
