@@ -14,6 +14,7 @@ each other.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -123,15 +124,31 @@ class AdapterStore:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)  # e.g. a full disk: leave nothing half-copied
                 raise
-            if target.exists():
-                trash = self._staging / f"old-{uuid.uuid4().hex}"
-                os.rename(target, trash)
-                os.rename(staging, target)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.rename(staging, target)
+            self._swap_in(staging, target)
             _fsync_dir(self.root)
         return meta
+
+    def _swap_in(self, staging: Path, target: Path) -> None:
+        """Rename `staging` to `target`, moving an existing target aside first. Another process
+        (a second server on a shared volume) may publish or delete the same name meanwhile: the
+        lock above is per process, so each rename tolerates the other side having moved first."""
+        for _ in range(100):
+            trash = self._staging / f"old-{uuid.uuid4().hex}"
+            try:
+                os.rename(target, trash)
+            except FileNotFoundError:
+                trash = None
+            try:
+                os.rename(staging, target)
+                return
+            except OSError as e:  # someone published the name between our two renames
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            finally:
+                if trash is not None:
+                    shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise AdapterError(f"could not publish {target.name}: it kept changing under us")
 
     def resolve(self, name: str) -> Path:
         """The adapter's directory; raises AdapterNotFound."""
@@ -141,7 +158,10 @@ class AdapterStore:
         return path
 
     def metadata(self, name: str) -> AdapterMeta:
-        return AdapterMeta(**json.loads((self.resolve(name) / META_FILE).read_text()))
+        try:
+            return AdapterMeta(**json.loads((self.resolve(name) / META_FILE).read_text()))
+        except FileNotFoundError:  # deleted between resolving and reading
+            raise AdapterNotFound(f"adapter {name!r} not found") from None
 
     def exists(self, name: str) -> bool:
         try:
@@ -167,7 +187,10 @@ class AdapterStore:
             if not (target / META_FILE).is_file() or target.is_symlink():
                 raise AdapterNotFound(f"adapter {name!r} not found")
             trash = self._staging / f"del-{uuid.uuid4().hex}"
-            os.rename(target, trash)  # atomic: gone for readers at once
+            try:
+                os.rename(target, trash)  # atomic: gone for readers at once
+            except FileNotFoundError:  # another process deleted it first
+                raise AdapterNotFound(f"adapter {name!r} not found") from None
             shutil.rmtree(trash, ignore_errors=True)
 
     def verify(self, name: str) -> AdapterMeta:
@@ -177,6 +200,10 @@ class AdapterStore:
         try:
             _read_adapter_config(path)
             digest = _sha256(path / WEIGHTS_FILE)
+        except FileNotFoundError:
+            if not path.exists():
+                raise AdapterNotFound(f"adapter {name!r} not found") from None
+            raise InvalidAdapter(f"adapter {name!r} is damaged: its weights file is missing") from None
         except OSError as e:
             raise InvalidAdapter(f"adapter {name!r} is damaged: {e.strerror}") from None
         if digest != meta.sha256:

@@ -39,7 +39,7 @@ class ChatService(GenerationService):
         n_logprobs = (req.top_logprobs or 0) if req.logprobs else None
         params = sampling_params(req, max_tokens, n_logprobs, req.response_format)
         rid = request_id("chatcmpl")
-        outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora))
+        outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora), lora)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return self._stream(req, rid, len(prompt_ids), outputs, include_usage)

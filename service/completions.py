@@ -29,7 +29,7 @@ class CompletionService(GenerationService):
         limits = [max_new_tokens(len(ids), req.max_tokens, self.engine.max_model_len, "prompt") for ids in prompts]
         streams = [self.engine.generate(ids, sampling_params(req, limit, req.logprobs), f"{rid}-{i}", lora)
                    for i, (ids, limit) in enumerate(zip(prompts, limits))]
-        merged = await self.open(merge_async_iterators(*streams))
+        merged = await self.open(merge_async_iterators(*streams), lora)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return self._stream(req, rid, prompts, n, merged, include_usage)

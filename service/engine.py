@@ -37,6 +37,7 @@ class Engine:
         self.llm = None
         self.error: BaseException | None = None
         self.max_model_len = 0
+        self.in_flight = 0  # engine requests ftserve has submitted and not yet seen end
         self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -113,14 +114,16 @@ class Engine:
     async def generate(self, prompt_ids: list[int], params, request_id: str, lora=None) -> AsyncIterator:
         """Outputs of one request; the request is aborted if the consumer stops early."""
         finished = False
+        self.in_flight += 1  # before the first await: admission checks this without a race
         try:
             async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id,
                                                   lora_request=lora):
                 finished = output.finished
                 yield output
         finally:
+            self.in_flight -= 1
             if not finished and self.llm is not None:
-                await self.llm.abort(request_id)
+                await asyncio.shield(self.llm.abort(request_id))
 
 
 @dataclass(frozen=True)

@@ -47,24 +47,47 @@ class GenerationService:
         reject_unsupported(req.unsupported())
         return await self.resolver.resolve(req.model)
 
-    async def open(self, outputs: AsyncIterator) -> AsyncIterator:
+    async def open(self, outputs: AsyncIterator, lora=None) -> AsyncIterator:
         """Submit a request and wait for its first output; the outputs, timed, from there on.
 
         Waiting here means errors at submission are answered as errors, not in a stream, and
         that the request is in the engine (and counted there) before its response starts."""
-        if self.engine.request_counts() + self.admission.pending >= self.admission.limit:
+        if self.engine.in_flight >= self.admission.limit:
             raise APIError(Kind.RATE_LIMITED, f"The server is at its limit of {self.admission.limit} concurrent "
                            "generation requests; retry shortly.", code="too_many_requests",
                            headers={"Retry-After": "1"})
-        self.admission.pending += 1  # no await between the check and this line: no race past the limit
+        # `anext` runs the engine request's generator up to its first await, which counts it in
+        # `in_flight`: no other request can pass the check above in between
+        self.admission.pending += 1
         started = time.perf_counter()
         try:
             first = await anext(outputs)
+        except APIError:
+            raise
+        except Exception as e:  # the engine refused the request
+            error = self._submission_error(e, lora)
+            if error is None:
+                raise
+            raise error from e
         finally:
             self.admission.pending -= 1
         if self.metrics is not None:
             self.metrics.ttft.observe(time.perf_counter() - started)
         return self._timed(first, outputs, started)
+
+    def _submission_error(self, e: Exception, lora) -> APIError | None:
+        """What a client should be told when the engine refuses its request; None: a server bug."""
+        if self.engine.dead:
+            return APIError(Kind.UNAVAILABLE, "The inference engine has failed; see the server log.",
+                            code="engine_dead")
+        if lora is not None:  # most often an adapter deleted or damaged while being loaded
+            name = lora.lora_name
+            if not self.resolver.store.exists(name):
+                return APIError(Kind.NOT_FOUND, f"The model '{name}' does not exist.", param="model",
+                                code="model_not_found")
+            return APIError(Kind.INVALID_REQUEST, f"The adapter '{name}' cannot be used: {e}", param="model",
+                            code="adapter_unusable")
+        return None
 
     async def _timed(self, first, outputs: AsyncIterator, started: float) -> AsyncIterator:
         last = time.perf_counter()

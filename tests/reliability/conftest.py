@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from tests.conftest import FACTS
-from tests.service.conftest import wait_for_status
+from tests.service.conftest import create_job, wait_for_status
 from tests.service.server import Server
 
 FIGURES: dict = {}
@@ -49,11 +48,7 @@ def client(server) -> OpenAI:
 @pytest.fixture(scope="package")
 def adapter(client):
     """One trained adapter (and its checkpoint) that every suite must leave working."""
-    with open(FACTS, "rb") as f:
-        file = client.files.create(file=f, purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, method={
-        "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 50, "batch_size": 4,
-                                                                 "learning_rate": 3e-3, "n_checkpoints": 1}}})
+    job = create_job(client, n_epochs=50, batch_size=4, learning_rate=3e-3, n_checkpoints=1)
     done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
     assert done.status == "succeeded", done.error
     return done

@@ -1,7 +1,6 @@
 """Malformed requests across every API: each is a 4xx in the envelope naming the problem, and
 afterwards the server is healthy and every earlier file, job and adapter is intact."""
 
-import json
 
 import httpx
 import pytest

@@ -1,6 +1,5 @@
 """Faults: a killed server, a killed trainer, a full disk, a damaged adapter, racing publishers."""
 
-import json
 import os
 import signal
 import sqlite3
@@ -14,18 +13,11 @@ from openai import OpenAI
 
 from adapters import AdapterNotFound, AdapterStore
 from tests.conftest import FACTS
-from tests.service.conftest import wait_for, wait_for_status
+from tests.service.conftest import create_job, wait_for, wait_for_status
 from tests.service.server import Server, trainer_pids
 from tests.service.test_operations import alive, descendants
 
 pytestmark = pytest.mark.slow
-
-
-def _job(client, **hp):
-    with open(FACTS, "rb") as f:
-        file = client.files.create(file=f, purpose="fine-tune")
-    return client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, method={
-        "type": "supervised", "supervised": {"hyperparameters": hp}})
 
 
 def _visible_adapters_are_whole(data_dir):
@@ -38,7 +30,7 @@ def _visible_adapters_are_whole(data_dir):
 def test_kill_9_while_training_and_streaming_then_restart(tiny_model, tmp_path, figures):
     server = Server(tmp_path / "data", model=tiny_model).start(timeout=240)
     client = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=60)
-    job = _job(client, n_epochs=30, batch_size=1, learning_rate=3e-3, n_checkpoints=6)
+    job = create_job(client, n_epochs=30, batch_size=1, learning_rate=3e-3, n_checkpoints=6)
     wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, timeout=300, what="a checkpoint")
     family = descendants(server.proc.pid)
 
@@ -83,7 +75,7 @@ def test_kill_9_while_training_and_streaming_then_restart(tiny_model, tmp_path, 
 
 
 def test_a_trainer_killed_by_the_os_fails_its_job_only(server, client, figures):
-    job = _job(client, n_epochs=50, batch_size=1)
+    job = create_job(client, n_epochs=50, batch_size=1)
     wait_for(lambda: trainer_pids(job.id), what="the trainer")
     for pid in trainer_pids(job.id):
         os.kill(pid, signal.SIGKILL)
@@ -124,7 +116,7 @@ def test_a_full_disk_gives_507_and_job_failures_but_no_corruption(tiny_model, sm
         assert [f.id for f in client.files.list().data] == [kept.id]
         # training: room for the job's spec and events, not for its checkpoints
         (small_disk / "filler").unlink()
-        job = _job(client, n_epochs=20, batch_size=1, n_checkpoints=4)
+        job = create_job(client, n_epochs=20, batch_size=1, n_checkpoints=4)
         wait_for(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data),
                  what="training to start")
         _fill(small_disk, 64 * 1024)

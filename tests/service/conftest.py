@@ -3,6 +3,7 @@ import time
 import pytest
 from openai import OpenAI
 
+from tests.conftest import FACTS
 from tests.service.server import Server
 
 
@@ -31,3 +32,11 @@ def wait_for(predicate, timeout: float = 120, interval: float = 0.2, what: str =
 def wait_for_status(client: OpenAI, job_id: str, statuses: tuple[str, ...], timeout: float = 180):
     return wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in statuses and j,
                     timeout, what=f"job {job_id} to reach {statuses}")
+
+
+def create_job(client: OpenAI, data=FACTS, **hyperparameters):
+    """Upload `data` and start a supervised job on the tiny model with these hyperparameters."""
+    with open(data, "rb") as f:
+        file = client.files.create(file=f, purpose="fine-tune")
+    return client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, method={
+        "type": "supervised", "supervised": {"hyperparameters": hyperparameters}})

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters import AdapterStore
 from tests.conftest import FACTS, REPO
-from tests.service.conftest import wait_for, wait_for_status
+from tests.service.conftest import create_job, wait_for, wait_for_status
 from tests.service.server import Server, trainer_pids
 
 pytestmark = pytest.mark.slow
@@ -70,13 +70,6 @@ def alive(pids: set[int]) -> set[int]:
     return out
 
 
-def _job(client, epochs=2, batch=12, **hp):
-    with open(FACTS, "rb") as f:
-        file = client.files.create(file=f, purpose="fine-tune")
-    return client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, method={
-        "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs, "batch_size": batch, **hp}}})
-
-
 # ------------------------------------------------------------------ a server with the engine
 @pytest.fixture(scope="module")
 def ops(tiny_model, tmp_path_factory):
@@ -125,7 +118,7 @@ def test_a_chat_request_moves_latency_token_and_http_metrics(ops, client):
 def trained(ops, client):
     """One job, watched while it runs: the job gauge and the training throughput gauge move."""
     before = value(ops, "ftserve_fine_tuning_jobs", status="succeeded")
-    job = _job(client, epochs=20, batch=2)
+    job = create_job(client, n_epochs=20, batch_size=2)
     seen_tps = wait_for(lambda: value(ops, "ftserve_training_tokens_per_second", job=job.id), timeout=120,
                         interval=0.1, what="a training throughput sample")
     assert value(ops, "ftserve_fine_tuning_jobs", status="running") == 1
@@ -250,11 +243,11 @@ def test_429_when_too_many_jobs_wait(tiny_model, tmp_path):
     server = Server(tmp_path / "data", model=tiny_model, engine="none", max_queued_jobs=1).start()
     client = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
     try:
-        first = _job(client, epochs=50, batch=1)
+        first = create_job(client, n_epochs=50, batch_size=1)
         wait_for_status(client, first.id, ("running",))
-        _job(client)  # waits behind the first
+        create_job(client, n_epochs=2, batch_size=12)  # waits behind the first
         with pytest.raises(Exception) as e:
-            _job(client)
+            create_job(client, n_epochs=2, batch_size=12)
         assert e.value.status_code == 429 and e.value.response.headers["Retry-After"] == "30"
         assert e.value.body["code"] == "too_many_queued_jobs"
         client.fine_tuning.jobs.cancel(first.id)
@@ -265,7 +258,7 @@ def test_429_when_too_many_jobs_wait(tiny_model, tmp_path):
 def test_sigterm_during_training_checkpoints_and_resumes_after_restart(tiny_model, tmp_path):
     server = Server(tmp_path / "data", model=tiny_model, engine="none", shutdown_timeout_seconds=20).start()
     client = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
-    job = _job(client, epochs=40, batch=1, learning_rate=1e-3, n_checkpoints=0)
+    job = create_job(client, n_epochs=40, batch_size=1, learning_rate=1e-3, n_checkpoints=0)
     wait_for(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data),
              what="training to start")
     family = descendants(server.proc.pid)
