@@ -215,8 +215,3 @@ class Database:
             args += (after,)
         rows = self._all(sql + " ORDER BY step DESC LIMIT ?", (*args, limit + 1))
         return [json.loads(r["doc"]) for r in rows[:limit]], len(rows) > limit
-
-    def checkpoint_names(self, job_id: str) -> list[str]:
-        rows = self._all("SELECT json_extract(doc, '$.fine_tuned_model_checkpoint') AS n FROM checkpoints "
-                         "WHERE job_id = ?", (job_id,))
-        return [r["n"] for r in rows]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -202,12 +201,6 @@ def top_logprobs(position: dict, n: int) -> list[TopLogprob]:
 def sse(obj: BaseModel | str) -> str:
     data = obj if isinstance(obj, str) else obj.model_dump_json(exclude_unset=False)
     return f"data: {data}\n\n"
-
-
-def sse_error(err: APIError) -> str:
-    from service.errors import envelope
-
-    return f"data: {json.dumps(envelope(err.kind, err.message, err.param, err.code))}\n\n"
 
 
 DONE = "data: [DONE]\n\n"

@@ -16,12 +16,6 @@ UNSUPPORTED_CHAT_FIELDS = ("audio", "function_call", "functions", "logit_bias", 
                            "prediction", "reasoning_effort", "tool_choice", "tools", "web_search_options")
 
 
-class UnsupportedField(ValueError):
-    def __init__(self, field: str, detail: str = ""):
-        super().__init__(f"'{field}' is not supported{detail}")
-        self.field = field
-
-
 # ---------------------------------------------------------------------------------- requests
 class TextPart(Strict):
     type: Literal["text"]

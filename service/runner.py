@@ -93,9 +93,6 @@ class JobRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def queue_depth(self) -> int:
-        return self._queue.qsize()
-
     async def stop_job(self, job_id: str) -> None:
         """Cancel: the job is over, so its trainer's process group is killed at once, no checkpoint."""
         proc = self._procs.get(job_id)
@@ -231,9 +228,7 @@ class JobRunner:
             kind = event.get("type")
             if kind == "info":
                 self.jobs.add_event(job_id, event["message"])
-                state.total_steps = event.get("total_steps", state.total_steps)
             elif kind == "metrics":
-                state.last_metrics = event
                 self.training_tokens_per_s[job_id] = event["tokens_per_s"]
                 data = {k: event[k] for k in ("step", "total_steps", "train_loss", "train_mean_token_accuracy",
                                               "learning_rate", "tokens", "tokens_per_s", "elapsed_s")}
@@ -297,9 +292,9 @@ class JobRunner:
 
 
 class _RunState:
+    """What a trainer's events said about how it ended."""
+
     def __init__(self):
-        self.total_steps: int | None = None
-        self.last_metrics: dict | None = None
         self.done: dict | None = None
         self.error: dict | None = None
 

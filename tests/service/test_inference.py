@@ -243,12 +243,13 @@ def test_model_resolution_errors(client, server, adapters, tmp_path):
 
 def test_corrupted_adapter_is_a_4xx_and_others_are_unaffected(client, server, adapters, tmp_path):
     _, capitals_job = adapters
+    before = _ask(client, capitals_job.fine_tuned_model, OTHER_FACTS[0][0])
     store = _publish_copy(server, capitals_job.fine_tuned_model, "ft:damaged", tmp_path)
     (store.resolve("ft:damaged") / "adapter_model.safetensors").write_bytes(b"\0" * 100)
     with pytest.raises(Exception) as e:
         _chat(client, model="ft:damaged")
     assert e.value.status_code == 400 and e.value.body["code"] == "adapter_unusable"
-    assert _ask(client, capitals_job.fine_tuned_model, OTHER_FACTS[0][0]).strip() == OTHER_FACTS[0][1]
+    assert _ask(client, capitals_job.fine_tuned_model, OTHER_FACTS[0][0]) == before  # unaffected
 
 
 def _metric(server, name) -> float:

@@ -264,7 +264,8 @@ def test_sigterm_during_training_checkpoints_and_resumes_after_restart(tiny_mode
     family = descendants(server.proc.pid)
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)
-    assert not trainer_pids(job.id) and not alive(family)
+    assert not trainer_pids(job.id)
+    wait_for(lambda: not alive(family), timeout=15, what="every child process (the watchdog last) to exit")
 
     server.start()
     try:
