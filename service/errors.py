@@ -70,18 +70,10 @@ _LOCATIONS = ("body", "query", "path", "header", "form")
 
 
 def _param(loc: tuple) -> str | None:
-    """`('body', 'hyperparameters', 'n_epochs', 'int')` -> `hyperparameters.n_epochs`: field names only,
-    without the request location or the union member tags pydantic appends."""
-    parts = []
-    for p in loc:
-        if isinstance(p, int):
-            parts.append(f"[{p}]")
-        elif p not in _LOCATIONS and p.isidentifier() and p not in _TYPE_TAGS:
-            parts.append(("." if parts else "") + p)
-    return "".join(parts) or None
+    """`('body', 'hyperparameters', 'n_epochs', 'int')` -> `hyperparameters.n_epochs`."""
+    from trainer.data import field_path
 
-
-_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "bytes"}
+    return field_path(loc, skip=_LOCATIONS) or None
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -304,15 +304,27 @@ def _sharegpt_example(row: dict, tags: ShareGPTTags) -> Conversation:
     return Conversation(tuple(msgs))
 
 
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "bytes"}
+
+
+def field_path(loc: tuple, skip: tuple[str, ...] = ()) -> str:
+    """A pydantic error location as a field path: `('messages', 1, 'role')` -> `messages[1].role`.
+
+    Dropped: the names in `skip`, and the tags pydantic adds for union members and validators
+    (`str`, `list[_TextPart]`, `function-after[...]`), which are not fields."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in skip and part.isidentifier() and part not in _TYPE_TAGS:
+            path += f".{part}" if path else part
+    return path
+
+
 def _pydantic_errors(line: int, exc: ValidationError) -> RowError:
     # A misspelt key shows up both as "unknown key" and as "field required": name the typo.
     err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-    loc = ""
-    for part in err["loc"]:
-        if isinstance(part, int):
-            loc += f"[{part}]"
-        elif part not in ("str", "list[_TextPart]", "function-after[_known_role(), str]"):
-            loc += f".{part}" if loc else str(part)
+    loc = field_path(err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
