@@ -46,6 +46,7 @@ def base_model_path(settings: Settings) -> Path:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.data_dir = settings.data_dir.resolve()
+    keys = settings.load_api_keys()  # read once: the key file is a mounted Secret
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.engine == "vllm":
             engine.start_background()
         await runner.start()
-        if not settings.load_api_keys():
+        if not keys:
             log.warning("no API keys configured (FTSERVE_API_KEYS / FTSERVE_API_KEY_FILE): the API is open to "
                         "anyone who can reach it")
         log.info("ftserve ready: base model %s (%s), data in %s", settings.base_model_name, model_path,
@@ -92,7 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     # outermost last: metrics see every request, auth runs before the upload limit reads a body
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
-    keys = settings.load_api_keys()
     if keys:
         app.add_middleware(APIKeyAuth, keys=keys)
     app.add_middleware(HTTPMetrics, metrics=metrics)

@@ -27,8 +27,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT UNIQUE NOT NULL,
     status TEXT NOT NULL,
     model_name TEXT NOT NULL,   -- the fine_tuned_model name it will get
-    run_dir TEXT NOT NULL,
-    spec TEXT,                  -- the trainer spec, once validated
+    run_dir TEXT NOT NULL,      -- holds spec.json, the trainer's input
     pid INTEGER,                -- trainer process group while running
     doc TEXT NOT NULL
 );
@@ -102,6 +101,11 @@ class Database:
         with self._lock:
             return self._conn.execute(sql, args).fetchone()
 
+    def _page(self, sql: str, args: tuple, limit: int) -> tuple[list[dict], bool]:
+        """The documents of up to `limit` rows of `sql` (which ends in LIMIT ?), and whether there are more."""
+        rows = self._all(sql, (*args, limit + 1))
+        return [json.loads(r["doc"]) for r in rows[:limit]], len(rows) > limit
+
     def _write(self, sql: str, args: tuple = ()) -> int:
         with self._lock:
             return self._conn.execute(sql, args).rowcount
@@ -129,8 +133,7 @@ class Database:
             args.append(after)
         sql = "SELECT doc FROM files" + (" WHERE " + " AND ".join(where) if where else "")
         sql += f" ORDER BY seq {'DESC' if order == 'desc' else 'ASC'} LIMIT ?"
-        rows = self._all(sql, (*args, limit + 1))
-        return [json.loads(r["doc"]) for r in rows[:limit]], len(rows) > limit
+        return self._page(sql, tuple(args), limit)
 
     def delete_file(self, file_id: str) -> bool:
         return self._write("DELETE FROM files WHERE id = ?", (file_id,)) > 0
@@ -172,8 +175,7 @@ class Database:
             where.append("json_extract(doc, '$.metadata.' || json_quote(?)) = ?")
             args += [key, value]
         sql = "SELECT doc FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._all(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit + 1))
-        return [json.loads(r["doc"]) for r in rows[:limit]], len(rows) > limit
+        return self._page(sql + " ORDER BY seq DESC LIMIT ?", tuple(args), limit)
 
     def file_in_use(self, file_id: str) -> bool:
         row = self._one(
@@ -193,8 +195,7 @@ class Database:
         if after:
             sql += " AND seq < COALESCE((SELECT seq FROM events WHERE id = ?), -1)"
             args += (after,)
-        rows = self._all(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit + 1))
-        return [json.loads(r["doc"]) for r in rows[:limit]], len(rows) > limit
+        return self._page(sql + " ORDER BY seq DESC LIMIT ?", tuple(args), limit)
 
     def metric_events(self, job_id: str) -> list[dict]:
         rows = self._all("SELECT doc FROM events WHERE job_id = ? AND json_extract(doc, '$.type') = 'metrics' "
@@ -213,5 +214,4 @@ class Database:
         if after:
             sql += " AND step < COALESCE((SELECT step FROM checkpoints WHERE id = ?), -1)"
             args += (after,)
-        rows = self._all(sql + " ORDER BY step DESC LIMIT ?", (*args, limit + 1))
-        return [json.loads(r["doc"]) for r in rows[:limit]], len(rows) > limit
+        return self._page(sql + " ORDER BY step DESC LIMIT ?", args, limit)

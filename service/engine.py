@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters import AdapterError, AdapterNotFound, AdapterStore, InvalidAdapter, InvalidAdapterName
-from service.errors import APIError, Kind
+from service.errors import APIError, Kind, adapter_unusable, engine_dead, model_not_found
 from service.settings import Settings
 
 log = logging.getLogger("ftserve.engine")
@@ -96,8 +96,7 @@ class Engine:
 
     def require_ready(self) -> None:
         if self.dead:
-            raise APIError(Kind.UNAVAILABLE, "The inference engine has failed; see the server log.",
-                           code="engine_dead")
+            raise engine_dead()
         if self.llm is None:
             raise APIError(Kind.UNAVAILABLE, "The inference engine is still starting; retry shortly.",
                            code="engine_starting", headers={"Retry-After": "5"})
@@ -152,10 +151,9 @@ class AdapterResolver:
         try:
             meta = self.store.metadata(model)
         except (AdapterNotFound, InvalidAdapterName):
-            raise APIError(Kind.NOT_FOUND, f"The model '{model}' does not exist.", param="model",
-                           code="model_not_found") from None
+            raise model_not_found(model) from None
         except (AdapterError, OSError, ValueError, TypeError):
-            raise _unusable(model, "its metadata is unreadable") from None
+            raise adapter_unusable(model, "its metadata is unreadable") from None
         if meta.base_model != base:
             raise APIError(Kind.INVALID_REQUEST, f"The adapter '{model}' was trained on '{meta.base_model}', "
                            f"but this server serves '{base}'.", param="model", code="adapter_base_mismatch")
@@ -179,16 +177,15 @@ class AdapterResolver:
             await asyncio.to_thread(self.store.verify, model)
             path = str(self.store.resolve(model))
         except InvalidAdapter as e:
-            raise _unusable(model, str(e)) from None
+            raise adapter_unusable(model, str(e)) from None
         except AdapterNotFound:
-            raise APIError(Kind.NOT_FOUND, f"The model '{model}' does not exist.", param="model",
-                           code="model_not_found") from None
+            raise model_not_found(model) from None
         lora_id, self._next_id = self._next_id, self._next_id + 1
         started = time.perf_counter()
         try:
             await self.engine.llm.add_lora(LoRARequest(lora_name=model, lora_int_id=lora_id, lora_path=path))
         except Exception as e:  # noqa: BLE001 - vLLM raises various types for unloadable adapters
-            raise _unusable(model, f"vLLM could not load it: {e}") from None
+            raise adapter_unusable(model, f"vLLM could not load it: {e}") from None
         if self.metrics is not None:
             self.metrics.adapter_loaded(time.perf_counter() - started)
         loaded = _Loaded(lora_id, path)
@@ -203,7 +200,3 @@ class AdapterResolver:
             if self.metrics is not None:
                 self.metrics.adapter_evicted()
 
-
-def _unusable(model: str, why: str) -> APIError:
-    return APIError(Kind.INVALID_REQUEST, f"The adapter '{model}' cannot be used: {why}", param="model",
-                    code="adapter_unusable")

@@ -51,6 +51,19 @@ class APIError(Exception):
         self.kind, self.message, self.param, self.code, self.headers = kind, message, param, code, headers
 
 
+def model_not_found(model: str) -> APIError:
+    return APIError(Kind.NOT_FOUND, f"The model '{model}' does not exist.", param="model", code="model_not_found")
+
+
+def adapter_unusable(model: str, why: str) -> APIError:
+    return APIError(Kind.INVALID_REQUEST, f"The adapter '{model}' cannot be used: {why}", param="model",
+                    code="adapter_unusable")
+
+
+def engine_dead() -> APIError:
+    return APIError(Kind.UNAVAILABLE, "The inference engine has failed; see the server log.", code="engine_dead")
+
+
 def envelope(kind: Kind, message: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": kind.type, "param": param, "code": code}}
 

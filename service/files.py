@@ -98,9 +98,7 @@ class FileService:
 
     def list(self, purpose: str | None, after: str | None, limit: int, order: str) -> ListObject[FileObject]:
         docs, more = self.db.list_files(purpose, after, limit, order)
-        data = [FileObject(**d) for d in docs]
-        return ListObject[FileObject](data=data, has_more=more, first_id=data[0].id if data else None,
-                                      last_id=data[-1].id if data else None)
+        return ListObject[FileObject].page([FileObject(**d) for d in docs], more)
 
     def delete(self, file_id: str) -> DeletedObject:
         _, path = self._row(file_id)

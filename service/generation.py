@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from service.errors import APIError, Kind
+from service.errors import APIError, Kind, adapter_unusable, engine_dead, model_not_found
 from service.protocol_chat import ResponseFormat, TopLogprob
 
 
@@ -77,15 +77,10 @@ class GenerationService:
     def _submission_error(self, e: Exception, lora) -> APIError | None:
         """What a client should be told when the engine refuses its request; None: a server bug."""
         if self.engine.dead:
-            return APIError(Kind.UNAVAILABLE, "The inference engine has failed; see the server log.",
-                            code="engine_dead")
+            return engine_dead()
         if lora is not None:  # most often an adapter deleted or damaged while being loaded
             name = lora.lora_name
-            if not self.resolver.store.exists(name):
-                return APIError(Kind.NOT_FOUND, f"The model '{name}' does not exist.", param="model",
-                                code="model_not_found")
-            return APIError(Kind.INVALID_REQUEST, f"The adapter '{name}' cannot be used: {e}", param="model",
-                            code="adapter_unusable")
+            return model_not_found(name) if not self.resolver.store.exists(name) else adapter_unusable(name, str(e))
         return None
 
     async def _timed(self, first, outputs: AsyncIterator, started: float) -> AsyncIterator:

@@ -144,17 +144,17 @@ class JobService:
 
     def list(self, after: str | None, limit: int, metadata: dict[str, str]) -> ListObject[FineTuningJob]:
         docs, more = self.db.list_jobs(after, limit, metadata)
-        return _page([FineTuningJob(**d) for d in docs], more)
+        return ListObject.page([FineTuningJob(**d) for d in docs], more)
 
     def events(self, job_id: str, after: str | None, limit: int) -> ListObject[FineTuningJobEvent]:
         self.get(job_id)
         docs, more = self.db.list_events(job_id, after, limit)
-        return _page([FineTuningJobEvent(**d) for d in docs], more)
+        return ListObject.page([FineTuningJobEvent(**d) for d in docs], more)
 
     def checkpoints(self, job_id: str, after: str | None, limit: int) -> ListObject[FineTuningJobCheckpoint]:
         self.get(job_id)
         docs, more = self.db.list_checkpoints(job_id, after, limit)
-        return _page([FineTuningJobCheckpoint(**d) for d in docs], more)
+        return ListObject.page([FineTuningJobCheckpoint(**d) for d in docs], more)
 
     # ------------------------------------------------------------------ change
     async def cancel(self, job_id: str) -> FineTuningJob:
@@ -188,8 +188,3 @@ class JobService:
 
     def run_dir(self, job_id: str) -> Path:
         return Path(self.db.job_row(job_id)["run_dir"])
-
-
-def _page(data: list, more: bool) -> ListObject:
-    return ListObject(data=data, has_more=more, first_id=data[0].id if data else None,
-                      last_id=data[-1].id if data else None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from adapters import AdapterError, AdapterNotFound, AdapterStore, InvalidAdapterName
-from service.errors import APIError, Kind
+from service.errors import APIError, Kind, model_not_found
 from service.protocol import DeletedObject, ListObject, Model
 from service.settings import Settings
 
@@ -29,7 +29,7 @@ class ModelService:
         try:
             meta = self.adapters.metadata(model_id)
         except (AdapterError, OSError, ValueError):
-            raise _not_found(model_id) from None
+            raise model_not_found(model_id) from None
         return Model(id=meta.name, created=meta.created_at, owned_by=self.settings.organization,
                      root=str(self.adapters.resolve(model_id)), parent=meta.base_model or None)
 
@@ -40,9 +40,6 @@ class ModelService:
         try:
             self.adapters.delete(model_id)
         except (AdapterNotFound, InvalidAdapterName):
-            raise _not_found(model_id) from None
+            raise model_not_found(model_id) from None
         return DeletedObject(id=model_id, object="model")
 
-
-def _not_found(model_id: str) -> APIError:
-    return APIError(Kind.NOT_FOUND, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")

@@ -25,6 +25,12 @@ class ListObject(BaseModel, Generic[T]):
     first_id: str | None = None
     last_id: str | None = None
 
+    @classmethod
+    def page(cls, data: list, has_more: bool) -> ListObject:
+        """A page of objects with ids, as OpenAI's paginated lists are."""
+        return cls(data=data, has_more=has_more, first_id=data[0].id if data else None,
+                   last_id=data[-1].id if data else None)
+
 
 class DeletedObject(BaseModel):
     id: str

@@ -138,7 +138,6 @@ class JobRunner:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "spec.json").write_text(json.dumps(p.spec, indent=1))
-        self.db.set_job_columns(job_id, spec=json.dumps(p.spec))
         if p.auto_note:
             self.jobs.add_event(job_id, p.auto_note)
         self.jobs.update(job_id, status="queued", hyperparameters={
