@@ -20,7 +20,7 @@ from service.files import FileService
 from service.generation import Admission
 from service.jobs import JobService
 from service.metrics import Metrics
-from service.middleware import APIKeyAuth, HTTPMetrics, UploadLimit
+from service.middleware import APIKeyAuth, CatchAll, HTTPMetrics, RequestId, UploadLimit
 from service.models import ModelService
 from service.protocol import ErrorResponse
 from service.routes import chat, files, health, jobs, models
@@ -91,11 +91,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, responses={"4XX": error, "5XX": error})
     metrics = Metrics()
     app.state.metrics = metrics
-    # outermost last: metrics see every request, auth runs before the upload limit reads a body
+    # outermost last: every response gets its request id, metrics see every request, auth runs before
+    # the upload limit reads a body, and unexpected errors are answered inside all of them
+    app.add_middleware(CatchAll)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     if keys:
         app.add_middleware(APIKeyAuth, keys=keys)
     app.add_middleware(HTTPMetrics, metrics=metrics)
+    app.add_middleware(RequestId)
     return app
 
 

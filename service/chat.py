@@ -9,12 +9,16 @@ from service.generation import (
     DONE,
     GenerationService,
     finish_reason,
+    guarded,
     max_new_tokens,
     now,
+    prompt_logprobs,
     request_id,
     sampling_params,
+    service_tier,
     sse,
     top_logprobs,
+    usage,
 )
 from service.protocol_chat import (
     ChatCompletion,
@@ -26,7 +30,6 @@ from service.protocol_chat import (
     ChatCompletionTokenLogprob,
     ChoiceDelta,
     ChoiceLogprobs,
-    Usage,
 )
 
 
@@ -34,6 +37,7 @@ class ChatService(GenerationService):
     async def create(self, req: ChatCompletionRequest) -> ChatCompletion | AsyncIterator[str]:
         lora = await self.admit(req)
         prompt_ids = self._render(req)
+        self.check_prompt(prompt_ids, "messages")
         max_tokens = max_new_tokens(len(prompt_ids), req.max_completion_tokens or req.max_tokens,
                                     self.engine.max_model_len)
         n_logprobs = (req.top_logprobs or 0) if req.logprobs else None
@@ -41,8 +45,7 @@ class ChatService(GenerationService):
         rid = request_id("chatcmpl")
         outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora), lora)
         if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return self._stream(req, rid, len(prompt_ids), outputs, include_usage)
+            return guarded(self._stream(req, rid, len(prompt_ids), outputs))
         return await self._complete(req, rid, len(prompt_ids), outputs)
 
     def _render(self, req: ChatCompletionRequest) -> list[int]:
@@ -69,6 +72,10 @@ class ChatService(GenerationService):
                 top_logprobs=top_logprobs(position, req.top_logprobs or 0)))
         return ChoiceLogprobs(content=content)
 
+    def _response(self, req, rid: str, created: int, choices, **fields):
+        return dict(id=rid, created=created, model=req.model, choices=choices, service_tier=service_tier(
+            req.service_tier), system_fingerprint=self.engine.fingerprint, **fields)
+
     async def _complete(self, req, rid: str, n_prompt: int, outputs) -> ChatCompletion:
         done = sorted((await self.accumulate(outputs)).values(), key=lambda c: c.index)
         choices = [ChatCompletionChoice(index=c.index, message=ChatCompletionMessage(content=c.text),
@@ -76,18 +83,21 @@ class ChatService(GenerationService):
                    for c in done]
         n_completion = sum(len(c.token_ids) for c in done)
         self.count_tokens(req.model, n_prompt, n_completion)
-        return ChatCompletion(id=rid, created=now(), model=req.model, choices=choices,
-                              usage=Usage(prompt_tokens=n_prompt, completion_tokens=n_completion,
-                                          total_tokens=n_prompt + n_completion))
+        return ChatCompletion(**self._response(req, rid, now(), choices, usage=usage(n_prompt, n_completion),
+                                               prompt_logprobs=prompt_logprobs(done[0].prompt_logprobs)))
 
-    async def _stream(self, req, rid: str, n_prompt: int, outputs, include_usage: bool) -> AsyncIterator[str]:
+    async def _stream(self, req, rid: str, n_prompt: int, outputs) -> AsyncIterator[str]:
         created = now()
-
-        def chunk(choices, usage=None):
-            return sse(ChatCompletionChunk(id=rid, created=created, model=req.model, choices=choices,
-                                           usage=usage))
-
+        options = req.stream_options
+        include_usage = bool(options and options.include_usage)
+        continuous = include_usage and options.continuous_usage_stats
         n_completion = 0
+
+        def chunk(choices, **fields):
+            if continuous and "usage" not in fields:
+                fields["usage"] = usage(n_prompt, n_completion)
+            return sse(ChatCompletionChunk(**self._response(req, rid, created, choices, **fields)))
+
         for i in range(req.n or 1):
             yield chunk([ChatCompletionChunkChoice(index=i, delta=ChoiceDelta(role="assistant", content=""))])
         async for output in outputs:
@@ -103,6 +113,5 @@ class ChatService(GenerationService):
                 yield chunk(choices)
         self.count_tokens(req.model, n_prompt, n_completion)
         if include_usage:
-            yield chunk([], Usage(prompt_tokens=n_prompt, completion_tokens=n_completion,
-                                  total_tokens=n_prompt + n_completion))
+            yield chunk([], usage=usage(n_prompt, n_completion))
         yield DONE

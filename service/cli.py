@@ -39,9 +39,9 @@ def _train(args: argparse.Namespace) -> int:
         elif kind == "metrics":
             bar.n = event["step"]
             bar.set_postfix(loss=f"{event['train_loss']:.4f}", tok_s=f"{event['tokens_per_s']:.0f}")
-        elif kind == "eval":
-            bar.write(f"step {event['step']}: valid_loss {event['valid_loss']:.4f}, "
-                      f"valid_mean_token_accuracy {event['valid_mean_token_accuracy']:.3f}")
+            if "valid_loss" in event:
+                bar.write(f"step {event['step']}: valid_loss {event['valid_loss']:.4f}, "
+                          f"valid_mean_token_accuracy {event['valid_mean_token_accuracy']:.3f}")
         elif kind == "checkpoint":
             bar.write(f"step {event['step']}: checkpoint {event['path']}")
 
@@ -68,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.middleware import RequestIdFilter
     from service.settings import Settings
 
     from service import watchdog
@@ -75,11 +76,14 @@ def _serve(args: argparse.Namespace) -> int:
     watchdog.start()  # kills the engine's processes should this one be killed outright
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     settings = Settings(**given)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+    for handler in logging.root.handlers:  # every record, uvicorn's access log too, names its request
+        handler.addFilter(RequestIdFilter())
     # SIGTERM/SIGINT: uvicorn stops accepting, lets in-flight requests (streams too) finish for up to
     # shutdown_timeout_seconds, then the app's shutdown checkpoints and stops trainers and the engine.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds) or None)
+                log_config=None, timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds) or None)
     return 0
 
 

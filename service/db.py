@@ -143,10 +143,11 @@ class Database:
         self._write("INSERT INTO jobs (id, status, model_name, run_dir, doc) VALUES (?, ?, ?, ?, ?)",
                     (doc["id"], doc["status"], model_name, run_dir, json.dumps(doc)))
 
-    def update_job(self, doc: dict, **columns: Any) -> None:
-        sets = ", ".join(f"{k} = ?" for k in columns)
-        self._write(f"UPDATE jobs SET doc = ?, status = ?{', ' + sets if sets else ''} WHERE id = ?",
-                    (json.dumps(doc), doc["status"], *columns.values(), doc["id"]))
+    def update_job(self, doc: dict, expect: tuple[str, ...]) -> bool:
+        """Write the job's document if its stored status is one of `expect`; False (nothing written) if not."""
+        marks = ",".join("?" * len(expect))
+        return self._write(f"UPDATE jobs SET doc = ?, status = ? WHERE id = ? AND status IN ({marks})",
+                           (json.dumps(doc), doc["status"], doc["id"], *expect)) > 0
 
     def set_job_columns(self, job_id: str, **columns: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in columns)

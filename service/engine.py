@@ -37,6 +37,8 @@ class Engine:
         self.llm = None
         self.error: BaseException | None = None
         self.max_model_len = 0
+        self.vocab_size = 0
+        self.fingerprint: str | None = None  # system_fingerprint: names what generates (set once started)
         self.in_flight = 0  # engine requests ftserve has submitted and not yet seen end
         self._task: asyncio.Task | None = None
 
@@ -49,6 +51,8 @@ class Engine:
         try:
             self.llm = await asyncio.to_thread(self._build)
             self.max_model_len = self.llm.model_config.max_model_len
+            self.vocab_size = self.llm.model_config.get_vocab_size()
+            self.fingerprint = _fingerprint(self.settings, self.model_path)
             # As vLLM's own server does: move start-up objects out of the collector's way, so that
             # garbage collection pauses do not grow with the size of the loaded libraries.
             gc.collect()
@@ -123,6 +127,19 @@ class Engine:
             self.in_flight -= 1
             if not finished and self.llm is not None:
                 await asyncio.shield(self.llm.abort(request_id))
+
+
+def _fingerprint(settings: Settings, model_path: Path) -> str:
+    """`fp_` + a hash of what decides the outputs: versions, base model, dtype, context length."""
+    import hashlib
+    from importlib.metadata import version
+
+    import vllm
+
+    config = (model_path / "config.json").read_bytes() if (model_path / "config.json").is_file() else b""
+    parts = [version("ftserve"), vllm.__version__, settings.base_model_name, settings.dtype,
+             str(settings.max_model_len), hashlib.sha256(config).hexdigest()]
+    return "fp_" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)

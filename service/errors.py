@@ -133,11 +133,12 @@ def storage_error(exc: Exception) -> APIError | None:
                     "Retry once space has been freed.", code="insufficient_storage")
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+def unexpected(scope: dict, exc: Exception) -> JSONResponse:
+    """The answer to an exception nothing else handled (middleware.CatchAll sends it)."""
     if (err := storage_error(exc)) is not None:
-        log.error("out of storage on %s %s: %s", request.method, request.url.path, exc)
+        log.error("out of storage on %s %s: %s", scope["method"], scope["path"], exc)
         return error_response(err)
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
     return error_response(APIError(Kind.INTERNAL, "The server had an error while processing your request."))
 
 
@@ -145,4 +146,3 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

@@ -110,6 +110,15 @@ class FileService:
         return DeletedObject(id=file_id, object="file")
 
 
+MEDIA_TYPES = {".jsonl": "application/jsonl", ".json": "application/json", ".csv": "text/csv",
+               ".txt": "text/plain; charset=utf-8"}
+
+
+def media_type(filename: str) -> str:
+    """What a file's content is served as: by its name's ending, bytes when unknown."""
+    return MEDIA_TYPES.get(Path(filename).suffix.lower(), "application/octet-stream")
+
+
 def _storage_error(e: OSError) -> APIError:
     return storage_error(e) or APIError(Kind.INTERNAL, f"The file could not be stored: {e.strerror}.")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -9,8 +11,10 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from service.errors import APIError, Kind, adapter_unusable, engine_dead, model_not_found
-from service.protocol_chat import ResponseFormat, TopLogprob
+from service.errors import APIError, Kind, adapter_unusable, engine_dead, envelope, model_not_found
+from service.protocol_chat import PromptLogprob, ResponseFormat, StructuredOutputs, TopLogprob, Usage
+
+log = logging.getLogger("ftserve.generation")
 
 
 class Admission:
@@ -32,6 +36,7 @@ class Accumulated:
     token_ids: list = field(default_factory=list)
     logprobs: list | None = None
     finish_reason: str | None = None
+    prompt_logprobs: list | None = None  # vLLM's, of the prompt this choice continues
 
 
 class GenerationService:
@@ -46,7 +51,18 @@ class GenerationService:
         reject_unsupported(req.unsupported())
         return await self.resolver.resolve(req.model)
 
-    async def open(self, outputs: AsyncIterator, lora=None) -> AsyncIterator:
+    def check_prompt(self, ids: list[int], param: str) -> None:
+        """400 for a prompt the engine would refuse (empty) or crash on (token ids out of range)."""
+        if not ids:
+            raise APIError(Kind.INVALID_REQUEST, f"The {param} is empty: it has no tokens to start from.",
+                           param=param, code="empty_prompt")
+        vocab = self.engine.vocab_size
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise APIError(Kind.INVALID_REQUEST, f"Token id {bad} in the {param} is out of range: the model's "
+                           f"vocabulary has ids 0 to {vocab - 1}.", param=param, code="invalid_token_id")
+
+    async def open(self, outputs: AsyncIterator, lora=None, param: str = "messages") -> AsyncIterator:
         """Submit a request and wait for its first output; the outputs, timed, from there on.
 
         Waiting here means errors at submission are answered as errors, not in a stream, and
@@ -64,7 +80,7 @@ class GenerationService:
         except APIError:
             raise
         except Exception as e:  # the engine refused the request
-            error = self._submission_error(e, lora)
+            error = self._submission_error(e, lora, param)
             if error is None:
                 raise
             raise error from e
@@ -74,10 +90,14 @@ class GenerationService:
             self.metrics.ttft.observe(time.perf_counter() - started)
         return self._timed(first, outputs, started)
 
-    def _submission_error(self, e: Exception, lora) -> APIError | None:
+    def _submission_error(self, e: Exception, lora, param: str) -> APIError | None:
         """What a client should be told when the engine refuses its request; None: a server bug."""
+        from vllm.exceptions import VLLMValidationError
+
         if self.engine.dead:
             return engine_dead()
+        if isinstance(e, VLLMValidationError):  # the request itself, as vLLM's input checks found it
+            return APIError(Kind.INVALID_REQUEST, str(e), param=e.parameter or param, code="invalid_request")
         if lora is not None:  # most often an adapter deleted or damaged while being loaded
             name = lora.lora_name
             return model_not_found(name) if not self.resolver.store.exists(name) else adapter_unusable(name, str(e))
@@ -100,8 +120,11 @@ class GenerationService:
     async def accumulate(outputs: AsyncIterator, key=lambda item: (0, item)) -> dict[tuple[int, int], Accumulated]:
         """Deltas -> whole choices, keyed by (prompt index, choice index)."""
         done: dict[tuple[int, int], Accumulated] = {}
+        prompt_lps: dict[int, list] = {}
         async for item in outputs:
             prompt_index, output = key(item)
+            if output.prompt_logprobs is not None:  # sent once per prompt, with its first output
+                prompt_lps.setdefault(prompt_index, output.prompt_logprobs)
             for c in output.outputs:
                 acc = done.setdefault((prompt_index, c.index), Accumulated(c.index))
                 acc.text += c.text
@@ -109,6 +132,8 @@ class GenerationService:
                 if c.logprobs is not None:
                     acc.logprobs = (acc.logprobs or []) + list(c.logprobs)
                 acc.finish_reason = c.finish_reason or acc.finish_reason
+        for (prompt_index, _), acc in done.items():
+            acc.prompt_logprobs = prompt_lps.get(prompt_index)
         return done
 
     def count_tokens(self, model: str, prompt: int, completion: int) -> None:
@@ -151,22 +176,33 @@ def max_new_tokens(prompt_len: int, requested: int | None, max_model_len: int, p
     return requested
 
 
-def sampling_params(req, max_tokens: int, logprobs: int | None, response_format: ResponseFormat | None = None):
+def sampling_params(req, max_tokens: int, logprobs: int | None, response_format: ResponseFormat | None = None,
+                    prompt_logprobs: int | None = None):
+    """OpenAI's sampling fields and vLLM's extensions -> vLLM SamplingParams (400 for what vLLM refuses)."""
     from vllm import SamplingParams
     from vllm.exceptions import VLLMClientError
-    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+    from vllm.sampling_params import RequestOutputKind
 
-    structured = None
-    if response_format is not None and response_format.type == "json_object":
-        structured = StructuredOutputsParams(json_object=True)
-    elif response_format is not None and response_format.type == "json_schema":
-        schema = response_format.json_schema.schema_ or {"type": "object"}
-        structured = StructuredOutputsParams(json=schema)
+    temperature = 1.0 if req.temperature is None else req.temperature
+    top_k = req.top_k
+    n = req.n or 1
+    if temperature == 0 and n > 1:
+        # vLLM refuses n > 1 with greedy sampling; OpenAI answers n identical choices. Sampling
+        # from the single most likely token is greedy decoding by another name.
+        temperature, top_k = 1.0, 1
+    extensions = {k: v for k, v in dict(
+        top_k=top_k, min_p=req.min_p, repetition_penalty=req.repetition_penalty, min_tokens=req.min_tokens,
+        ignore_eos=req.ignore_eos, stop_token_ids=req.stop_token_ids,
+        include_stop_str_in_output=req.include_stop_str_in_output, skip_special_tokens=req.skip_special_tokens,
+        spaces_between_special_tokens=req.spaces_between_special_tokens,
+    ).items() if v is not None}
+    if prompt_logprobs is None:
+        prompt_logprobs = req.prompt_logprobs
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
     try:
         return SamplingParams(
-            n=req.n or 1,
-            temperature=1.0 if req.temperature is None else req.temperature,
+            n=n,
+            temperature=temperature,
             top_p=1.0 if req.top_p is None else req.top_p,
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
@@ -174,12 +210,32 @@ def sampling_params(req, max_tokens: int, logprobs: int | None, response_format:
             stop=stop,
             max_tokens=max_tokens,
             logprobs=logprobs,
-            structured_outputs=structured,
+            prompt_logprobs=prompt_logprobs,
+            logit_bias={int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None,
+            structured_outputs=_structured(response_format, req.structured_outputs),
             output_kind=RequestOutputKind.DELTA,  # also when not streaming: token timings for the metrics
+            **extensions,
         )
-    except (VLLMClientError, ValueError) as e:  # vLLM's own request checks, e.g. n > 1 with greedy sampling
+    except (VLLMClientError, ValueError) as e:  # vLLM's own request checks
         raise APIError(Kind.INVALID_REQUEST, str(e), param=getattr(e, "parameter", None),
                        code="invalid_sampling_parameters") from None
+
+
+def _structured(response_format: ResponseFormat | None, structured: StructuredOutputs | None):
+    """OpenAI's `response_format` or vLLM's `structured_outputs` -> StructuredOutputsParams."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if response_format is not None and structured is not None and response_format.type != "text":
+        raise APIError(Kind.INVALID_REQUEST, "Give either 'response_format' or 'structured_outputs', not both.",
+                       param="structured_outputs")
+    if structured is not None:
+        return StructuredOutputsParams(json=structured.json_, regex=structured.regex, choice=structured.choice,
+                                       grammar=structured.grammar, json_object=structured.json_object)
+    if response_format is not None and response_format.type == "json_object":
+        return StructuredOutputsParams(json_object=True)
+    if response_format is not None and response_format.type == "json_schema":
+        return StructuredOutputsParams(json=response_format.json_schema.schema_ or {"type": "object"})
+    return None
 
 
 def finish_reason(reason: str | None) -> str | None:
@@ -191,6 +247,48 @@ def top_logprobs(position: dict, n: int) -> list[TopLogprob]:
     ranked = sorted(position.items(), key=lambda kv: kv[1].rank)[:n]
     return [TopLogprob(token=lp.decoded_token or "", logprob=max(lp.logprob, -9999.0),
                        bytes=list((lp.decoded_token or "").encode())) for _, lp in ranked]
+
+
+async def guarded(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """An SSE stream that ends well whatever happens: an error after the response has started is
+    sent as one `data: {"error": {...}}` event followed by `data: [DONE]`, as vLLM's server does."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except Exception as e:  # noqa: BLE001 - every failure must reach the client as an event
+        if isinstance(e, APIError):
+            err = e
+        elif engine_is_dead(e):
+            err = engine_dead()
+        else:
+            log.exception("error during a stream")
+            err = APIError(Kind.INTERNAL, f"The server had an error while streaming the response: {e}")
+        yield sse(json.dumps(envelope(err.kind, err.message, err.param, err.code)))
+        yield DONE
+
+
+def engine_is_dead(e: Exception) -> bool:
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    return isinstance(e, EngineDeadError)
+
+
+def usage(prompt: int, completion: int) -> Usage:
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def prompt_logprobs(positions: list | None) -> list[dict[str, PromptLogprob] | None] | None:
+    """vLLM's prompt logprobs as its server sends them: {token id: logprob} per prompt token."""
+    if positions is None:
+        return None
+    return [None if position is None else {
+        str(token_id): PromptLogprob(logprob=max(lp.logprob, -9999.0), rank=lp.rank, decoded_token=lp.decoded_token)
+        for token_id, lp in position.items()} for position in positions]
+
+
+def service_tier(requested: str | None) -> str:
+    """The tier the request was served with: ftserve has one, reported as OpenAI names it."""
+    return {None: "default", "auto": "default", "fast": "priority"}.get(requested, requested)
 
 
 def sse(obj: BaseModel | str) -> str:

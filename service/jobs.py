@@ -28,6 +28,7 @@ from service.protocol import (
 from service.settings import Settings
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("validating_files", "queued", "running", "paused")  # a job in any other status never changes again
 BASE_LEARNING_RATE = 1e-4  # learning_rate_multiplier 1.0 means this
 DEFAULT_CHECKPOINTS = 3
 
@@ -158,15 +159,42 @@ class JobService:
 
     # ------------------------------------------------------------------ change
     async def cancel(self, job_id: str) -> FineTuningJob:
-        job = self.get(job_id)
-        if job.status in TERMINAL:
-            raise APIError(Kind.INVALID_REQUEST, f"Job {job_id} has already {job.status} and cannot be cancelled.",
-                           param="fine_tuning_job_id", code="job_not_cancellable")
-        job.status, job.finished_at, job.estimated_finish = "cancelled", int(time.time()), None
-        self.db.update_job(job.model_dump())
-        self.add_event(job_id, "Fine-tuning job cancelled")
+        """Final at any moment: under the job's lock, so the runner is never midway through publishing."""
+        self.get(job_id)
+        async with self.runner.lock(job_id):
+            job = self.update(job_id, status="cancelled", finished_at=int(time.time()), estimated_finish=None)
+            if job is None:
+                raise self._cannot(job_id, "cancelled", "job_not_cancellable")
+            self.add_event(job_id, "Fine-tuning job cancelled")
         await self.runner.stop_job(job_id)
         return job
+
+    async def pause(self, job_id: str) -> FineTuningJob:
+        """A queued job waits; a running one checkpoints after its current step and its trainer exits."""
+        self.get(job_id)
+        async with self.runner.lock(job_id):
+            job = self.update(job_id, expect=("queued", "running"), status="paused", estimated_finish=None)
+            if job is None:
+                raise self._cannot(job_id, "paused", "job_not_pausable")
+            self.add_event(job_id, "Fine-tuning job paused")
+        self.runner.pause_job(job_id)
+        return job
+
+    async def resume(self, job_id: str) -> FineTuningJob:
+        """A paused job is queued again and trains on from its last checkpoint."""
+        self.get(job_id)
+        async with self.runner.lock(job_id):
+            job = self.update(job_id, expect=("paused",), status="queued")
+            if job is None:
+                raise self._cannot(job_id, "resumed", "job_not_paused")
+            self.add_event(job_id, "Fine-tuning job resumed; it trains on from its last checkpoint")
+        self.runner.enqueue(job_id)
+        return job
+
+    def _cannot(self, job_id: str, verb: str, code: str) -> APIError:
+        status = self.get(job_id).status
+        return APIError(Kind.INVALID_REQUEST, f"Job {job_id} is {status} and cannot be {verb}.",
+                        param="fine_tuning_job_id", code=code)
 
     def add_event(self, job_id: str, message: str, level: str = "info", data: dict | None = None,
                   type: str = "message") -> None:
@@ -174,17 +202,18 @@ class JobService:
                                    message=message, data=data, type=type)
         self.db.insert_event(job_id, event.model_dump())
 
-    def update(self, job_id: str, **changes) -> FineTuningJob:
+    def update(self, job_id: str, expect: tuple[str, ...] = ACTIVE, **changes) -> FineTuningJob | None:
+        """Apply `changes` if the job's status is one of `expect` (any active one by default); None if it is
+        not (e.g. cancelled meanwhile): a job that has ended is never changed again."""
         job = self.get(job_id)
         for key, value in changes.items():
             setattr(job, key, value)
-        self.db.update_job(job.model_dump())
-        return job
+        return job if self.db.update_job(job.model_dump(), expect) else None
 
     def fail(self, job_id: str, code: str, message: str, param: str | None = None) -> None:
-        self.update(job_id, status="failed", error=JobError(code=code, message=message, param=param),
-                    finished_at=int(time.time()), estimated_finish=None)
-        self.add_event(job_id, f"Fine-tuning job failed: {message}", level="error")
+        if self.update(job_id, status="failed", error=JobError(code=code, message=message, param=param),
+                       finished_at=int(time.time()), estimated_finish=None):
+            self.add_event(job_id, f"Fine-tuning job failed: {message}", level="error")
 
     def run_dir(self, job_id: str) -> Path:
         return Path(self.db.job_row(job_id)["run_dir"])

@@ -1,13 +1,76 @@
-"""Pure ASGI middleware: API-key auth, HTTP metrics, upload size limit."""
+"""Pure ASGI middleware: request ids, API-key auth, HTTP metrics, upload size limit, the last-resort 500."""
 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
+import uuid
+from contextvars import ContextVar
 
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
 
 from service import errors
+
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+class RequestId:
+    """`x-request-id` on every response: the client's `X-Request-Id` when it sent one, else a new id.
+    Log records made while the request is handled carry it (`RequestIdFilter`)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1").strip()
+        rid = given[:128] if given.isprintable() and given else f"req_{uuid.uuid4().hex}"
+        token = REQUEST_ID.set(rid)
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["x-request-id"] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class CatchAll:
+    """An unexpected exception is answered here (500, or 507 for a full disk, in the envelope), so the
+    connection stays usable: Starlette's outermost handler re-raises after answering, and the server
+    then drops the keep-alive connection."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            if started:  # the response is under way: nothing more can be said on it
+                raise
+            await errors.unexpected(scope, exc)(scope, receive, send)
 
 OPEN_PATHS = ("/health", "/ready", "/metrics")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 T = TypeVar("T")
 
@@ -18,7 +18,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
-class ListObject(BaseModel, Generic[T]):
+class Sparse(BaseModel):
+    """Response objects whose optional fields are left out when unset, rather than sent as null
+    (the official schema types them as numbers or strings, not nullable)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler):
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ListObject(Sparse, Generic[T]):
     object: Literal["list"] = "list"
     data: list[T]
     has_more: bool = False
@@ -50,11 +59,11 @@ class ErrorResponse(BaseModel):
 
 
 # ---------------------------------------------------------------------------------- files
-FilePurpose = Literal["fine-tune", "fine-tune-results", "batch", "assistants", "user_data", "evals"]
-UPLOAD_PURPOSES = ("fine-tune", "batch", "assistants", "user_data", "evals")
+FilePurpose = Literal["fine-tune", "fine-tune-results", "batch", "assistants", "user_data", "evals", "vision"]
+UPLOAD_PURPOSES = ("fine-tune", "batch", "assistants", "user_data", "evals", "vision")
 
 
-class FileObject(BaseModel):
+class FileObject(Sparse):
     id: str
     object: Literal["file"] = "file"
     bytes: int
@@ -140,7 +149,7 @@ class FineTuningJob(BaseModel):
     organization_id: str
     result_files: list[str] = []
     seed: int
-    status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+    status: Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
     trained_tokens: int | None = None
     training_file: str
     validation_file: str | None = None
@@ -151,7 +160,7 @@ class FineTuningJob(BaseModel):
     user_provided_suffix: str | None = None
 
 
-class FineTuningJobEvent(BaseModel):
+class FineTuningJobEvent(Sparse):
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
@@ -161,7 +170,7 @@ class FineTuningJobEvent(BaseModel):
     type: Literal["message", "metrics"] = "message"
 
 
-class CheckpointMetrics(BaseModel):
+class CheckpointMetrics(Sparse):
     step: int | None = None
     train_loss: float | None = None
     train_mean_token_accuracy: float | None = None

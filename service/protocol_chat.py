@@ -10,10 +10,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from service.protocol import Strict
+from service.protocol import Sparse, Strict
 
-UNSUPPORTED_CHAT_FIELDS = ("audio", "function_call", "functions", "logit_bias", "parallel_tool_calls",
-                           "prediction", "reasoning_effort", "tool_choice", "tools", "web_search_options")
+# Official request fields ftserve cannot honour yet: declared, so that the error can name them,
+# and answered 400 when set (a request is never answered as if they had been honoured).
+UNSUPPORTED_CHAT_FIELDS = ("audio", "function_call", "functions", "parallel_tool_calls", "prediction",
+                           "reasoning_effort", "tool_choice", "tools", "web_search_options")
+UNSUPPORTED_COMPLETION_FIELDS = ("suffix",)
 
 
 # ---------------------------------------------------------------------------------- requests
@@ -47,6 +50,9 @@ class ChatMessage(Strict):
 class StreamOptions(Strict):
     include_usage: bool = False
     include_obfuscation: bool | None = None
+    # vLLM extension
+    continuous_usage_stats: bool = False
+    """With include_usage: every chunk carries the usage so far (vLLM's extension)."""
 
 
 class JSONSchema(Strict):
@@ -67,41 +73,99 @@ class ResponseFormat(Strict):
         return self
 
 
+class StructuredOutputs(Strict):
+    """vLLM's `structured_outputs`: constrain the output to exactly one of these."""
+
+    json_: dict[str, Any] | str | None = Field(default=None, alias="json")
+    regex: str | None = None
+    choice: Annotated[list[str], Field(min_length=1)] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StructuredOutputs:
+        given = [k for k in ("json_", "regex", "choice", "grammar", "json_object") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("structured_outputs takes exactly one of json, regex, choice, grammar, json_object")
+        return self
+
+
 Temperature = Annotated[float, Field(ge=0, le=2)]
 TopP = Annotated[float, Field(gt=0, le=1)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
+LogitBias = dict[Annotated[str, Field(pattern=r"^[0-9]+$")], Annotated[float, Field(ge=-100, le=100)]]
 
 
-class ChatCompletionRequest(Strict):
+class SamplingExtensions(Strict):
+    """vLLM's extensions to OpenAI's sampling fields, with vLLM's names and meaning."""
+
+    top_k: Annotated[int, Field(ge=-1)] | None = None
+    """Sample from the k most likely tokens only (0 or -1: all)."""
+    min_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Drop tokens less likely than min_p times the most likely one."""
+    repetition_penalty: Annotated[float, Field(gt=0, le=2)] | None = None
+    """Multiplicative penalty on tokens already in the prompt or output (1: none)."""
+    length_penalty: float | None = None
+    """Beam search only in vLLM; ftserve does not offer beam search, so only 1.0 is accepted."""
+    min_tokens: Annotated[int, Field(ge=0)] | None = None
+    """Generate at least this many tokens before EOS or a stop token may end the output."""
+    ignore_eos: bool | None = None
+    """Keep generating past the EOS token (benchmarks use this for fixed output lengths)."""
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    """Token ids that end the output, besides EOS."""
+    include_stop_str_in_output: bool | None = None
+    """Keep the matched stop string in the output."""
+    skip_special_tokens: bool | None = None
+    """Leave special tokens out of the text (default true)."""
+    spaces_between_special_tokens: bool | None = None
+    """Put spaces between special tokens in the text (default true)."""
+    prompt_logprobs: Annotated[int, Field(ge=-1, le=20)] | None = None
+    """Logprobs of each prompt token, with this many alternatives (-1: all); returned as `prompt_logprobs`."""
+    structured_outputs: StructuredOutputs | None = None
+    """Constrain the output to a JSON schema, regex, choice list or grammar."""
+
+    @field_validator("length_penalty")
+    @classmethod
+    def _no_beam_search(cls, value: float | None) -> float | None:
+        if value is not None and value != 1.0:
+            raise ValueError("length_penalty applies to beam search, which is not offered; only 1.0 is accepted")
+        return value
+
+
+class ChatCompletionRequest(SamplingExtensions):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     model: str
     frequency_penalty: Penalty | None = 0.0
+    logit_bias: LogitBias | None = None
     logprobs: bool | None = False
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     metadata: dict[str, str] | None = None
     modalities: list[Literal["text"]] | None = None
+    moderation: Any = None
     n: Annotated[int, Field(ge=1, le=128)] | None = 1
     presence_penalty: Penalty | None = 0.0
+    prompt_cache_key: str | None = None
+    prompt_cache_options: Any = None
+    prompt_cache_retention: Literal["in-memory", "in_memory", "24h"] | None = None
     response_format: ResponseFormat | None = None
+    safety_identifier: str | None = None
     seed: int | None = None
-    service_tier: Literal["auto", "default"] | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
     stop: Stop = None
-    store: Literal[False] | None = None
+    store: bool | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: Temperature | None = 1.0
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     top_p: TopP | None = 1.0
     user: str | None = None
-    prompt_cache_key: str | None = None
-    safety_identifier: str | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
     # declared so that the error can name them; rejected when set
     audio: Any = None
     function_call: Any = None
     functions: Any = None
-    logit_bias: Any = None
     parallel_tool_calls: Any = None
     prediction: Any = None
     reasoning_effort: Any = None
@@ -122,15 +186,16 @@ class ChatCompletionRequest(Strict):
         return self
 
 
-class CompletionRequest(Strict):
+class CompletionRequest(SamplingExtensions):
     model: str
     prompt: str | Annotated[list[str], Field(min_length=1)] | Annotated[list[int], Field(min_length=1)] | \
         Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1)]
     best_of: Annotated[int, Field(ge=1, le=1)] | None = None
     echo: bool | None = False
     frequency_penalty: Penalty | None = 0.0
+    logit_bias: LogitBias | None = None
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = 16
+    max_tokens: Annotated[int, Field(ge=0)] | None = 16
     n: Annotated[int, Field(ge=1, le=128)] | None = 1
     presence_penalty: Penalty | None = 0.0
     seed: int | None = None
@@ -140,12 +205,19 @@ class CompletionRequest(Strict):
     temperature: Temperature | None = 1.0
     top_p: TopP | None = 1.0
     user: str | None = None
-    # declared so that the error can name them; rejected when set
-    logit_bias: Any = None
+    # declared so that the error can name it; rejected when set
     suffix: Any = None
 
     def unsupported(self) -> str | None:
-        return next((f for f in ("logit_bias", "suffix") if getattr(self, f) is not None), None)
+        return next((f for f in UNSUPPORTED_COMPLETION_FIELDS if getattr(self, f) is not None), None)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompletionRequest:
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("'max_tokens' may be 0 only with 'echo' (to score the prompt)")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("'stream_options' is only allowed when 'stream' is true")
+        return self
 
 
 # ---------------------------------------------------------------------------------- responses
@@ -153,6 +225,14 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+
+class PromptLogprob(BaseModel):
+    """vLLM's shape of one alternative at a prompt position."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
 
 
 class TopLogprob(BaseModel):
@@ -189,7 +269,7 @@ class ChatCompletionChoice(BaseModel):
     finish_reason: FinishReason | None
 
 
-class ChatCompletion(BaseModel):
+class ChatCompletion(Sparse):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
@@ -198,9 +278,12 @@ class ChatCompletion(BaseModel):
     usage: Usage
     service_tier: str | None = None
     system_fingerprint: str | None = None
+    # vLLM extension
+    prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = None
+    """With `prompt_logprobs`: per prompt token, {token id: logprob} (the first is null)."""
 
 
-class ChoiceDelta(BaseModel):
+class ChoiceDelta(Sparse):
     role: Literal["assistant"] | None = None
     content: str | None = None
     refusal: str | None = None
@@ -213,7 +296,7 @@ class ChatCompletionChunkChoice(BaseModel):
     finish_reason: FinishReason | None = None
 
 
-class ChatCompletionChunk(BaseModel):
+class ChatCompletionChunk(Sparse):
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
@@ -236,9 +319,11 @@ class CompletionChoice(BaseModel):
     index: int
     logprobs: CompletionLogprobs | None = None
     text: str
+    # vLLM extension
+    prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
-class Completion(BaseModel):
+class Completion(Sparse):
     id: str
     object: Literal["text_completion"] = "text_completion"
     created: int

@@ -7,7 +7,10 @@
 - The trainer's JSON events are recorded as they arrive; each checkpoint is published to the
   adapter store as `{fine_tuned_model}:ckpt-step-{N}`; the final adapter as `{fine_tuned_model}`.
 - On start, jobs that were running are queued again and resume from their last checkpoint
-  (the spec always says `resume_from_checkpoint: latest`).
+  (the spec always says `resume_from_checkpoint: latest`); paused jobs stay paused.
+- Every status change is conditional on the status it expects (`JobService.update`), and whatever
+  publishes or changes a job's status does so under the job's lock: a cancel (or pause) lands
+  either before a step of the runner, which then sees it, or after it, never in between.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from adapters import AdapterStore
 from service.db import Database
 from service.errors import storage_error
 from service.files import FileService
-from service.jobs import TERMINAL, JobService, plan
+from service.jobs import JobService, plan
 from service.protocol import CheckpointMetrics, FineTuningJobCheckpoint
 from service.settings import Settings
 from trainer.data import DataError, load_dataset
@@ -57,6 +60,7 @@ class JobRunner:
         self._tasks: set[asyncio.Task] = set()
         self._workers: list[asyncio.Task] = []
         self._stopping = False
+        self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.training_tokens_per_s: dict[str, float] = {}  # running jobs only
 
     # ------------------------------------------------------------------ lifecycle
@@ -65,7 +69,7 @@ class JobRunner:
         waiting = self.db.jobs_with_status("validating_files", "queued")
         for row in interrupted:  # first: they were already under way
             _kill_stale_trainer(row["pid"], row["run_dir"])
-            self.jobs.update(row["id"], status="queued")
+            self.jobs.update(row["id"], expect=("running",), status="queued")
             self.jobs.add_event(row["id"], "Server restarted; the job resumes from its last checkpoint")
             self._queue.put_nowait(row["id"])
         for row in waiting:
@@ -88,6 +92,12 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
 
+    def lock(self, job_id: str) -> asyncio.Lock:
+        return self._locks[job_id]
+
+    def enqueue(self, job_id: str) -> None:
+        self._queue.put_nowait(job_id)
+
     def submit(self, job_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self._validate(job_id))
         self._tasks.add(task)
@@ -99,6 +109,14 @@ class JobRunner:
         if proc is not None and proc.returncode is None:
             _killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+    def pause_job(self, job_id: str) -> None:
+        """Pause: the trainer checkpoints after its current step and exits (SIGTERM), in the background;
+        a resume trains on from that checkpoint. One not stopped within the shutdown timeout is killed."""
+        task = asyncio.get_running_loop().create_task(
+            self._terminate(job_id, self.settings.shutdown_timeout_seconds))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _terminate(self, job_id: str, grace: float) -> None:
         """Shutdown: SIGTERM (the trainer checkpoints after its current step), SIGKILL after `grace`."""
@@ -134,15 +152,14 @@ class JobRunner:
         except ValueError as e:  # a hyperparameter the trainer's config rejects
             self.jobs.fail(job_id, "invalid_hyperparameters", str(e), "hyperparameters")
             return
-        if self.jobs.get(job_id).status != "validating_files":  # cancelled meanwhile
-            return
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "spec.json").write_text(json.dumps(p.spec, indent=1))
+        if not self.jobs.update(job_id, expect=("validating_files",), status="queued", hyperparameters={
+                "batch_size": p.batch_size, "learning_rate_multiplier": p.learning_rate_multiplier,
+                "n_epochs": p.n_epochs}):
+            return  # cancelled meanwhile
         if p.auto_note:
             self.jobs.add_event(job_id, p.auto_note)
-        self.jobs.update(job_id, status="queued", hyperparameters={
-            "batch_size": p.batch_size, "learning_rate_multiplier": p.learning_rate_multiplier,
-            "n_epochs": p.n_epochs})
         self.jobs.add_event(job_id, f"Files validated; {n_examples} examples, {p.total_steps} steps planned. "
                             "Job queued")
         self._queue.put_nowait(job_id)
@@ -190,12 +207,16 @@ class JobRunner:
             preexec_fn=_die_with_parent, env=env, cwd=str(run_dir), limit=1 << 24,
         )
         self._procs[job_id] = proc
-        self.db.set_job_columns(job_id, pid=proc.pid)
-        self.jobs.update(job_id, status="running")
-        self.jobs.add_event(job_id, "Fine-tuning job started")
         stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         state = _RunState()
         try:
+            # a cancel or pause may have landed while the process was being started: then it never runs
+            if not self.jobs.update(job_id, expect=("queued",), status="running"):
+                _killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+                return
+            self.db.set_job_columns(job_id, pid=proc.pid)
+            self.jobs.add_event(job_id, "Fine-tuning job started")
             await asyncio.gather(self._read_events(job_id, model_name, proc.stdout, state),
                                  _tail(proc.stderr, stderr_tail))
             code = await proc.wait()
@@ -203,8 +224,8 @@ class JobRunner:
             self._procs.pop(job_id, None)
             self.training_tokens_per_s.pop(job_id, None)
             self.db.set_job_columns(job_id, pid=None)
-        if self._stopping or self.jobs.get(job_id).status in TERMINAL:
-            return  # shutting down (resume at next start) or cancelled
+        if self._stopping or self.jobs.get(job_id).status != "running":
+            return  # shutting down (resume at next start), cancelled or paused
         if code == 0 and state.done is not None:
             await self._succeed(job_id, model_name, state)
         elif state.error is not None:
@@ -227,50 +248,60 @@ class JobRunner:
             kind = event.get("type")
             if kind == "info":
                 self.jobs.add_event(job_id, event["message"])
-            elif kind == "metrics":
+            elif kind == "metrics":  # one event per logged step, validation metrics included where measured
                 self.training_tokens_per_s[job_id] = event["tokens_per_s"]
-                data = {k: event[k] for k in ("step", "total_steps", "train_loss", "train_mean_token_accuracy",
-                                              "learning_rate", "tokens", "tokens_per_s", "elapsed_s")}
-                self.jobs.add_event(job_id, f"Step {event['step']}/{event['total_steps']}: "
-                                    f"training loss={event['train_loss']:.4f}", data=data, type="metrics")
+                data = {k: v for k, v in event.items() if k != "type"}
+                message = f"Step {event['step']}/{event['total_steps']}: training loss={event['train_loss']:.4f}"
+                if "valid_loss" in event:
+                    message += (f", validation loss={event['valid_loss']:.4f}, "
+                                f"token accuracy={event['valid_mean_token_accuracy']:.3f}")
+                self.jobs.add_event(job_id, message, data=data, type="metrics")
                 remaining = (event["total_steps"] - event["step"]) * event["elapsed_s"] / max(event["step"], 1)
-                self.jobs.update(job_id, trained_tokens=event["tokens"],
+                self.jobs.update(job_id, expect=("running",), trained_tokens=event["tokens"],
                                  estimated_finish=int(time.time() + remaining))
-            elif kind == "eval":
-                self.jobs.add_event(job_id, f"Step {event['step']}: validation loss={event['valid_loss']:.4f}, "
-                                    f"token accuracy={event['valid_mean_token_accuracy']:.3f}",
-                                    data={k: v for k, v in event.items() if k != "type"}, type="metrics")
             elif kind == "checkpoint":
                 await self._publish_checkpoint(job_id, model_name, event["step"], Path(event["path"]),
                                                event["metrics"])
             elif kind == "interrupted":
-                self.jobs.add_event(job_id, f"Training paused at step {event['step']} for a server shutdown; "
-                                    "it resumes at the next start")
+                why = "the job was paused" if self.jobs.get(job_id).status == "paused" else \
+                    "a server shutdown; it resumes at the next start"
+                self.jobs.add_event(job_id, f"Training stopped at step {event['step']} for {why}")
             elif kind == "done":
                 state.done = event
             elif kind == "error":
                 state.error = event
 
-    async def _publish_checkpoint(self, job_id: str, model_name: str, step: int, path: Path, metrics: dict) -> str:
+    async def _publish_checkpoint(self, job_id: str, model_name: str, step: int, path: Path, metrics: dict) -> None:
+        """Publish a checkpoint, unless the job has ended (a cancel never lets one through)."""
+        async with self.lock(job_id):
+            if self.jobs.get(job_id).status in ("running", "paused"):
+                await self._publish_checkpoint_locked(job_id, model_name, step, path, metrics)
+
+    async def _publish_checkpoint_locked(self, job_id: str, model_name: str, step: int, path: Path,
+                                         metrics: dict) -> None:
         name = f"{model_name}:ckpt-step-{step}"
         await asyncio.to_thread(self.adapters.publish, name, path, job_id=job_id, step=step, replace=True)
         checkpoint = FineTuningJobCheckpoint(
             id=f"ftckpt-{job_id[6:18]}{step}", created_at=int(time.time()), fine_tuned_model_checkpoint=name,
             fine_tuning_job_id=job_id, metrics=CheckpointMetrics(**{**metrics, "step": step}), step_number=step,
         )
-        self.db.upsert_checkpoint(job_id, step, checkpoint.model_dump())
+        self.db.upsert_checkpoint(job_id, step, checkpoint.model_dump(exclude_none=True))
         self.jobs.add_event(job_id, f"Checkpoint created at step {step}: {name}")
-        return name
 
     async def _succeed(self, job_id: str, model_name: str, state: _RunState) -> None:
         done = state.done
         adapter = Path(done["adapter_path"])
-        await self._publish_checkpoint(job_id, model_name, done["steps"], adapter, done.get("metrics", {}))
-        await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id, step=done["steps"],
-                                replace=True)
-        results = self.files.create_internal(self._results_csv(job_id), "step_metrics.csv", "fine-tune-results")
-        self.jobs.update(job_id, status="succeeded", fine_tuned_model=model_name, finished_at=int(time.time()),
-                         trained_tokens=done["trained_tokens"], result_files=[results.id], estimated_finish=None)
+        async with self.lock(job_id):  # a cancel waits for this, and then finds the job succeeded
+            if self.jobs.get(job_id).status != "running":
+                return
+            await self._publish_checkpoint_locked(job_id, model_name, done["steps"], adapter, done.get("metrics", {}))
+            await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id,
+                                    step=done["steps"], replace=True)
+            results = self.files.create_internal(self._results_csv(job_id), "step_metrics.csv",
+                                                 "fine-tune-results")
+            self.jobs.update(job_id, expect=("running",), status="succeeded", fine_tuned_model=model_name,
+                             finished_at=int(time.time()), trained_tokens=done["trained_tokens"],
+                             result_files=[results.id], estimated_finish=None)
         self.jobs.add_event(job_id, f"New fine-tuned model created: {model_name}")
         self.jobs.add_event(job_id, "The job has successfully completed")
 

@@ -18,7 +18,8 @@ class Settings(BaseSettings):
     """Base model directory. Unset: the tiny model, built offline under the data dir on first start."""
 
     served_model_name: str | None = None
-    """The base model's id in the API. Default: `ftserve-tiny` for the tiny model, else `model`."""
+    """The base model's id in the API (as vLLM's --served-model-name). Default: `ftserve-tiny` for the
+    tiny model; the directory's name for a local model; a hub-style id as given."""
 
     data_dir: Path = Path("data")
     """Database, uploaded files, job runs, adapters and the tiny model live here."""
@@ -87,7 +88,11 @@ class Settings(BaseSettings):
     def base_model_name(self) -> str:
         if self.served_model_name:
             return self.served_model_name
-        return TINY_MODEL_NAME if self.model is None else self.model
+        if self.model is None:
+            return TINY_MODEL_NAME
+        path = Path(self.model)
+        # a local directory is named by its last part; a hub-style id ("org/name") stays as given
+        return path.resolve().name if path.exists() or self.model.startswith((".", "/", "~")) else self.model
 
     def load_api_keys(self) -> list[str]:
         keys = [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]

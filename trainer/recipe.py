@@ -5,8 +5,9 @@
 Events (dicts, also appended to `output_dir/events.jsonl`) go to `emit` as they happen:
   {"type": "info", "message": ...}
   {"type": "metrics", "step", "total_steps", "train_loss", "train_mean_token_accuracy", "learning_rate",
-   "tokens", "tokens_per_s", "elapsed_s"}
-  {"type": "eval", "step", "valid_loss", "valid_mean_token_accuracy"}
+   "tokens", "tokens_per_s", "elapsed_s"}     at every logged step; one event per step, which also
+   carries "valid_loss", "valid_mean_token_accuracy" where the step evaluated (and, at the last step,
+   "full_valid_loss", "full_valid_mean_token_accuracy")
   {"type": "checkpoint", "step", "path", "metrics": {...}}
   {"type": "done", "adapter_path", "steps", "trained_tokens", "elapsed_s"}
   {"type": "interrupted", "step", "message"}       (after SIGTERM: a checkpoint was written first)
@@ -156,18 +157,19 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
         elapsed = time.perf_counter() - started
         metrics = {"step": pos.step, "train_loss": round(loss_sum, 6),
                    "train_mean_token_accuracy": round(correct / max(n_labels, 1), 6)}
-        if pos.step % cfg.logging_steps == 0 or pos.step == total_steps:
-            log({"type": "metrics", **metrics, "total_steps": total_steps, "learning_rate": lr,
-                 "tokens": pos.tokens, "tokens_per_s": round((pos.tokens - start_tokens) / max(elapsed, 1e-9), 1),
-                 "elapsed_s": round(elapsed, 3)})
         save_now = cfg.save_steps > 0 and pos.step % cfg.save_steps == 0 and pos.step < total_steps
         eval_now = eval_rows and (
             (cfg.eval_steps > 0 and pos.step % cfg.eval_steps == 0) or save_now or pos.step == total_steps
         )
-        if eval_now:
+        if eval_now:  # over the whole validation set; at the last step, OpenAI's `full_valid_*` too
             metrics.update(_evaluate(model, eval_rows, cfg.per_device_train_batch_size, pad_id, device))
-            log({"type": "eval", "step": pos.step, "valid_loss": metrics["valid_loss"],
-                 "valid_mean_token_accuracy": metrics["valid_mean_token_accuracy"]})
+            if pos.step == total_steps:
+                metrics["full_valid_loss"] = metrics["valid_loss"]
+                metrics["full_valid_mean_token_accuracy"] = metrics["valid_mean_token_accuracy"]
+        if eval_now or pos.step % cfg.logging_steps == 0 or pos.step == total_steps:
+            log({"type": "metrics", **metrics, "total_steps": total_steps, "learning_rate": lr,
+                 "tokens": pos.tokens, "tokens_per_s": round((pos.tokens - start_tokens) / max(elapsed, 1e-9), 1),
+                 "elapsed_s": round(elapsed, 3)})
         if save_now:
             path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics)
             log({"type": "checkpoint", "step": pos.step, "path": str(path), "metrics": metrics})

@@ -5,6 +5,7 @@ from fastapi.responses import FileResponse
 from fastapi.concurrency import run_in_threadpool
 
 from service.deps import Files
+from service.files import media_type
 from service.protocol import DeletedObject, FileObject, ListObject
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -39,4 +40,4 @@ def delete_file(files: Files, file_id: str) -> DeletedObject:
 @router.get("/{file_id}/content", response_class=FileResponse)
 def retrieve_file_content(files: Files, file_id: str) -> FileResponse:
     doc = files.get(file_id)
-    return FileResponse(files.path(file_id), media_type="application/octet-stream", filename=doc.filename)
+    return FileResponse(files.path(file_id), media_type=media_type(doc.filename), filename=doc.filename)

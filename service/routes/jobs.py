@@ -37,6 +37,16 @@ async def cancel_fine_tuning_job(jobs: Jobs, fine_tuning_job_id: str) -> FineTun
     return await jobs.cancel(fine_tuning_job_id)
 
 
+@router.post("/{fine_tuning_job_id}/pause", response_model=FineTuningJob)
+async def pause_fine_tuning_job(jobs: Jobs, fine_tuning_job_id: str) -> FineTuningJob:
+    return await jobs.pause(fine_tuning_job_id)
+
+
+@router.post("/{fine_tuning_job_id}/resume", response_model=FineTuningJob)
+async def resume_fine_tuning_job(jobs: Jobs, fine_tuning_job_id: str) -> FineTuningJob:
+    return await jobs.resume(fine_tuning_job_id)
+
+
 @router.get("/{fine_tuning_job_id}/events", response_model=ListObject[FineTuningJobEvent])
 def list_fine_tuning_events(jobs: Jobs, fine_tuning_job_id: str, after: str | None = None,
                             limit: Limit = 20) -> ListObject:

@@ -60,7 +60,7 @@ def test_val_size_holds_rows_out(tiny_model, tmp_path):
     events = []
     train(_config(tiny_model, tmp_path, val_size=0.25, max_steps=1), events.append)
     assert "9 training and 3 validation examples" in events[0]["message"]
-    assert [e for e in events if e["type"] == "eval"][0]["valid_loss"] > 0
+    assert [e for e in events if "valid_loss" in e][0]["valid_loss"] > 0
 
 
 def test_events_report_loss_eval_checkpoints_and_done(trained):
@@ -71,9 +71,10 @@ def test_events_report_loss_eval_checkpoints_and_done(trained):
         assert all(key in e for e in metrics), key
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
     assert metrics[-1]["tokens"] == result.trained_tokens > 0
-    evals = [e for e in events if e["type"] == "eval"]
+    evals = [e for e in metrics if "valid_loss" in e]  # one event per step, validation metrics in it
     assert [e["step"] for e in evals] == [50, 100]
     assert all(e["valid_loss"] > 0 and 0 <= e["valid_mean_token_accuracy"] <= 1 for e in evals)
+    assert "full_valid_loss" not in evals[0] and evals[-1]["full_valid_loss"] == evals[-1]["valid_loss"]
     (ckpt,) = [e for e in events if e["type"] == "checkpoint"]
     assert ckpt["step"] == 50 and ckpt["metrics"]["valid_loss"] == evals[0]["valid_loss"]
     assert events[-1]["type"] == "done" and events[-1]["steps"] == 100
