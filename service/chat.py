@@ -84,6 +84,7 @@ class ChatService(GenerationService):
         n_completion = sum(len(c.token_ids) for c in done)
         self.count_tokens(req.model, n_prompt, n_completion)
         return ChatCompletion(**self._response(req, rid, now(), choices, usage=usage(n_prompt, n_completion),
+                                               metadata=req.metadata,
                                                prompt_logprobs=prompt_logprobs(done[0].prompt_logprobs)))
 
     async def _stream(self, req, rid: str, n_prompt: int, outputs) -> AsyncIterator[str]:

@@ -274,6 +274,7 @@ class ChatCompletion(Sparse):
     object: Literal["chat.completion"] = "chat.completion"
     created: int
     model: str
+    metadata: dict[str, str] | None = None
     choices: list[ChatCompletionChoice]
     usage: Usage
     service_tier: str | None = None
