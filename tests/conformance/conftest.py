@@ -1,0 +1,70 @@
+"""Conformance suites: one engine-backed server, one trained adapter, the official OpenAI schemas.
+
+Tests marked `kills_engine` end the shared engine on purpose; they run last in this package.
+"""
+
+import functools
+import json
+
+import pytest
+from openai import OpenAI
+
+from tests.conftest import FACTS, REPO
+from tests.service.conftest import create_job, wait_for_status
+from tests.service.server import Server
+
+SPEC = json.loads((REPO / "tests" / "openai_spec" / "schemas.json").read_text())
+
+
+def pytest_collection_modifyitems(config, items):
+    ours = [i for i in items if "tests/conformance/" in str(i.path)]
+    last = [i for i in ours if i.get_closest_marker("kills_engine")]
+    if last:
+        rest = [i for i in items if i not in last]
+        end = max(rest.index(i) for i in ours if i not in last) + 1
+        items[:] = rest[:end] + last + rest[end:]
+
+
+@functools.cache
+def _validator(name: str):
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator({**SPEC, "$ref": f"#/components/schemas/{name}"})
+
+
+def assert_official(instance, name: str) -> None:
+    """`instance` (parsed JSON) is valid against the official OpenAI schema `name`."""
+    errors = sorted(_validator(name).iter_errors(instance), key=lambda e: list(e.path))
+    assert not errors, f"{name}: " + "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+
+
+def official_properties(name: str) -> list[str]:
+    """The property names of an official object schema, through allOf."""
+    schema = SPEC["components"]["schemas"][name]
+    names = []
+    for part in schema.get("allOf", [schema]):
+        if "$ref" in part:
+            names += official_properties(part["$ref"].rsplit("/", 1)[1])
+        names += list(part.get("properties", {}))
+    return list(dict.fromkeys(names))
+
+
+@pytest.fixture(scope="package")
+def server(tiny_model, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model, max_lora_rank=16).start(timeout=240)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="package")
+def client(server) -> OpenAI:
+    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="package")
+def adapter(client):
+    """The facts adapter (examples/facts.jsonl), trained once for the package."""
+    job = create_job(client, FACTS, n_epochs=50, batch_size=4, learning_rate=3e-3, n_checkpoints=1)
+    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
+    assert done.status == "succeeded", done.error
+    return done.fine_tuned_model
