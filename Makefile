@@ -13,6 +13,7 @@ demo-train: install
 	.venv/bin/ftserve train examples/tiny-sft.yaml
 
 test: install
+	@scripts/install.sh clients
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 bench-train: install

