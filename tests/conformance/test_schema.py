@@ -74,6 +74,7 @@ def test_fine_tuning_jobs(http, client):
     # pause, resume and cancel answer the job object
     other = _ok(http.post("/fine_tuning/jobs", json={**body, "method": {"type": "supervised", "supervised": {
         "hyperparameters": {"n_epochs": 50, "batch_size": 1}}}}))
+    wait_for_status(client, other["id"], ("queued", "running"))
     paused = _ok(http.post(f"/fine_tuning/jobs/{other['id']}/pause"))
     assert paused["status"] == "paused"
     assert_official(paused, "FineTuningJob")

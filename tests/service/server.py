@@ -26,8 +26,8 @@ class Server:
         self.data_dir, self.port = Path(data_dir), free_port()
         self.args = [sys.executable, "-m", "service.cli", "serve", "--data-dir", str(data_dir),
                      "--port", str(self.port), "--trainer-threads", "1", "--log-level", "warning"]
-        if model is not None:
-            self.args += ["--model", str(model), "--served-model-name", "ftserve-tiny"]
+        if model is not None:  # served as its directory's name: "ftserve-tiny" for the test model
+            self.args += ["--model", str(model)]
         for key, value in settings.items():
             self.args += [f"--{key.replace('_', '-')}", str(value)]
         self.proc: subprocess.Popen | None = None

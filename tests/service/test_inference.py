@@ -280,7 +280,7 @@ def test_bad_chat_requests(client, server):
         (dict(messages=[{"role": "tool", "content": "hi", "tool_call_id": "x"}]), 400, "messages[0].role", ""),
         (dict(messages=[]), 400, "messages", ""),
         (dict(messages=[{"role": "user", "content": "hi"}], temperature=5), 400, "temperature", ""),
-        (dict(messages=[{"role": "user", "content": "hi"}], n=2, temperature=0), 400, None, "greedy"),
+        (dict(messages=[{"role": "user", "content": "hi"}], max_tokens=2, min_tokens=5), 400, None, "min_tokens"),
         (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), 400,
          "messages[0].content", "image_url"),
         (dict(messages=[{"role": "user", "content": "hi"}], top_logprobs=2), 400, None, "logprobs"),

@@ -270,7 +270,7 @@ def test_sigterm_during_training_checkpoints_and_resumes_after_restart(tiny_mode
     server.start()
     try:
         messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
-        assert any(m.startswith("Training paused at step") for m in messages)
+        assert any(m.startswith("Training stopped at step") and "server shutdown" in m for m in messages)
         done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=300)
         assert done.status == "succeeded", done.error
         resumed = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)
