@@ -17,16 +17,16 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
 import re
 import shutil
 import threading
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from adapters.atomic import remove_atomically, staged
 
 META_FILE = "ftserve.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -112,43 +112,20 @@ class AdapterStore:
         with self.lock(name):
             if target.exists() and not replace:
                 raise AdapterExists(f"adapter {name!r} already exists")
-            staging = self._staging / f"{uuid.uuid4().hex}"
             try:
-                shutil.copytree(source, staging, symlinks=False)
-                meta = AdapterMeta(
-                    name=name, base_model=config.get("base_model_name_or_path") or "", rank=int(config.get("r", 0)),
-                    job_id=job_id, step=step, created_at=int(time.time()), sha256=_sha256(staging / WEIGHTS_FILE),
-                )
-                (staging / META_FILE).write_text(json.dumps(asdict(meta)))
-                _fsync_dir(staging)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)  # e.g. a full disk: leave nothing half-copied
+                with staged(target, self._staging) as staging:  # e.g. a full disk: nothing half-copied
+                    shutil.copytree(source, staging, symlinks=False)
+                    meta = AdapterMeta(
+                        name=name, base_model=config.get("base_model_name_or_path") or "",
+                        rank=int(config.get("r", 0)), job_id=job_id, step=step, created_at=int(time.time()),
+                        sha256=_sha256(staging / WEIGHTS_FILE),
+                    )
+                    (staging / META_FILE).write_text(json.dumps(asdict(meta)))
+            except OSError as e:
+                if e.errno == errno.EBUSY:
+                    raise AdapterError(str(e)) from None
                 raise
-            self._swap_in(staging, target)
-            _fsync_dir(self.root)
         return meta
-
-    def _swap_in(self, staging: Path, target: Path) -> None:
-        """Rename `staging` to `target`, moving an existing target aside first. Another process
-        (a second server on a shared volume) may publish or delete the same name meanwhile: the
-        lock above is per process, so each rename tolerates the other side having moved first."""
-        for _ in range(100):
-            trash = self._staging / f"old-{uuid.uuid4().hex}"
-            try:
-                os.rename(target, trash)
-            except FileNotFoundError:
-                trash = None
-            try:
-                os.rename(staging, target)
-                return
-            except OSError as e:  # someone published the name between our two renames
-                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-            finally:
-                if trash is not None:
-                    shutil.rmtree(trash, ignore_errors=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise AdapterError(f"could not publish {target.name}: it kept changing under us")
 
     def resolve(self, name: str) -> Path:
         """The adapter's directory; raises AdapterNotFound."""
@@ -186,12 +163,8 @@ class AdapterStore:
         with self.lock(name):
             if not (target / META_FILE).is_file() or target.is_symlink():
                 raise AdapterNotFound(f"adapter {name!r} not found")
-            trash = self._staging / f"del-{uuid.uuid4().hex}"
-            try:
-                os.rename(target, trash)  # atomic: gone for readers at once
-            except FileNotFoundError:  # another process deleted it first
-                raise AdapterNotFound(f"adapter {name!r} not found") from None
-            shutil.rmtree(trash, ignore_errors=True)
+            if not remove_atomically(target, self._staging):  # another process deleted it first
+                raise AdapterNotFound(f"adapter {name!r} not found")
 
     def verify(self, name: str) -> AdapterMeta:
         """Metadata of an adapter whose weights still match their recorded checksum."""
@@ -221,12 +194,4 @@ def _read_adapter_config(path: Path) -> dict:
     if config.get("peft_type") != "LORA":
         raise InvalidAdapter(f"{path} is not a LoRA adapter (peft_type {config.get('peft_type')!r})")
     return config
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 

@@ -11,21 +11,25 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from adapters import AdapterStore
-from service import errors
-from service.chat import ChatService
-from service.completions import CompletionService
+from service import errors, health
 from service.db import Database
-from service.engine import AdapterResolver, Engine
-from service.files import FileService
-from service.generation import Admission
-from service.jobs import JobService
+from service.files import router as files
+from service.files.service import FileService
+from service.fine_tuning import router as jobs
+from service.fine_tuning.runner import JobRunner
+from service.fine_tuning.service import JobService
+from service.fine_tuning.store import JobStore
+from service.inference import router as chat
+from service.inference.chat import ChatService
+from service.inference.completions import CompletionService
+from service.inference.engine import AdapterResolver, Engine
+from service.inference.generation import Admission
 from service.metrics import Metrics
 from service.middleware import APIKeyAuth, CatchAll, HTTPMetrics, RequestId, UploadLimit
-from service.models import ModelService
+from service.models import router as models
+from service.models.service import ModelService
 from service.protocol import ErrorResponse
-from service.routes import chat, files, health, jobs, models
-from service.runner import JobRunner
-from service.settings import TINY_MODEL_NAME, Settings
+from service.settings import Settings
 
 log = logging.getLogger("ftserve")
 
@@ -34,7 +38,7 @@ def base_model_path(settings: Settings) -> Path:
     """The base model directory; the tiny model is built there on first use."""
     if settings.model is not None:
         return Path(settings.model).resolve()
-    path = settings.data_dir / "models" / TINY_MODEL_NAME
+    path = settings.tiny_model_dir
     if not (path / "config.json").is_file():
         from trainer.tiny_model import build_tiny_model
 
@@ -53,12 +57,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         model_path = await asyncio.to_thread(base_model_path, settings)
         db = Database(settings.db_path)
-        adapters = AdapterStore(settings.data_dir / "adapters")
-        file_service = FileService(db, settings.data_dir / "files", settings.max_upload_bytes)
-        runner = JobRunner(db, file_service, adapters, settings, model_path)
-        runner.jobs = JobService(db, file_service, settings, runner)
+        adapters = AdapterStore(settings.adapters_dir)
+        file_service = FileService(db, settings.files_dir, settings.max_upload_bytes)
+        store = JobStore(db)
+        runner = JobRunner(store, file_service, adapters, settings, model_path)
         app.state.settings, app.state.db, app.state.adapters = settings, db, adapters
-        app.state.files, app.state.jobs, app.state.runner = file_service, runner.jobs, runner
+        app.state.files, app.state.runner = file_service, runner
+        app.state.jobs = JobService(store, file_service, settings, runner)
         app.state.models = ModelService(adapters, settings, str(model_path), int(time.time()))
         engine = Engine(settings, model_path)
         metrics = app.state.metrics

@@ -4,11 +4,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.chat import ChatService
-from service.completions import CompletionService
-from service.files import FileService
-from service.jobs import JobService
-from service.models import ModelService
+from service.inference.chat import ChatService
+from service.inference.completions import CompletionService
+from service.files.service import FileService
+from service.fine_tuning.service import JobService
+from service.models.service import ModelService
 
 
 def _files(request: Request) -> FileService:

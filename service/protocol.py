@@ -1,13 +1,15 @@
-"""OpenAI wire objects: one pydantic class per object, fields in the API reference's order.
+"""Wire objects every feature shares: request and response bases, lists, deletions, errors.
 
-Fields that OpenAI does not have are fenced off under `# ftserve extensions`.
+Each feature keeps its own wire objects in its `protocol` module: one pydantic class per OpenAI
+object, fields in the API reference's order; fields that OpenAI does not have are fenced off
+under `# ftserve extensions`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 T = TypeVar("T")
 
@@ -56,146 +58,3 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
-
-
-# ---------------------------------------------------------------------------------- files
-FilePurpose = Literal["fine-tune", "fine-tune-results", "batch", "assistants", "user_data", "evals", "vision"]
-UPLOAD_PURPOSES = ("fine-tune", "batch", "assistants", "user_data", "evals", "vision")
-
-
-class FileObject(Sparse):
-    id: str
-    object: Literal["file"] = "file"
-    bytes: int
-    created_at: int
-    expires_at: int | None = None
-    filename: str
-    purpose: FilePurpose
-    status: Literal["uploaded", "processed", "error"]
-    status_details: str | None = None
-
-
-# ---------------------------------------------------------------------------------- fine-tuning
-Auto = Literal["auto"]
-
-
-class Hyperparameters(Strict):
-    batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = "auto"
-    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=100)] = "auto"
-    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = "auto"
-    # ftserve extensions
-    learning_rate: Annotated[float, Field(gt=0, le=1)] | None = None
-    """Absolute peak learning rate; overrides learning_rate_multiplier (1.0 = 1e-4)."""
-    lora_r: Annotated[int, Field(ge=1, le=256)] | None = None
-    """LoRA rank (default 8)."""
-    lora_alpha: Annotated[int, Field(ge=1, le=1024)] | None = None
-    """LoRA alpha (default 2 x lora_r)."""
-    lora_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
-    """Dropout on the LoRA input (default 0)."""
-    lora_target_modules: Literal["all-linear"] | Annotated[list[str], Field(min_length=1)] | None = None
-    """Modules that get LoRA: a list of names or "all-linear" (default)."""
-    max_seq_len: Annotated[int, Field(ge=8, le=131072)] | None = None
-    """Tokens per example; longer ones are truncated (default 1024)."""
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] | None = None
-    """Fraction of steps spent warming up the learning rate (default 0)."""
-    n_checkpoints: Annotated[int, Field(ge=0, le=100)] | None = None
-    """Intermediate checkpoints, evenly spaced, each servable as {model}:ckpt-step-N (default 3)."""
-
-
-class SupervisedMethod(Strict):
-    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
-
-
-class Method(Strict):
-    type: Literal["supervised"]
-    supervised: SupervisedMethod = Field(default_factory=SupervisedMethod)
-
-
-class CreateFineTuningJobRequest(Strict):
-    model: str
-    training_file: str
-    hyperparameters: Hyperparameters | None = None
-    suffix: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
-    validation_file: str | None = None
-    integrations: list[Any] | None = None
-    seed: Annotated[int, Field(ge=0, le=2147483647)] | None = None
-    method: Method | None = None
-    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(
-        default=None, max_length=16
-    )
-
-
-class JobError(BaseModel):
-    code: str
-    message: str
-    param: str | None = None
-
-
-class JobHyperparameters(BaseModel):
-    batch_size: int | Auto | None = None
-    learning_rate_multiplier: float | Auto | None = None
-    n_epochs: int | Auto | None = None
-
-
-class FineTuningJob(BaseModel):
-    id: str
-    object: Literal["fine_tuning.job"] = "fine_tuning.job"
-    created_at: int
-    error: JobError | None = None
-    fine_tuned_model: str | None = None
-    finished_at: int | None = None
-    hyperparameters: JobHyperparameters
-    model: str
-    organization_id: str
-    result_files: list[str] = []
-    seed: int
-    status: Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
-    trained_tokens: int | None = None
-    training_file: str
-    validation_file: str | None = None
-    integrations: list[Any] | None = None
-    estimated_finish: int | None = None
-    method: dict[str, Any] | None = None
-    metadata: dict[str, str] | None = None
-    user_provided_suffix: str | None = None
-
-
-class FineTuningJobEvent(Sparse):
-    id: str
-    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
-    created_at: int
-    level: Literal["info", "warn", "error"]
-    message: str
-    data: dict[str, Any] | None = None
-    type: Literal["message", "metrics"] = "message"
-
-
-class CheckpointMetrics(Sparse):
-    step: int | None = None
-    train_loss: float | None = None
-    train_mean_token_accuracy: float | None = None
-    valid_loss: float | None = None
-    valid_mean_token_accuracy: float | None = None
-    full_valid_loss: float | None = None
-    full_valid_mean_token_accuracy: float | None = None
-
-
-class FineTuningJobCheckpoint(BaseModel):
-    id: str
-    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
-    created_at: int
-    fine_tuned_model_checkpoint: str
-    fine_tuning_job_id: str
-    metrics: CheckpointMetrics
-    step_number: int
-
-
-# ---------------------------------------------------------------------------------- models
-class Model(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-    # ftserve extensions (vLLM reports these too)
-    root: str | None = None
-    parent: str | None = None

@@ -100,6 +100,28 @@ class Settings(BaseSettings):
             keys += [line.strip() for line in self.api_key_file.read_text().splitlines() if line.strip()]
         return keys
 
+    # The data dir's layout, defined here once.
     @property
     def db_path(self) -> Path:
+        """The SQLite database."""
         return self.data_dir / "ftserve.db"
+
+    @property
+    def files_dir(self) -> Path:
+        """Uploaded and result files, one per file id."""
+        return self.data_dir / "files"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """One run directory per job: the trainer's spec, events, checkpoints and final adapter."""
+        return self.data_dir / "jobs"
+
+    @property
+    def adapters_dir(self) -> Path:
+        """The adapter store."""
+        return self.data_dir / "adapters"
+
+    @property
+    def tiny_model_dir(self) -> Path:
+        """Where the tiny model is built on first start when no --model is given."""
+        return self.data_dir / "models" / TINY_MODEL_NAME

@@ -15,25 +15,19 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+import psutil
 
 POLL_SECONDS = 0.5
 
 
-def _processes() -> dict[int, tuple[int, str]]:
+def _processes() -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, start time) of every process."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                out[int(entry.name)] = (int(fields[1]), fields[19])
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
+    return {p.pid: (p.info["ppid"], p.info["create_time"])
+            for p in psutil.process_iter(["ppid", "create_time"]) if p.info["create_time"] is not None}
 
 
-def descendants(root: int, table: dict[int, tuple[int, str]]) -> dict[int, str]:
+def descendants(root: int, table: dict[int, tuple[int, float]]) -> dict[int, float]:
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
@@ -47,7 +41,7 @@ def descendants(root: int, table: dict[int, tuple[int, str]]) -> dict[int, str]:
 
 def watch(server: int) -> None:
     me = os.getpid()
-    known: dict[int, str] = {}
+    known: dict[int, float] = {}
     gone = False
 
     def server_died(*_):

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
+from adapters.atomic import staged
 from trainer.config import TrainConfig
 from trainer.data import ShareGPTTags, load_dataset
 from trainer.encoding import IGNORE_INDEX, Encoded, collate, encode_dataset, length_grouped_batches
@@ -288,13 +287,9 @@ def _evaluate(model, rows: list[Encoded], batch_size: int, pad_id: int, device) 
 
 
 def _publish_dir(final: Path, write: Callable[[Path], None]) -> Path:
-    """Write into a staging folder beside `final`, then rename: never a half-written folder."""
-    staging = final.with_name(f".{final.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    write(staging)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
+    """Write into a staging folder, then rename it into place: never a half-written folder."""
+    with staged(final) as tmp:
+        write(tmp)
     return final
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.conftest import REPO
 
@@ -73,15 +74,9 @@ class Server:
 def trainer_pids(run_dir_part: str = "") -> list[int]:
     """Live `python -m trainer` processes, optionally only those whose spec path contains `run_dir_part`."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if b"trainer" in cmd and b"-m" in cmd and run_dir_part.encode() in b" ".join(cmd):
-            if stat.rsplit(")", 1)[1].split()[0] != "Z":  # zombies are already dead
-                found.append(int(entry.name))
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if "trainer" in cmd and "-m" in cmd and run_dir_part in " ".join(cmd):
+            if p.info["status"] != psutil.STATUS_ZOMBIE:  # zombies are already dead
+                found.append(p.pid)
     return found

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,29 +44,16 @@ def value(server, name: str, **labels) -> float:
 
 
 def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
+    return {p.pid for p in psutil.Process(pid).children(recursive=True)}
 
 
 def alive(pids: set[int]) -> set[int]:
     out = set()
     for pid in pids:
         try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 out.add(pid)
-        except OSError:
+        except psutil.NoSuchProcess:
             pass
     return out
 

@@ -5,8 +5,9 @@ from fastapi.responses import FileResponse
 from fastapi.concurrency import run_in_threadpool
 
 from service.deps import Files
-from service.files import media_type
-from service.protocol import DeletedObject, FileObject, ListObject
+from service.files.service import media_type
+from service.files.protocol import FileObject
+from service.protocol import DeletedObject, ListObject
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 

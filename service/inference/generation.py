@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from service.errors import APIError, Kind, adapter_unusable, engine_dead, envelope, model_not_found
-from service.protocol_chat import PromptLogprob, ResponseFormat, StructuredOutputs, TopLogprob, Usage
+from service.inference.protocol import PromptLogprob, ResponseFormat, StructuredOutputs, TopLogprob, Usage
 
 log = logging.getLogger("ftserve.generation")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from adapters import AdapterError, AdapterNotFound, AdapterStore, InvalidAdapterName
 from service.errors import APIError, Kind, model_not_found
-from service.protocol import DeletedObject, ListObject, Model
+from service.models.protocol import Model
+from service.protocol import DeletedObject, ListObject
 from service.settings import Settings
 
 

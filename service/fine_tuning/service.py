@@ -1,91 +1,38 @@
-"""The Fine-tuning Jobs service: create, list, retrieve, cancel, events, checkpoints.
+"""The Fine-tuning Jobs service: create, list, retrieve, cancel, pause, resume, events, checkpoints.
 
-A job's life: `validating_files` -> `queued` -> `running` -> `succeeded` | `failed` | `cancelled`.
-The runner (service/runner.py) moves it along; this module answers the API and turns a
-request's hyperparameters into the trainer's config (`plan`).
+A job's life: `validating_files` -> `queued` -> `running` -> `succeeded` | `failed` | `cancelled`,
+`paused` on request. The runner (runner.py) moves it along; both change jobs through the job
+store (store.py); plan.py turns a request's hyperparameters into the trainer's config.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from service.db import Database
 from service.errors import APIError, Kind
-from service.files import FileService, new_id
-from service.protocol import (
+from service.files.service import FileService, new_id
+from service.fine_tuning.protocol import (
     CreateFineTuningJobRequest,
     FineTuningJob,
     FineTuningJobCheckpoint,
     FineTuningJobEvent,
     Hyperparameters,
-    JobError,
-    ListObject,
 )
+from service.fine_tuning.store import JobStore
+from service.protocol import ListObject
 from service.settings import Settings
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE = ("validating_files", "queued", "running", "paused")  # a job in any other status never changes again
-BASE_LEARNING_RATE = 1e-4  # learning_rate_multiplier 1.0 means this
-DEFAULT_CHECKPOINTS = 3
-
-
-@dataclass
-class Plan:
-    """What `auto` resolved to, and the trainer config for a job."""
-
-    n_epochs: int
-    batch_size: int
-    learning_rate_multiplier: float
-    learning_rate: float
-    total_steps: int
-    spec: dict
-    auto_note: str | None
-
-
-def plan(hp: Hyperparameters, n_examples: int, base: dict) -> Plan:
-    """Resolve `auto` from the dataset size and build the trainer spec (`base` holds paths and seed)."""
-    from trainer.config import TrainConfig
-    from trainer.recipe import plan_steps
-
-    auto = []
-    batch = hp.batch_size
-    if batch == "auto":
-        batch = max(1, min(32, round(n_examples * 0.002)))
-        auto.append(f"batch_size={batch}")
-    epochs = hp.n_epochs
-    if epochs == "auto":
-        epochs = min(10, max(3, math.ceil(1000 / max(n_examples, 1))))
-        auto.append(f"n_epochs={epochs}")
-    multiplier = hp.learning_rate_multiplier
-    if hp.learning_rate is not None:  # the absolute rate wins; report the multiplier it amounts to
-        multiplier = hp.learning_rate / BASE_LEARNING_RATE
-    elif multiplier == "auto":
-        multiplier = 1.0
-        auto.append(f"learning_rate_multiplier=1.0 (learning rate {BASE_LEARNING_RATE:g})")
-    lr = multiplier * BASE_LEARNING_RATE
-    values = dict(
-        base, num_train_epochs=epochs, per_device_train_batch_size=batch, learning_rate=lr,
-        lora_rank=hp.lora_r or 8, lora_alpha=hp.lora_alpha or 2 * (hp.lora_r or 8),
-        lora_dropout=hp.lora_dropout or 0.0, lora_target=hp.lora_target_modules or "all-linear",
-        cutoff_len=hp.max_seq_len or 1024, warmup_ratio=hp.warmup_ratio or 0.0,
-        resume_from_checkpoint="latest",
-    )
-    cfg = TrainConfig.from_mapping(values)
-    _, total = plan_steps(n_examples, cfg)
-    n_ckpt = DEFAULT_CHECKPOINTS if hp.n_checkpoints is None else hp.n_checkpoints
-    values["save_steps"] = math.ceil(total / (n_ckpt + 1)) if n_ckpt and total > 1 else 0
-    values["logging_steps"] = max(1, total // 200)
-    note = "Auto-selected hyperparameters: " + ", ".join(auto) if auto else None
-    return Plan(epochs, batch, multiplier, lr, total, values, note)
+if TYPE_CHECKING:
+    from service.fine_tuning.runner import JobRunner
 
 
 class JobService:
-    def __init__(self, db: Database, files: FileService, settings: Settings, runner):
-        self.db, self.files, self.settings, self.runner = db, files, settings, runner
+    """The API's side of jobs: create and read them, and ask the runner to cancel, pause or resume."""
+
+    def __init__(self, store: JobStore, files: FileService, settings: Settings, runner: JobRunner):
+        self.store, self.db, self.files, self.settings, self.runner = store, store.db, files, settings, runner
 
     # ------------------------------------------------------------------ create
     def create(self, req: CreateFineTuningJobRequest) -> FineTuningJob:
@@ -117,9 +64,9 @@ class JobService:
             method={"type": "supervised", "supervised": {"hyperparameters": hp.model_dump(exclude_none=True)}},
             metadata=req.metadata, user_provided_suffix=req.suffix,
         )
-        run_dir = self.settings.data_dir / "jobs" / job_id
+        run_dir = self.settings.jobs_dir / job_id
         self.db.insert_job(job.model_dump(), model_name, str(run_dir))
-        self.add_event(job_id, f"Validating training file: {req.training_file}")
+        self.store.add_event(job_id, f"Validating training file: {req.training_file}")
         self.runner.submit(job_id)
         return job
 
@@ -137,11 +84,7 @@ class JobService:
 
     # ------------------------------------------------------------------ read
     def get(self, job_id: str) -> FineTuningJob:
-        doc = self.db.get_job(job_id)
-        if doc is None:
-            raise APIError(Kind.NOT_FOUND, f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id",
-                           code="fine_tuning_job_not_found")
-        return FineTuningJob(**doc)
+        return self.store.get(job_id)
 
     def list(self, after: str | None, limit: int, metadata: dict[str, str]) -> ListObject[FineTuningJob]:
         docs, more = self.db.list_jobs(after, limit, metadata)
@@ -162,10 +105,10 @@ class JobService:
         """Final at any moment: under the job's lock, so the runner is never midway through publishing."""
         self.get(job_id)
         async with self.runner.lock(job_id):
-            job = self.update(job_id, status="cancelled", finished_at=int(time.time()), estimated_finish=None)
+            job = self.store.update(job_id, status="cancelled", finished_at=int(time.time()), estimated_finish=None)
             if job is None:
                 raise self._cannot(job_id, "cancelled", "job_not_cancellable")
-            self.add_event(job_id, "Fine-tuning job cancelled")
+            self.store.add_event(job_id, "Fine-tuning job cancelled")
         await self.runner.stop_job(job_id)
         return job
 
@@ -173,10 +116,10 @@ class JobService:
         """A queued job waits; a running one checkpoints after its current step and its trainer exits."""
         self.get(job_id)
         async with self.runner.lock(job_id):
-            job = self.update(job_id, expect=("queued", "running"), status="paused", estimated_finish=None)
+            job = self.store.update(job_id, expect=("queued", "running"), status="paused", estimated_finish=None)
             if job is None:
                 raise self._cannot(job_id, "paused", "job_not_pausable")
-            self.add_event(job_id, "Fine-tuning job paused")
+            self.store.add_event(job_id, "Fine-tuning job paused")
         self.runner.pause_job(job_id)
         return job
 
@@ -184,10 +127,10 @@ class JobService:
         """A paused job is queued again and trains on from its last checkpoint."""
         self.get(job_id)
         async with self.runner.lock(job_id):
-            job = self.update(job_id, expect=("paused",), status="queued")
+            job = self.store.update(job_id, expect=("paused",), status="queued")
             if job is None:
                 raise self._cannot(job_id, "resumed", "job_not_paused")
-            self.add_event(job_id, "Fine-tuning job resumed; it trains on from its last checkpoint")
+            self.store.add_event(job_id, "Fine-tuning job resumed; it trains on from its last checkpoint")
         self.runner.enqueue(job_id)
         return job
 
@@ -195,25 +138,3 @@ class JobService:
         status = self.get(job_id).status
         return APIError(Kind.INVALID_REQUEST, f"Job {job_id} is {status} and cannot be {verb}.",
                         param="fine_tuning_job_id", code=code)
-
-    def add_event(self, job_id: str, message: str, level: str = "info", data: dict | None = None,
-                  type: str = "message") -> None:
-        event = FineTuningJobEvent(id=new_id("ftevent"), created_at=int(time.time()), level=level,
-                                   message=message, data=data, type=type)
-        self.db.insert_event(job_id, event.model_dump())
-
-    def update(self, job_id: str, expect: tuple[str, ...] = ACTIVE, **changes) -> FineTuningJob | None:
-        """Apply `changes` if the job's status is one of `expect` (any active one by default); None if it is
-        not (e.g. cancelled meanwhile): a job that has ended is never changed again."""
-        job = self.get(job_id)
-        for key, value in changes.items():
-            setattr(job, key, value)
-        return job if self.db.update_job(job.model_dump(), expect) else None
-
-    def fail(self, job_id: str, code: str, message: str, param: str | None = None) -> None:
-        if self.update(job_id, status="failed", error=JobError(code=code, message=message, param=param),
-                       finished_at=int(time.time()), estimated_finish=None):
-            self.add_event(job_id, f"Fine-tuning job failed: {message}", level="error")
-
-    def run_dir(self, job_id: str) -> Path:
-        return Path(self.db.job_row(job_id)["run_dir"])

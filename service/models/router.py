@@ -1,7 +1,8 @@
 from fastapi import APIRouter
 
 from service.deps import Models
-from service.protocol import DeletedObject, ListObject, Model
+from service.models.protocol import Model
+from service.protocol import DeletedObject, ListObject
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import io
-import os
 import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO
 
+from adapters.atomic import staged
 from service.db import Database
 from service.errors import APIError, Kind, storage_error
-from service.protocol import UPLOAD_PURPOSES, DeletedObject, FileObject, ListObject
+from service.files.protocol import UPLOAD_PURPOSES, FileObject
+from service.protocol import DeletedObject, ListObject
 from trainer.data import DataError, load_dataset
 
 
@@ -64,24 +65,18 @@ class FileService:
 
     @staticmethod
     def _store(stream: BinaryIO, path: Path, limit: int) -> int:
-        """Copy to a staging file, counting bytes, then rename into place."""
-        staging = path.with_suffix(".part")
+        """Copy into place atomically, counting bytes; 413 past `limit`."""
         size = 0
         try:
-            with staging.open("wb") as out:
+            with staged(path) as staging, staging.open("wb") as out:
                 while chunk := stream.read(1 << 20):
                     size += len(chunk)
                     if size > limit:
                         raise APIError(Kind.TOO_LARGE, f"File exceeds the maximum upload size of "
                                        f"{limit} bytes.", param="file", code="file_too_large")
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(staging, path)
         except OSError as e:
             raise _storage_error(e) from None
-        finally:
-            staging.unlink(missing_ok=True)
         return size
 
     def get(self, file_id: str) -> FileObject:

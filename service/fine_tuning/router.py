@@ -3,13 +3,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from service.deps import Jobs
-from service.protocol import (
+from service.fine_tuning.protocol import (
     CreateFineTuningJobRequest,
     FineTuningJob,
     FineTuningJobCheckpoint,
     FineTuningJobEvent,
-    ListObject,
 )
+from service.protocol import ListObject
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 Limit = Annotated[int, Query(ge=1, le=100)]

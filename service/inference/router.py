@@ -2,7 +2,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from service.deps import Chat, Completions
-from service.protocol_chat import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest
+from service.inference.protocol import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

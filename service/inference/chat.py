@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from service.errors import APIError, Kind
-from service.generation import (
+from service.inference.generation import (
     DONE,
     GenerationService,
     finish_reason,
@@ -20,7 +20,7 @@ from service.generation import (
     top_logprobs,
     usage,
 )
-from service.protocol_chat import (
+from service.inference.protocol import (
     ChatCompletion,
     ChatCompletionChoice,
     ChatCompletionChunk,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from service.generation import (
+from service.inference.generation import (
     DONE,
     GenerationService,
     finish_reason,
@@ -18,7 +18,7 @@ from service.generation import (
     top_logprobs,
     usage,
 )
-from service.protocol_chat import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
+from service.inference.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
 
 
 class CompletionService(GenerationService):

@@ -27,12 +27,14 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from adapters import AdapterStore
-from service.db import Database
 from service.errors import storage_error
-from service.files import FileService
-from service.jobs import JobService, plan
-from service.protocol import CheckpointMetrics, FineTuningJobCheckpoint
+from service.files.service import FileService
+from service.fine_tuning.plan import plan
+from service.fine_tuning.store import JobStore
+from service.fine_tuning.protocol import CheckpointMetrics, FineTuningJobCheckpoint
 from service.settings import Settings
 from trainer.data import DataError, load_dataset
 
@@ -50,11 +52,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class JobRunner:
-    def __init__(self, db: Database, files: FileService, adapters: AdapterStore, settings: Settings,
+    def __init__(self, store: JobStore, files: FileService, adapters: AdapterStore, settings: Settings,
                  base_model_path: Path):
-        self.db, self.files, self.adapters, self.settings = db, files, adapters, settings
+        self.store, self.db, self.files, self.adapters, self.settings = store, store.db, files, adapters, settings
         self.base_model_path = base_model_path
-        self.jobs: JobService | None = None  # set by the app: the two refer to each other
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -69,8 +70,8 @@ class JobRunner:
         waiting = self.db.jobs_with_status("validating_files", "queued")
         for row in interrupted:  # first: they were already under way
             _kill_stale_trainer(row["pid"], row["run_dir"])
-            self.jobs.update(row["id"], expect=("running",), status="queued")
-            self.jobs.add_event(row["id"], "Server restarted; the job resumes from its last checkpoint")
+            self.store.update(row["id"], expect=("running",), status="queued")
+            self.store.add_event(row["id"], "Server restarted; the job resumes from its last checkpoint")
             self._queue.put_nowait(row["id"])
         for row in waiting:
             if row["status"] == "validating_files":
@@ -133,34 +134,34 @@ class JobRunner:
     # ------------------------------------------------------------------ validating_files -> queued
     async def _validate(self, job_id: str) -> None:
         try:
-            job = self.jobs.get(job_id)
+            job = self.store.get(job_id)
             if job.status != "validating_files":
                 return
             n_examples = await asyncio.to_thread(self._count_examples, job.training_file, "training_file")
             if job.validation_file:
                 await asyncio.to_thread(self._count_examples, job.validation_file, "validation_file")
             hp = _hyperparameters(job.method)
-            run_dir = self.jobs.run_dir(job_id)
+            run_dir = self.store.run_dir(job_id)
             base = dict(model_name_or_path=str(self.base_model_path), served_model_name=job.model,
                         dataset=str(self.files.path(job.training_file)), output_dir=str(run_dir),
                         eval_dataset=str(self.files.path(job.validation_file)) if job.validation_file else None,
                         seed=job.seed, num_threads=self.settings.trainer_threads)
             p = plan(hp, n_examples, base)
         except _Invalid as e:
-            self.jobs.fail(job_id, e.code, e.message, e.param)
+            self.store.fail(job_id, e.code, e.message, e.param)
             return
         except ValueError as e:  # a hyperparameter the trainer's config rejects
-            self.jobs.fail(job_id, "invalid_hyperparameters", str(e), "hyperparameters")
+            self.store.fail(job_id, "invalid_hyperparameters", str(e), "hyperparameters")
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "spec.json").write_text(json.dumps(p.spec, indent=1))
-        if not self.jobs.update(job_id, expect=("validating_files",), status="queued", hyperparameters={
+        if not self.store.update(job_id, expect=("validating_files",), status="queued", hyperparameters={
                 "batch_size": p.batch_size, "learning_rate_multiplier": p.learning_rate_multiplier,
                 "n_epochs": p.n_epochs}):
             return  # cancelled meanwhile
         if p.auto_note:
-            self.jobs.add_event(job_id, p.auto_note)
-        self.jobs.add_event(job_id, f"Files validated; {n_examples} examples, {p.total_steps} steps planned. "
+            self.store.add_event(job_id, p.auto_note)
+        self.store.add_event(job_id, f"Files validated; {n_examples} examples, {p.total_steps} steps planned. "
                             "Job queued")
         self._queue.put_nowait(job_id)
 
@@ -180,7 +181,7 @@ class JobRunner:
         while True:
             job_id = await self._queue.get()
             try:
-                if self.jobs.get(job_id).status == "queued":
+                if self.store.get(job_id).status == "queued":
                     await self._train(job_id)
             except asyncio.CancelledError:
                 raise
@@ -192,12 +193,12 @@ class JobRunner:
                 else:
                     code, message = "server_error", f"internal error while running the job: {e}"
                 try:
-                    self.jobs.fail(job_id, code, message)
+                    self.store.fail(job_id, code, message)
                 except Exception:  # noqa: BLE001 - the database cannot be written even so
                     log.exception("job %s: could not record the failure", job_id)
 
     async def _train(self, job_id: str) -> None:
-        run_dir = self.jobs.run_dir(job_id)
+        run_dir = self.store.run_dir(job_id)
         model_name = self.db.job_row(job_id)["model_name"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -211,12 +212,12 @@ class JobRunner:
         state = _RunState()
         try:
             # a cancel or pause may have landed while the process was being started: then it never runs
-            if not self.jobs.update(job_id, expect=("queued",), status="running"):
+            if not self.store.update(job_id, expect=("queued",), status="running"):
                 _killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
                 return
             self.db.set_job_columns(job_id, pid=proc.pid)
-            self.jobs.add_event(job_id, "Fine-tuning job started")
+            self.store.add_event(job_id, "Fine-tuning job started")
             await asyncio.gather(self._read_events(job_id, model_name, proc.stdout, state),
                                  _tail(proc.stderr, stderr_tail))
             code = await proc.wait()
@@ -224,19 +225,19 @@ class JobRunner:
             self._procs.pop(job_id, None)
             self.training_tokens_per_s.pop(job_id, None)
             self.db.set_job_columns(job_id, pid=None)
-        if self._stopping or self.jobs.get(job_id).status != "running":
+        if self._stopping or self.store.get(job_id).status != "running":
             return  # shutting down (resume at next start), cancelled or paused
         if code == 0 and state.done is not None:
             await self._succeed(job_id, model_name, state)
         elif state.error is not None:
-            self.jobs.fail(job_id, state.error.get("code", "training_failed"), state.error["message"],
+            self.store.fail(job_id, state.error.get("code", "training_failed"), state.error["message"],
                            state.error.get("param"))
         else:
             tail = "\n".join(stderr_tail)[-2000:]
             why = (f"the trainer was killed by signal {signal.Signals(-code).name}"
                    + (" (out of memory?)" if code == -signal.SIGKILL else "")) if code < 0 \
                 else f"the trainer exited with code {code}"
-            self.jobs.fail(job_id, "training_failed", f"{why}. Last output:\n{tail}" if tail else why + ".")
+            self.store.fail(job_id, "training_failed", f"{why}. Last output:\n{tail}" if tail else why + ".")
 
     async def _read_events(self, job_id: str, model_name: str, stream: asyncio.StreamReader,
                            state: _RunState) -> None:
@@ -247,7 +248,7 @@ class JobRunner:
                 continue  # stray output; stderr carries the diagnostics
             kind = event.get("type")
             if kind == "info":
-                self.jobs.add_event(job_id, event["message"])
+                self.store.add_event(job_id, event["message"])
             elif kind == "metrics":  # one event per logged step, validation metrics included where measured
                 self.training_tokens_per_s[job_id] = event["tokens_per_s"]
                 data = {k: v for k, v in event.items() if k != "type"}
@@ -255,17 +256,17 @@ class JobRunner:
                 if "valid_loss" in event:
                     message += (f", validation loss={event['valid_loss']:.4f}, "
                                 f"token accuracy={event['valid_mean_token_accuracy']:.3f}")
-                self.jobs.add_event(job_id, message, data=data, type="metrics")
+                self.store.add_event(job_id, message, data=data, type="metrics")
                 remaining = (event["total_steps"] - event["step"]) * event["elapsed_s"] / max(event["step"], 1)
-                self.jobs.update(job_id, expect=("running",), trained_tokens=event["tokens"],
+                self.store.update(job_id, expect=("running",), trained_tokens=event["tokens"],
                                  estimated_finish=int(time.time() + remaining))
             elif kind == "checkpoint":
                 await self._publish_checkpoint(job_id, model_name, event["step"], Path(event["path"]),
                                                event["metrics"])
             elif kind == "interrupted":
-                why = "the job was paused" if self.jobs.get(job_id).status == "paused" else \
+                why = "the job was paused" if self.store.get(job_id).status == "paused" else \
                     "a server shutdown; it resumes at the next start"
-                self.jobs.add_event(job_id, f"Training stopped at step {event['step']} for {why}")
+                self.store.add_event(job_id, f"Training stopped at step {event['step']} for {why}")
             elif kind == "done":
                 state.done = event
             elif kind == "error":
@@ -274,7 +275,7 @@ class JobRunner:
     async def _publish_checkpoint(self, job_id: str, model_name: str, step: int, path: Path, metrics: dict) -> None:
         """Publish a checkpoint, unless the job has ended (a cancel never lets one through)."""
         async with self.lock(job_id):
-            if self.jobs.get(job_id).status in ("running", "paused"):
+            if self.store.get(job_id).status in ("running", "paused"):
                 await self._publish_checkpoint_locked(job_id, model_name, step, path, metrics)
 
     async def _publish_checkpoint_locked(self, job_id: str, model_name: str, step: int, path: Path,
@@ -286,24 +287,24 @@ class JobRunner:
             fine_tuning_job_id=job_id, metrics=CheckpointMetrics(**{**metrics, "step": step}), step_number=step,
         )
         self.db.upsert_checkpoint(job_id, step, checkpoint.model_dump(exclude_none=True))
-        self.jobs.add_event(job_id, f"Checkpoint created at step {step}: {name}")
+        self.store.add_event(job_id, f"Checkpoint created at step {step}: {name}")
 
     async def _succeed(self, job_id: str, model_name: str, state: _RunState) -> None:
         done = state.done
         adapter = Path(done["adapter_path"])
         async with self.lock(job_id):  # a cancel waits for this, and then finds the job succeeded
-            if self.jobs.get(job_id).status != "running":
+            if self.store.get(job_id).status != "running":
                 return
             await self._publish_checkpoint_locked(job_id, model_name, done["steps"], adapter, done.get("metrics", {}))
             await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id,
                                     step=done["steps"], replace=True)
             results = self.files.create_internal(self._results_csv(job_id), "step_metrics.csv",
                                                  "fine-tune-results")
-            self.jobs.update(job_id, expect=("running",), status="succeeded", fine_tuned_model=model_name,
+            self.store.update(job_id, expect=("running",), status="succeeded", fine_tuned_model=model_name,
                              finished_at=int(time.time()), trained_tokens=done["trained_tokens"],
                              result_files=[results.id], estimated_finish=None)
-        self.jobs.add_event(job_id, f"New fine-tuned model created: {model_name}")
-        self.jobs.add_event(job_id, "The job has successfully completed")
+        self.store.add_event(job_id, f"New fine-tuned model created: {model_name}")
+        self.store.add_event(job_id, "The job has successfully completed")
 
     def _results_csv(self, job_id: str) -> bytes:
         rows: dict[int, dict] = {}
@@ -335,7 +336,7 @@ class _Invalid(Exception):
 
 
 def _hyperparameters(method: dict | None):
-    from service.protocol import Hyperparameters
+    from service.fine_tuning.protocol import Hyperparameters
 
     return Hyperparameters(**((method or {}).get("supervised", {}).get("hyperparameters", {})))
 
@@ -357,8 +358,8 @@ def _kill_stale_trainer(pid: int | None, run_dir: str) -> None:
     if not pid:
         return
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return
     if "trainer" in cmdline and str(Path(run_dir) / "spec.json") in cmdline:
         _killpg(pid, signal.SIGKILL)

@@ -1,0 +1,1 @@
+"""Files: upload, list, retrieve, download and delete training data."""
