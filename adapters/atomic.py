@@ -29,7 +29,7 @@ def staged(target: Path, scratch: Path | None = None) -> Iterator[Path]:
         yield tmp
         _fsync_tree(tmp)
         _swap_in(tmp, target, scratch)
-        fsync_dir(target.parent)
+        fsync(target.parent)
     finally:
         _remove(tmp)  # gone after a successful rename; the remains of a failure otherwise
 
@@ -45,7 +45,8 @@ def remove_atomically(target: Path, scratch: Path | None = None) -> bool:
     return True
 
 
-def fsync_dir(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Make a file's data, or a directory's entries, durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -82,18 +83,10 @@ def _fsync_tree(path: Path) -> None:
     if path.is_dir():
         for child in path.rglob("*"):
             if child.is_file():
-                _fsync_file(child)
-        fsync_dir(path)
+                fsync(child)
+        fsync(path)
     elif path.exists():
-        _fsync_file(path)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync(path)
 
 
 def _remove(path: Path) -> None:
