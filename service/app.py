@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from adapters import AdapterStore
 from service import errors, health
-from service.db import Database
+from service.db import Database, sqlite_url
 from service.files import router as files
 from service.files.service import FileService
 from service.fine_tuning import router as jobs
@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         model_path = await asyncio.to_thread(base_model_path, settings)
-        db = Database(settings.db_path)
+        db = await asyncio.to_thread(Database, settings.database_url or sqlite_url(settings.db_path),
+                                     None if settings.database_url else settings.db_reserve_path)
         adapters = AdapterStore(settings.adapters_dir)
         file_service = FileService(db, settings.files_dir, settings.max_upload_bytes)
         store = JobStore(db)

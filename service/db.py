@@ -1,80 +1,110 @@
-"""Durable state in SQLite: files, jobs, job events, checkpoints.
+"""Durable state behind one small interface: files, jobs, job events, checkpoints.
 
-Each row keeps the OpenAI object as a JSON document (`doc`) plus the few columns that
-queries need. Lists are newest first and page with `after` (the last id of the previous
-page), as OpenAI's do. WAL journaling with synchronous=FULL: a committed write survives
-kill -9 and power loss. One connection, used under a lock (SQLite serialises writers anyway).
+SQLAlchemy Core over SQLite (the default: `data/ftserve.db`) or PostgreSQL
+(`--database-url postgresql+psycopg://...`); the schema is versioned with Alembic
+(service/migrations), upgraded at start. Each row keeps the OpenAI object as a JSON document
+(`doc`) plus the few columns that queries need; rows come out typed (`JobRow`) or as documents.
+Lists are newest first and page with `after` (the last id of the previous page), as OpenAI's do.
+
+SQLite runs in WAL mode with synchronous=FULL (a committed write survives kill -9 and power loss).
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    purpose TEXT NOT NULL,
-    path TEXT NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    status TEXT NOT NULL,
-    model_name TEXT NOT NULL,   -- the fine_tuned_model name it will get
-    run_dir TEXT NOT NULL,      -- holds spec.json, the trainer's input
-    pid INTEGER,                -- trainer process group while running
-    doc TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    job_id TEXT NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    job_id TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    doc TEXT NOT NULL,
-    UNIQUE (job_id, step)
-);
-"""
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 
+metadata = sa.MetaData()
+
+files = sa.Table(
+    "files", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("purpose", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+)
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("model_name", sa.Text, nullable=False),  # the fine_tuned_model name it will get
+    sa.Column("run_dir", sa.Text, nullable=False),  # holds spec.json, the trainer's input
+    sa.Column("pid", sa.Integer),  # trainer process group while running
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.Column("owner", sa.Text),  # the server that claimed it (its replica id)
+    sa.Column("heartbeat_at", sa.Float),  # when that server last renewed its lease (unix time)
+)
+events = sa.Table(
+    "events", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("job_id", sa.Text, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.Index("events_job", "job_id", "seq"),
+)
+checkpoints = sa.Table(
+    "checkpoints", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("job_id", sa.Text, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.UniqueConstraint("job_id", "step"),
+)
 
 RESERVE_BYTES = 4 * 1024 * 1024
+ACTIVE_JOB = ("validating_files", "queued", "running")  # their files cannot be deleted
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job's bookkeeping columns (its OpenAI object is `Database.get_job`)."""
+
+    id: str
+    status: str
+    model_name: str
+    run_dir: str
+    pid: int | None
+    owner: str | None
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
 
 
 class Database:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, url: str, reserve: Path | None = None):
+        """`url`: a SQLAlchemy URL; `reserve`: where SQLite's ballast file goes (None: no ballast)."""
+        self.url = sa.engine.make_url(url)
+        self.sqlite = self.url.get_backend_name() == "sqlite"
+        if self.sqlite:
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         # Ballast: space set aside so that, when the disk fills up, what went wrong can still be
         # recorded (release_reserve frees it; it is set aside again at the next start).
-        self.reserve = self.path.with_name(self.path.name + ".reserve")
-        try:
-            if not self.reserve.exists() or self.reserve.stat().st_size < RESERVE_BYTES:
-                with self.reserve.open("wb") as f:
-                    f.write(b"\0" * RESERVE_BYTES)
-        except OSError:
-            self.reserve.unlink(missing_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._conn.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA)
+        self.reserve = reserve
+        if reserve is not None:
+            try:
+                if not reserve.exists() or reserve.stat().st_size < RESERVE_BYTES:
+                    with reserve.open("wb") as f:
+                        f.write(b"\0" * RESERVE_BYTES)
+            except OSError:
+                reserve.unlink(missing_ok=True)
+        self.engine = _engine(url, self.sqlite)
+        from service.migrations import upgrade
+
+        upgrade(self.engine)
 
     def release_reserve(self) -> bool:
         """Free the ballast space; True if there was any to free."""
+        if self.reserve is None:
+            return False
         try:
             self.reserve.unlink()
             return True
@@ -82,137 +112,183 @@ class Database:
             return False
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.engine.dispose()
 
     def ping(self) -> bool:
         try:
-            with self._lock:
-                self._conn.execute("SELECT 1").fetchone()
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
             return True
-        except sqlite3.Error:
+        except sa.exc.SQLAlchemyError:
             return False
 
-    def _all(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+    # ------------------------------------------------------------------ plumbing
+    def _all(self, query) -> list[sa.Row]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
 
-    def _one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchone()
+    def _one(self, query) -> sa.Row | None:
+        with self.engine.connect() as conn:
+            return conn.execute(query).first()
 
-    def _page(self, sql: str, args: tuple, limit: int) -> tuple[list[dict], bool]:
-        """The documents of up to `limit` rows of `sql` (which ends in LIMIT ?), and whether there are more."""
-        rows = self._all(sql, (*args, limit + 1))
-        return [json.loads(r["doc"]) for r in rows[:limit]], len(rows) > limit
+    def _write(self, statement) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount
 
-    def _write(self, sql: str, args: tuple = ()) -> int:
-        with self._lock:
-            return self._conn.execute(sql, args).rowcount
+    def _page(self, query, limit: int) -> tuple[list[dict], bool]:
+        """The documents of up to `limit` rows of `query` (which selects `doc`), and whether there are more."""
+        rows = self._all(query.limit(limit + 1))
+        return [r.doc for r in rows[:limit]], len(rows) > limit
+
+    @staticmethod
+    def _after(table: sa.Table, after: str | None, before: bool = True, column: str = "seq"):
+        """Rows past the one with id `after` in list order (`before`: a smaller `column`)."""
+        if not after:
+            return sa.true()
+        pivot = sa.select(table.c[column]).where(table.c.id == after).scalar_subquery()
+        pivot = sa.func.coalesce(pivot, -1)
+        return table.c[column] < pivot if before else table.c[column] > pivot
 
     # ------------------------------------------------------------------ files
     def insert_file(self, doc: dict, path: str) -> None:
-        self._write("INSERT INTO files (id, purpose, path, doc) VALUES (?, ?, ?, ?)",
-                    (doc["id"], doc["purpose"], path, json.dumps(doc)))
-
-    def update_file(self, doc: dict) -> None:
-        self._write("UPDATE files SET doc = ? WHERE id = ?", (json.dumps(doc), doc["id"]))
+        self._write(files.insert().values(id=doc["id"], purpose=doc["purpose"], path=path, doc=doc))
 
     def get_file(self, file_id: str) -> tuple[dict, str] | None:
-        row = self._one("SELECT doc, path FROM files WHERE id = ?", (file_id,))
-        return (json.loads(row["doc"]), row["path"]) if row else None
+        row = self._one(sa.select(files.c.doc, files.c.path).where(files.c.id == file_id))
+        return (row.doc, row.path) if row else None
 
     def list_files(self, purpose: str | None, after: str | None, limit: int, order: str) -> tuple[list[dict], bool]:
-        where, args = [], []
+        desc = order == "desc"
+        query = sa.select(files.c.doc).where(self._after(files, after, before=desc))
         if purpose:
-            where.append("purpose = ?")
-            args.append(purpose)
-        cmp = "<" if order == "desc" else ">"
-        if after:
-            where.append(f"seq {cmp} COALESCE((SELECT seq FROM files WHERE id = ?), -1)")
-            args.append(after)
-        sql = "SELECT doc FROM files" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += f" ORDER BY seq {'DESC' if order == 'desc' else 'ASC'} LIMIT ?"
-        return self._page(sql, tuple(args), limit)
+            query = query.where(files.c.purpose == purpose)
+        return self._page(query.order_by(files.c.seq.desc() if desc else files.c.seq.asc()), limit)
 
     def delete_file(self, file_id: str) -> bool:
-        return self._write("DELETE FROM files WHERE id = ?", (file_id,)) > 0
+        return self._write(files.delete().where(files.c.id == file_id)) > 0
 
     # ------------------------------------------------------------------ jobs
     def insert_job(self, doc: dict, model_name: str, run_dir: str) -> None:
-        self._write("INSERT INTO jobs (id, status, model_name, run_dir, doc) VALUES (?, ?, ?, ?, ?)",
-                    (doc["id"], doc["status"], model_name, run_dir, json.dumps(doc)))
+        self._write(jobs.insert().values(id=doc["id"], status=doc["status"], model_name=model_name,
+                                         run_dir=run_dir, doc=doc))
 
     def update_job(self, doc: dict, expect: tuple[str, ...]) -> bool:
         """Write the job's document if its stored status is one of `expect`; False (nothing written) if not."""
-        marks = ",".join("?" * len(expect))
-        return self._write(f"UPDATE jobs SET doc = ?, status = ? WHERE id = ? AND status IN ({marks})",
-                           (json.dumps(doc), doc["status"], doc["id"], *expect)) > 0
+        return self._write(jobs.update().where(jobs.c.id == doc["id"], jobs.c.status.in_(expect))
+                           .values(doc=doc, status=doc["status"])) > 0
+
+    def claim_next_job(self, owner: str) -> str | None:
+        """Move the oldest queued job to `running`, leased to `owner`, and return its id; None when none
+        is queued. Atomic across servers: PostgreSQL skips rows another transaction holds (FOR UPDATE
+        SKIP LOCKED); SQLite takes the write lock first (BEGIN IMMEDIATE)."""
+        with self.engine.execution_options(immediate=True).begin() as conn:
+            row = conn.execute(sa.select(jobs.c.id, jobs.c.doc).where(jobs.c.status == "queued")
+                               .order_by(jobs.c.seq).limit(1).with_for_update(skip_locked=True)).first()
+            if row is None:
+                return None
+            conn.execute(jobs.update().where(jobs.c.id == row.id)
+                         .values(status="running", doc={**row.doc, "status": "running"}, owner=owner,
+                                 heartbeat_at=time.time()))
+            return row.id
+
+    def renew_leases(self, owner: str, job_ids: list[str]) -> set[str]:
+        """Renew `owner`'s leases on these running jobs; the ids it still holds (a lease another server
+        has taken back, or a job no longer running, is not renewed)."""
+        if not job_ids:
+            return set()
+        held = sa.and_(jobs.c.id.in_(job_ids), jobs.c.owner == owner, jobs.c.status == "running")
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(held).values(heartbeat_at=time.time()))
+            return {r.id for r in conn.execute(sa.select(jobs.c.id).where(held))}
+
+    def requeue_expired(self, lease_seconds: float) -> list[str]:
+        """Queue again the running jobs whose lease has not been renewed for `lease_seconds`: their
+        server has died (or lost the database); the next claim resumes them from their last checkpoint."""
+        cutoff = time.time() - lease_seconds
+        expired = sa.and_(jobs.c.status == "running", jobs.c.heartbeat_at < cutoff)
+        requeued = []
+        for row in self._all(sa.select(jobs.c.id, jobs.c.doc).where(expired)):
+            taken = self._write(jobs.update().where(jobs.c.id == row.id, expired)
+                                .values(status="queued", doc={**row.doc, "status": "queued"}, owner=None, pid=None))
+            if taken:
+                requeued.append(row.id)
+        return requeued
 
     def set_job_columns(self, job_id: str, **columns: Any) -> None:
-        sets = ", ".join(f"{k} = ?" for k in columns)
-        self._write(f"UPDATE jobs SET {sets} WHERE id = ?", (*columns.values(), job_id))
+        self._write(jobs.update().where(jobs.c.id == job_id).values(**columns))
 
     def get_job(self, job_id: str) -> dict | None:
-        row = self._one("SELECT doc FROM jobs WHERE id = ?", (job_id,))
-        return json.loads(row["doc"]) if row else None
+        row = self._one(sa.select(jobs.c.doc).where(jobs.c.id == job_id))
+        return row.doc if row else None
 
-    def job_row(self, job_id: str) -> sqlite3.Row | None:
-        return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    def job_row(self, job_id: str) -> JobRow | None:
+        row = self._one(sa.select(*_JOB_COLUMNS).where(jobs.c.id == job_id))
+        return JobRow(*row) if row else None
 
-    def jobs_with_status(self, *statuses: str) -> list[sqlite3.Row]:
-        marks = ",".join("?" * len(statuses))
-        return self._all(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY seq", statuses)
+    def jobs_with_status(self, *statuses: str) -> list[JobRow]:
+        rows = self._all(sa.select(*_JOB_COLUMNS).where(jobs.c.status.in_(statuses)).order_by(jobs.c.seq))
+        return [JobRow(*r) for r in rows]
 
     def count_jobs_by_status(self) -> dict[str, int]:
-        return {r["status"]: r["n"] for r in self._all("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")}
+        rows = self._all(sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status))
+        return {status: n for status, n in rows}
 
     def list_jobs(self, after: str | None, limit: int, metadata: dict[str, str]) -> tuple[list[dict], bool]:
-        where, args = [], []
-        if after:
-            where.append("seq < COALESCE((SELECT seq FROM jobs WHERE id = ?), -1)")
-            args.append(after)
+        query = sa.select(jobs.c.doc).where(self._after(jobs, after))
         for key, value in metadata.items():
-            where.append("json_extract(doc, '$.metadata.' || json_quote(?)) = ?")
-            args += [key, value]
-        sql = "SELECT doc FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
-        return self._page(sql + " ORDER BY seq DESC LIMIT ?", tuple(args), limit)
+            query = query.where(jobs.c.doc[("metadata", key)].as_string() == value)
+        return self._page(query.order_by(jobs.c.seq.desc()), limit)
 
     def file_in_use(self, file_id: str) -> bool:
-        row = self._one(
-            "SELECT 1 FROM jobs WHERE status IN ('validating_files', 'queued', 'running') AND "
-            "(json_extract(doc, '$.training_file') = ? OR json_extract(doc, '$.validation_file') = ?)",
-            (file_id, file_id),
-        )
-        return row is not None
+        uses = sa.or_(jobs.c.doc["training_file"].as_string() == file_id,
+                      jobs.c.doc["validation_file"].as_string() == file_id)
+        return self._one(sa.select(jobs.c.id).where(jobs.c.status.in_(ACTIVE_JOB), uses).limit(1)) is not None
 
     # ------------------------------------------------------------------ events
     def insert_event(self, job_id: str, doc: dict) -> None:
-        self._write("INSERT INTO events (id, job_id, doc) VALUES (?, ?, ?)", (doc["id"], job_id, json.dumps(doc)))
+        self._write(events.insert().values(id=doc["id"], job_id=job_id, doc=doc))
 
     def list_events(self, job_id: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
-        args: tuple = (job_id,)
-        sql = "SELECT doc FROM events WHERE job_id = ?"
-        if after:
-            sql += " AND seq < COALESCE((SELECT seq FROM events WHERE id = ?), -1)"
-            args += (after,)
-        return self._page(sql + " ORDER BY seq DESC LIMIT ?", tuple(args), limit)
+        query = sa.select(events.c.doc).where(events.c.job_id == job_id, self._after(events, after))
+        return self._page(query.order_by(events.c.seq.desc()), limit)
 
     def metric_events(self, job_id: str) -> list[dict]:
-        rows = self._all("SELECT doc FROM events WHERE job_id = ? AND json_extract(doc, '$.type') = 'metrics' "
-                         "ORDER BY seq", (job_id,))
-        return [json.loads(r["doc"]) for r in rows]
+        query = sa.select(events.c.doc).where(events.c.job_id == job_id,
+                                              events.c.doc["type"].as_string() == "metrics").order_by(events.c.seq)
+        return [r.doc for r in self._all(query)]
 
     # ------------------------------------------------------------------ checkpoints
     def upsert_checkpoint(self, job_id: str, step: int, doc: dict) -> None:
-        self._write("INSERT INTO checkpoints (id, job_id, step, doc) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (job_id, step) DO UPDATE SET doc = excluded.doc",
-                    (doc["id"], job_id, step, json.dumps(doc)))
+        insert = (sa.dialects.postgresql.insert if not self.sqlite else sa.dialects.sqlite.insert)(checkpoints)
+        self._write(insert.values(id=doc["id"], job_id=job_id, step=step, doc=doc)
+                    .on_conflict_do_update(index_elements=["job_id", "step"], set_={"doc": doc}))
 
     def list_checkpoints(self, job_id: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
-        args: tuple = (job_id,)
-        sql = "SELECT doc FROM checkpoints WHERE job_id = ?"
-        if after:
-            sql += " AND step < COALESCE((SELECT step FROM checkpoints WHERE id = ?), -1)"
-            args += (after,)
-        return self._page(sql + " ORDER BY step DESC LIMIT ?", args, limit)
+        query = sa.select(checkpoints.c.doc).where(checkpoints.c.job_id == job_id,
+                                                   self._after(checkpoints, after, column="step"))
+        return self._page(query.order_by(checkpoints.c.step.desc()), limit)
+
+
+_JOB_COLUMNS = (jobs.c.id, jobs.c.status, jobs.c.model_name, jobs.c.run_dir, jobs.c.pid, jobs.c.owner)
+
+
+def _engine(url: str, sqlite: bool) -> Engine:
+    if not sqlite:
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN, not the driver's implicit one
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # transactions as SQLAlchemy delimits them (the driver would not); IMMEDIATE where a transaction
+        # reads before it writes, so that it waits for the write lock instead of failing to upgrade
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
+
+    return engine

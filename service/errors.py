@@ -12,6 +12,7 @@ from enum import Enum
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("ftserve")
@@ -125,6 +126,7 @@ def storage_error(exc: Exception) -> APIError | None:
     import errno
     import sqlite3
 
+    exc = getattr(exc, "orig", None) or exc  # the driver's error inside SQLAlchemy's
     full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
         isinstance(exc, sqlite3.OperationalError) and "full" in str(exc))
     if not full:
@@ -133,8 +135,20 @@ def storage_error(exc: Exception) -> APIError | None:
                     "Retry once space has been freed.", code="insufficient_storage")
 
 
+def database_unavailable(exc: Exception) -> APIError | None:
+    """The database unreachable (down, restarting, refusing connections) as a 503 to retry; None otherwise."""
+    if isinstance(exc, sa_exc.DBAPIError) and (exc.connection_invalidated or isinstance(
+            exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and storage_error(exc) is None):
+        return APIError(Kind.UNAVAILABLE, "The database is unavailable; retry shortly.",
+                        code="database_unavailable", headers={"Retry-After": "2"})
+    return None
+
+
 def unexpected(scope: dict, exc: Exception) -> JSONResponse:
     """The answer to an exception nothing else handled (middleware.CatchAll sends it)."""
+    if (err := database_unavailable(exc)) is not None:
+        log.warning("database unavailable on %s %s: %s", scope["method"], scope["path"], exc)
+        return error_response(err)
     if (err := storage_error(exc)) is not None:
         log.error("out of storage on %s %s: %s", scope["method"], scope["path"], exc)
         return error_response(err)

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     """Database, uploaded files, job runs, adapters and the tiny model live here."""
 
+    database_url: str | None = None
+    """A SQLAlchemy URL of the database, e.g. `postgresql+psycopg://user:pass@host/db`. Unset: SQLite in the data dir."""
+
     host: str = "127.0.0.1"
     """Address to listen on."""
 
@@ -38,6 +41,13 @@ class Settings(BaseSettings):
 
     max_concurrent_jobs: int = Field(default=1, ge=1)
     """Fine-tuning jobs that train at the same time; the rest wait in the queue."""
+
+    replica_id: str | None = None
+    """This server's name in job leases (servers sharing a database need distinct ones). Default: host:port."""
+
+    job_lease_seconds: float = Field(default=60, ge=3)
+    """A running job whose server has not renewed its lease for this long is queued again (by any
+    server sharing the database) and resumes from its last checkpoint."""
 
     trainer_threads: int = Field(default=0, ge=0)
     """CPU threads per trainer process (0: torch's default)."""
@@ -100,11 +110,23 @@ class Settings(BaseSettings):
             keys += [line.strip() for line in self.api_key_file.read_text().splitlines() if line.strip()]
         return keys
 
+    @property
+    def owner(self) -> str:
+        """This server's replica id (see replica_id)."""
+        import socket
+
+        return self.replica_id or f"{socket.gethostname()}:{self.port}"
+
     # The data dir's layout, defined here once.
     @property
     def db_path(self) -> Path:
         """The SQLite database."""
         return self.data_dir / "ftserve.db"
+
+    @property
+    def db_reserve_path(self) -> Path:
+        """Ballast beside the SQLite database, freed when the disk fills up (see Database)."""
+        return self.data_dir / "ftserve.db.reserve"
 
     @property
     def files_dir(self) -> Path:

@@ -39,6 +39,7 @@ from service.settings import Settings
 from trainer.data import DataError, load_dataset
 
 log = logging.getLogger("ftserve.runner")
+POLL_SECONDS = 2.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -63,22 +64,25 @@ class JobRunner:
         self._stopping = False
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.training_tokens_per_s: dict[str, float] = {}  # running jobs only
+        self.owner = settings.owner  # this server's name in job leases
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        interrupted = self.db.jobs_with_status("running")
+        # this server's own jobs from before a restart resume at once; another server's, once its lease expires
+        interrupted = [r for r in self.db.jobs_with_status("running") if r.owner in (None, self.owner)]
         waiting = self.db.jobs_with_status("validating_files", "queued")
         for row in interrupted:  # first: they were already under way
-            _kill_stale_trainer(row["pid"], row["run_dir"])
-            self.store.update(row["id"], expect=("running",), status="queued")
-            self.store.add_event(row["id"], "Server restarted; the job resumes from its last checkpoint")
-            self._queue.put_nowait(row["id"])
+            _kill_stale_trainer(row.pid, row.run_dir)
+            self.store.update(row.id, expect=("running",), status="queued")
+            self.store.add_event(row.id, "Server restarted; the job resumes from its last checkpoint")
+            self._queue.put_nowait(row.id)
         for row in waiting:
-            if row["status"] == "validating_files":
-                self.submit(row["id"])
+            if row.status == "validating_files":
+                self.submit(row.id)
             else:
-                self._queue.put_nowait(row["id"])
+                self._queue.put_nowait(row.id)
         self._workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.max_concurrent_jobs)]
+        self._workers.append(asyncio.create_task(self._leases()))
 
     async def close(self) -> None:
         """Stop workers and trainers; running jobs stay `running` in the database and resume at next start.
@@ -92,6 +96,30 @@ class JobRunner:
         for task in self._workers + list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
+
+    async def _leases(self) -> None:
+        """Renew the leases of the jobs training here; stop a trainer whose lease another server took
+        (this server was cut off for longer than the lease); queue again the jobs of servers that died."""
+        interval = self.settings.job_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                here = list(self._procs)
+                held = await asyncio.to_thread(self.db.renew_leases, self.owner, here)
+                for job_id in set(here) - held:
+                    if self.store.get(job_id).status == "running":  # not a cancel or pause: lost
+                        log.warning("job %s: lease taken by another server; stopping its trainer here", job_id)
+                        await self.stop_job(job_id)
+                for job_id in await asyncio.to_thread(self.db.requeue_expired, self.settings.job_lease_seconds):
+                    self.store.add_event(job_id, "The server training this job stopped renewing its lease; "
+                                         "the job resumes from its last checkpoint")
+                    self._queue.put_nowait(job_id)
+            except Exception:  # noqa: BLE001 - e.g. the database briefly unreachable: try again next time
+                log.exception("renewing job leases failed")
+
+    def _mine(self, job_id: str, *statuses: str) -> bool:
+        """The job is in one of these statuses and leased to this server."""
+        return self.store.get(job_id).status in statuses and self.db.job_row(job_id).owner == self.owner
 
     def lock(self, job_id: str) -> asyncio.Lock:
         return self._locks[job_id]
@@ -179,10 +207,18 @@ class JobRunner:
     # ------------------------------------------------------------------ queued -> running -> done
     async def _worker(self) -> None:
         while True:
-            job_id = await self._queue.get()
+            # The database is the queue: the oldest queued job, claimed atomically (on PostgreSQL with
+            # FOR UPDATE SKIP LOCKED), so servers sharing a database never train one job twice. The
+            # in-memory queue only wakes a worker early; without it, workers look every POLL_SECONDS.
+            job_id = await asyncio.to_thread(self.db.claim_next_job, self.owner)
+            if job_id is None:
+                try:
+                    await asyncio.wait_for(self._queue.get(), POLL_SECONDS)
+                except asyncio.TimeoutError:
+                    pass
+                continue
             try:
-                if self.store.get(job_id).status == "queued":
-                    await self._train(job_id)
+                await self._train(job_id)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a failure here must fail the job, never stop the worker
@@ -199,7 +235,7 @@ class JobRunner:
 
     async def _train(self, job_id: str) -> None:
         run_dir = self.store.run_dir(job_id)
-        model_name = self.db.job_row(job_id)["model_name"]
+        model_name = self.db.job_row(job_id).model_name
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         proc = await asyncio.create_subprocess_exec(
@@ -212,7 +248,7 @@ class JobRunner:
         state = _RunState()
         try:
             # a cancel or pause may have landed while the process was being started: then it never runs
-            if not self.store.update(job_id, expect=("queued",), status="running"):
+            if not self._mine(job_id, "running"):
                 _killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
                 return
@@ -225,8 +261,8 @@ class JobRunner:
             self._procs.pop(job_id, None)
             self.training_tokens_per_s.pop(job_id, None)
             self.db.set_job_columns(job_id, pid=None)
-        if self._stopping or self.store.get(job_id).status != "running":
-            return  # shutting down (resume at next start), cancelled or paused
+        if self._stopping or not self._mine(job_id, "running"):
+            return  # shutting down (resume at next start), cancelled, paused or taken over
         if code == 0 and state.done is not None:
             await self._succeed(job_id, model_name, state)
         elif state.error is not None:
@@ -275,7 +311,7 @@ class JobRunner:
     async def _publish_checkpoint(self, job_id: str, model_name: str, step: int, path: Path, metrics: dict) -> None:
         """Publish a checkpoint, unless the job has ended (a cancel never lets one through)."""
         async with self.lock(job_id):
-            if self.store.get(job_id).status in ("running", "paused"):
+            if self._mine(job_id, "running", "paused"):
                 await self._publish_checkpoint_locked(job_id, model_name, step, path, metrics)
 
     async def _publish_checkpoint_locked(self, job_id: str, model_name: str, step: int, path: Path,
@@ -293,7 +329,7 @@ class JobRunner:
         done = state.done
         adapter = Path(done["adapter_path"])
         async with self.lock(job_id):  # a cancel waits for this, and then finds the job succeeded
-            if self.store.get(job_id).status != "running":
+            if not self._mine(job_id, "running"):
                 return
             await self._publish_checkpoint_locked(job_id, model_name, done["steps"], adapter, done.get("metrics", {}))
             await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id,

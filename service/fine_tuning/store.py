@@ -48,4 +48,4 @@ class JobStore:
         self.db.insert_event(job_id, event.model_dump())
 
     def run_dir(self, job_id: str) -> Path:
-        return Path(self.db.job_row(job_id)["run_dir"])
+        return Path(self.db.job_row(job_id).run_dir)

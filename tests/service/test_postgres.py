@@ -1,0 +1,94 @@
+"""ftserve on a real PostgreSQL server: the whole job path, a restart, and the database going away."""
+
+import httpx
+import psutil
+import pytest
+from openai import OpenAI
+
+from adapters import AdapterStore
+from tests.conftest import FACTS
+from tests.postgres import Postgres
+from tests.service.conftest import create_job, wait_for, wait_for_status
+from tests.service.server import Server, trainer_pids
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    pg = Postgres(tmp_path_factory.mktemp("pg")).init().start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory, postgres):
+    srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model, engine="none",
+                 database_url=postgres.url).start()
+    yield srv
+    srv.stop()
+
+
+def _client(server) -> OpenAI:
+    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_jobs_train_with_state_in_postgres_and_survive_a_restart(server):
+    client = _client(server)
+    job = create_job(client, FACTS, n_epochs=1, batch_size=4)
+    done = wait_for_status(client, job.id, ("succeeded", "failed"))
+    assert done.status == "succeeded", done.error
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    assert any(e.type == "metrics" for e in events)
+    assert not (server.data_dir / "ftserve.db").exists()  # nothing went to SQLite
+    server.stop()
+    server.start()
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "succeeded"
+    assert [e.id for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data] == [e.id for e in events]
+    assert client.files.retrieve(done.training_file).status == "processed"
+
+
+def test_the_database_going_away_is_a_503_then_recovers_without_a_restart(server, postgres):
+    client = _client(server)
+    assert httpx.get(server.url + "/v1/files").status_code == 200
+    postgres.stop()
+    try:
+        response = httpx.get(server.url + "/v1/files", timeout=30)
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] and response.json()["error"]["code"] == "database_unavailable"
+        assert httpx.get(server.url + "/ready").status_code == 503
+    finally:
+        postgres.start()
+    wait_for(lambda: httpx.get(server.url + "/ready").status_code == 200, timeout=30, what="ready again")
+    assert httpx.get(server.url + "/v1/files").status_code == 200
+    assert client.fine_tuning.jobs.list().data
+
+
+def test_a_job_outlives_the_server_training_it(tiny_model, tmp_path, postgres):
+    """Two servers share the database (and, until the object-store seam, a data directory). The one
+    training a job is killed with SIGKILL: the other takes the job back once its lease lapses and
+    finishes it from the last checkpoint; the adapter is published once."""
+    shared = tmp_path / "shared"
+    servers = [Server(shared, model=tiny_model, engine="none", database_url=postgres.url, job_lease_seconds=6)
+               .start() for _ in range(2)]
+    try:
+        client = _client(servers[1])
+        job = create_job(client, FACTS, n_epochs=20, batch_size=4, learning_rate=3e-3, n_checkpoints=3)
+        wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, timeout=120,
+                 what="a first checkpoint")
+        trainer = psutil.Process(trainer_pids(job.id)[0])
+        owner = next(s for s in servers if s.proc.pid in {p.pid for p in trainer.parents()})
+        survivor = servers[1 - servers.index(owner)]
+        owner.kill()
+        client = _client(survivor)
+        done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=180)
+        assert done.status == "succeeded", done.error
+        messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
+        assert any("stopped renewing its lease" in m for m in messages), messages
+        assert any(m.startswith("resumed from step-") for m in messages), messages
+        store = AdapterStore(shared / "adapters")
+        assert [m.name for m in store.list()].count(done.fine_tuned_model) == 1
+        store.verify(done.fine_tuned_model)
+    finally:
+        for server in servers:
+            server.stop()
