@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make serve` and `make test`. Both install .venv first.
-.PHONY: install serve demo-train test bench-train bench-serve bench-reliability openapi
+.PHONY: install serve demo-train test bench-train bench-serve bench-reliability bench-scale openapi
 
 install:
 	@scripts/install.sh
@@ -27,3 +27,6 @@ bench-serve: install
 
 bench-reliability: install
 	.venv/bin/python bench/reliability.py
+
+bench-scale: install
+	.venv/bin/python bench/scale.py

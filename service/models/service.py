@@ -10,19 +10,22 @@ from service.settings import Settings
 
 
 class ModelService:
-    def __init__(self, adapters: AdapterStore, settings: Settings, base_path: str, started_at: int):
-        self.adapters, self.settings, self.base_path, self.started_at = adapters, settings, base_path, started_at
+    """Model objects name models, never where they are stored: `root` is the base model a model
+    descends from (itself for the base), `parent` the model it was trained from."""
+
+    def __init__(self, adapters: AdapterStore, settings: Settings, started_at: int):
+        self.adapters, self.settings, self.started_at = adapters, settings, started_at
 
     def _base(self) -> Model:
-        return Model(id=self.settings.base_model_name, created=self.started_at, owned_by="ftserve",
-                     root=self.base_path, parent=None)
+        base = self.settings.base_model_name
+        return Model(id=base, created=self.started_at, owned_by="ftserve", root=base, parent=None)
+
+    def _adapter(self, meta) -> Model:
+        return Model(id=meta.name, created=meta.created_at, owned_by=self.settings.organization,
+                     root=meta.base_model or None, parent=meta.base_model or None)
 
     def list(self) -> ListObject[Model]:
-        data = [self._base()]
-        for meta in self.adapters.list():
-            data.append(Model(id=meta.name, created=meta.created_at, owned_by=self.settings.organization,
-                              root=str(self.adapters.resolve(meta.name)), parent=meta.base_model or None))
-        return ListObject[Model](data=data)
+        return ListObject[Model](data=[self._base(), *(self._adapter(meta) for meta in self.adapters.list())])
 
     def get(self, model_id: str) -> Model:
         if model_id == self.settings.base_model_name:
@@ -31,8 +34,7 @@ class ModelService:
             meta = self.adapters.metadata(model_id)
         except (AdapterError, OSError, ValueError):
             raise model_not_found(model_id) from None
-        return Model(id=meta.name, created=meta.created_at, owned_by=self.settings.organization,
-                     root=str(self.adapters.resolve(model_id)), parent=meta.base_model or None)
+        return self._adapter(meta)
 
     def delete(self, model_id: str) -> DeletedObject:
         if model_id == self.settings.base_model_name:

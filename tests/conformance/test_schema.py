@@ -52,7 +52,7 @@ def test_files(http):
     assert_official(_ok(http.delete(f"/files/{created['id']}")), "DeleteFileResponse")
 
 
-def test_fine_tuning_jobs(http, client):
+def test_fine_tuning_jobs(http, client, server):
     file_id = _ok(http.post("/files", data={"purpose": "fine-tune"},
                             files={"file": ("facts.jsonl", FACTS.read_bytes())}))["id"]
     body = {"model": "ftserve-tiny", "training_file": file_id, "validation_file": file_id, "method": {
@@ -84,8 +84,12 @@ def test_fine_tuning_jobs(http, client):
     assert_official(cancelled, "FineTuningJob")
 
     # models: list, retrieve, delete (the job's own checkpoint)
-    assert_official(_ok(http.get("/models")), "ListModelsResponse")
-    assert_official(_ok(http.get(f"/models/{done.fine_tuned_model}")), "Model")
+    models = http.get("/models")
+    assert_official(_ok(models), "ListModelsResponse")
+    assert str(server.data_dir) not in models.text and '"/' not in models.text  # no server paths
+    model = _ok(http.get(f"/models/{done.fine_tuned_model}"))
+    assert_official(model, "Model")
+    assert model["root"] == model["parent"] == "ftserve-tiny"
     checkpoint = checkpoints["data"][-1]["fine_tuned_model_checkpoint"]
     assert_official(_ok(http.delete(f"/models/{checkpoint}")), "DeleteModelResponse")
 
