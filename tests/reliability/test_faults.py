@@ -9,7 +9,6 @@ import time
 
 import httpx
 import pytest
-from openai import OpenAI
 
 from adapters import AdapterNotFound, AdapterStore
 from tests.conftest import FACTS
@@ -29,7 +28,7 @@ def _visible_adapters_are_whole(data_dir):
 
 def test_kill_9_while_training_and_streaming_then_restart(tiny_model, tmp_path, figures):
     server = Server(tmp_path / "data", model=tiny_model).start(timeout=240)
-    client = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=60)
+    client = server.client(timeout=60)
     job = create_job(client, n_epochs=30, batch_size=1, learning_rate=3e-3, n_checkpoints=6)
     wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, timeout=300, what="a checkpoint")
     family = descendants(server.proc.pid)
@@ -105,7 +104,7 @@ def _fill(disk, leave_bytes: int) -> None:
 
 def test_a_full_disk_gives_507_and_job_failures_but_no_corruption(tiny_model, small_disk, figures):
     server = Server(small_disk / "data", model=tiny_model, engine="none").start()
-    client = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=60)
+    client = server.client(timeout=60)
     try:
         kept = client.files.create(file=FACTS.open("rb"), purpose="fine-tune")
         # upload: room for less than the file

@@ -16,7 +16,7 @@ def server(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server) -> OpenAI:
-    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    return server.client(timeout=60)
 
 
 def wait_for(predicate, timeout: float = 120, interval: float = 0.2, what: str = "condition"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from openai import OpenAI
 
 from tests.conftest import REPO
 
@@ -37,6 +38,10 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def client(self, timeout: float = 120, api_key: str = "unused") -> OpenAI:
+        """The official openai client on this server, without retries (a test sees every answer)."""
+        return OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, timeout=timeout)
 
     def start(self, timeout: float = 120) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,7 @@ def test_trainer_killed_by_the_os_fails_the_job(client, server):
 
 def test_kill_9_of_the_server_mid_job_then_restart_resumes(tiny_model, tmp_path):
     server = Server(tmp_path / "data", model=tiny_model, engine="none").start()
-    client = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    client = server.client()
     try:
         train = _upload(client)
         job = _create(client, train.id, hp={"n_epochs": 40, "batch_size": 2, "learning_rate": 3e-3,

@@ -69,7 +69,7 @@ def ops(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(ops) -> OpenAI:
-    return OpenAI(base_url=ops.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return ops.client()
 
 
 def test_every_metric_family_is_exported(ops):
@@ -208,7 +208,7 @@ def test_api_keys_401_envelope_and_open_probes(tiny_model, tmp_path):
         for key in ("key-one", "key-two", "key-from-file"):
             assert OpenAI(base_url=server.url + "/v1", api_key=key).models.list().data[0].id == "ftserve-tiny"
         with pytest.raises(Exception) as e:
-            OpenAI(base_url=server.url + "/v1", api_key="nope", max_retries=0).models.list()
+            server.client().models.list()
         assert e.value.status_code == 401
         for path in ("/health", "/ready", "/metrics"):
             assert httpx.get(server.url + path).status_code == 200, path
@@ -229,7 +229,7 @@ def test_no_keys_warns_at_start(tiny_model, tmp_path):
 
 def test_429_when_too_many_jobs_wait(tiny_model, tmp_path):
     server = Server(tmp_path / "data", model=tiny_model, engine="none", max_queued_jobs=1).start()
-    client = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    client = server.client()
     try:
         first = create_job(client, n_epochs=50, batch_size=1)
         wait_for_status(client, first.id, ("running",))
@@ -245,7 +245,7 @@ def test_429_when_too_many_jobs_wait(tiny_model, tmp_path):
 
 def test_sigterm_during_training_checkpoints_and_resumes_after_restart(tiny_model, tmp_path):
     server = Server(tmp_path / "data", model=tiny_model, engine="none", shutdown_timeout_seconds=20).start()
-    client = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    client = server.client()
     job = create_job(client, n_epochs=40, batch_size=1, learning_rate=1e-3, n_checkpoints=0)
     wait_for(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data),
              what="training to start")

@@ -3,7 +3,6 @@
 import httpx
 import psutil
 import pytest
-from openai import OpenAI
 
 from adapters import AdapterStore
 from tests.conftest import FACTS
@@ -29,12 +28,8 @@ def server(tiny_model, tmp_path_factory, postgres):
     srv.stop()
 
 
-def _client(server) -> OpenAI:
-    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
-
-
 def test_jobs_train_with_state_in_postgres_and_survive_a_restart(server):
-    client = _client(server)
+    client = server.client(timeout=60)
     job = create_job(client, FACTS, n_epochs=1, batch_size=4)
     done = wait_for_status(client, job.id, ("succeeded", "failed"))
     assert done.status == "succeeded", done.error
@@ -49,7 +44,7 @@ def test_jobs_train_with_state_in_postgres_and_survive_a_restart(server):
 
 
 def test_the_database_going_away_is_a_503_then_recovers_without_a_restart(server, postgres):
-    client = _client(server)
+    client = server.client(timeout=60)
     assert httpx.get(server.url + "/v1/files").status_code == 200
     postgres.stop()
     try:
@@ -72,7 +67,7 @@ def test_a_job_outlives_the_server_training_it(tiny_model, tmp_path, postgres):
     servers = [Server(shared, model=tiny_model, engine="none", database_url=postgres.url, job_lease_seconds=6)
                .start() for _ in range(2)]
     try:
-        client = _client(servers[1])
+        client = servers[1].client(timeout=60)
         job = create_job(client, FACTS, n_epochs=20, batch_size=4, learning_rate=3e-3, n_checkpoints=3)
         wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, timeout=120,
                  what="a first checkpoint")
@@ -80,7 +75,7 @@ def test_a_job_outlives_the_server_training_it(tiny_model, tmp_path, postgres):
         owner = next(s for s in servers if s.proc.pid in {p.pid for p in trainer.parents()})
         survivor = servers[1 - servers.index(owner)]
         owner.kill()
-        client = _client(survivor)
+        client = survivor.client(timeout=60)
         done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=180)
         assert done.status == "succeeded", done.error
         messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
