@@ -173,6 +173,8 @@ class AdapterStore:
         try:
             _read_adapter_config(path)
             digest = _sha256(path / WEIGHTS_FILE)
+        except InvalidAdapter as e:  # said again by name: the store's directory is not the client's business
+            raise InvalidAdapter(f"adapter {name!r} is damaged: " + str(e).replace(str(path), "its folder")) from None
         except FileNotFoundError:
             if not path.exists():
                 raise AdapterNotFound(f"adapter {name!r} not found") from None

@@ -202,7 +202,8 @@ class AdapterResolver:
         try:
             await self.engine.llm.add_lora(LoRARequest(lora_name=model, lora_int_id=lora_id, lora_path=path))
         except Exception as e:  # noqa: BLE001 - vLLM raises various types for unloadable adapters
-            raise adapter_unusable(model, f"vLLM could not load it: {e}") from None
+            why = str(e).replace(path, "the adapter")  # no server path in what the client is told
+            raise adapter_unusable(model, f"vLLM could not load it: {why}") from None
         if self.metrics is not None:
             self.metrics.adapter_loaded(time.perf_counter() - started)
         loaded = _Loaded(lora_id, path)

@@ -147,6 +147,7 @@ def test_a_damaged_adapter_is_a_4xx_and_others_keep_serving(server, client, adap
         r = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
             "model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
         assert r.status_code == 400 and r.json()["error"]["code"] == "adapter_unusable", r.text
+        assert str(server.data_dir) not in r.text and "/adapters/" not in r.text  # no server path
     r = client.chat.completions.create(model=adapter.fine_tuned_model, temperature=0, max_tokens=40,
                                        messages=[{"role": "user", "content": "What is the secret code of Alpha?"}])
     assert r.choices[0].message.content == "The secret code of Alpha is BLUE-51."
