@@ -119,7 +119,8 @@ class JobRunner:
 
     def _mine(self, job_id: str, *statuses: str) -> bool:
         """The job is in one of these statuses and leased to this server."""
-        return self.store.get(job_id).status in statuses and self.db.job_row(job_id).owner == self.owner
+        row = self.db.job_row(job_id)  # one read: the status column moves with the job's document
+        return row.status in statuses and row.owner == self.owner
 
     def lock(self, job_id: str) -> asyncio.Lock:
         return self._locks[job_id]

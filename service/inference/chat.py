@@ -8,6 +8,7 @@ from service.errors import APIError, Kind
 from service.inference.generation import (
     DONE,
     GenerationService,
+    clamped,
     finish_reason,
     guarded,
     max_new_tokens,
@@ -17,6 +18,7 @@ from service.inference.generation import (
     sampling_params,
     service_tier,
     sse,
+    stream_usage,
     top_logprobs,
     usage,
 )
@@ -68,7 +70,7 @@ class ChatService(GenerationService):
             chosen = position[token_id]
             token = chosen.decoded_token or ""
             content.append(ChatCompletionTokenLogprob(
-                token=token, logprob=max(chosen.logprob, -9999.0), bytes=list(token.encode()),
+                token=token, logprob=clamped(chosen.logprob), bytes=list(token.encode()),
                 top_logprobs=top_logprobs(position, req.top_logprobs or 0)))
         return ChoiceLogprobs(content=content)
 
@@ -89,9 +91,7 @@ class ChatService(GenerationService):
 
     async def _stream(self, req, rid: str, n_prompt: int, outputs) -> AsyncIterator[str]:
         created = now()
-        options = req.stream_options
-        include_usage = bool(options and options.include_usage)
-        continuous = include_usage and options.continuous_usage_stats
+        include_usage, continuous = stream_usage(req)
         n_completion = 0
 
         def chunk(choices, **fields):

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from service.inference.generation import (
     DONE,
     GenerationService,
+    clamped,
     finish_reason,
     guarded,
     max_new_tokens,
@@ -15,6 +16,7 @@ from service.inference.generation import (
     request_id,
     sampling_params,
     sse,
+    stream_usage,
     top_logprobs,
     usage,
 )
@@ -87,7 +89,7 @@ class CompletionService(GenerationService):
             else:
                 chosen = position[token_id]
                 token = chosen.decoded_token or ""
-                out.token_logprobs.append(max(chosen.logprob, -9999.0))
+                out.token_logprobs.append(clamped(chosen.logprob))
                 out.top_logprobs.append({t.token: t.logprob for t in top_logprobs(position, req.logprobs)})
             out.tokens.append(token)
             out.text_offset.append(offset)
@@ -112,9 +114,7 @@ class CompletionService(GenerationService):
         created, n_completion, started = now(), 0, set()
         prompt_lps: dict[int, list] = {}
         n_prompt = sum(len(ids) for ids in prompts)
-        options = req.stream_options
-        include_usage = bool(options and options.include_usage)
-        continuous = include_usage and options.continuous_usage_stats
+        include_usage, continuous = stream_usage(req)
         async for i, output in merged:
             if output.prompt_logprobs is not None:
                 prompt_lps.setdefault(i, output.prompt_logprobs)

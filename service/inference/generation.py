@@ -242,10 +242,22 @@ def finish_reason(reason: str | None) -> str | None:
     return reason if reason in ("stop", "length") else None
 
 
+def clamped(logprob: float) -> float:
+    """A logprob JSON can carry: -inf (an impossible token) becomes -9999."""
+    return max(logprob, -9999.0)
+
+
+def stream_usage(req) -> tuple[bool, bool]:
+    """(a final usage chunk, usage in every chunk) as the request's stream_options ask."""
+    options = req.stream_options
+    include = bool(options and options.include_usage)
+    return include, include and options.continuous_usage_stats
+
+
 def top_logprobs(position: dict, n: int) -> list[TopLogprob]:
     """The n most likely tokens at one position (vLLM adds the sampled token; rank orders them)."""
     ranked = sorted(position.items(), key=lambda kv: kv[1].rank)[:n]
-    return [TopLogprob(token=lp.decoded_token or "", logprob=max(lp.logprob, -9999.0),
+    return [TopLogprob(token=lp.decoded_token or "", logprob=clamped(lp.logprob),
                        bytes=list((lp.decoded_token or "").encode())) for _, lp in ranked]
 
 
@@ -282,7 +294,7 @@ def prompt_logprobs(positions: list | None) -> list[dict[str, PromptLogprob] | N
     if positions is None:
         return None
     return [None if position is None else {
-        str(token_id): PromptLogprob(logprob=max(lp.logprob, -9999.0), rank=lp.rank, decoded_token=lp.decoded_token)
+        str(token_id): PromptLogprob(logprob=clamped(lp.logprob), rank=lp.rank, decoded_token=lp.decoded_token)
         for token_id, lp in position.items()} for position in positions]
 
 
