@@ -48,9 +48,9 @@ class RequestIdFilter(logging.Filter):
 
 
 class CatchAll:
-    """An unexpected exception is answered here (500, or 507 for a full disk, in the envelope), so the
-    connection stays usable: Starlette's outermost handler re-raises after answering, and the server
-    then drops the keep-alive connection."""
+    """An unexpected exception is answered here (500; 503 for an unreachable database, 507 for a full
+    disk; in the envelope), so the connection stays usable: Starlette's outermost handler re-raises
+    after answering, and the server then drops the keep-alive connection."""
 
     def __init__(self, app):
         self.app = app
