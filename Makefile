@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make serve` and `make test`. Both install .venv first.
-.PHONY: install serve demo-train test bench-train bench-serve bench-reliability bench-scale openapi
+.PHONY: install serve demo-train test bench-train bench-serve bench-reliability bench-scale bench-adapter-load openapi
 
 install:
 	@scripts/install.sh
@@ -30,3 +30,6 @@ bench-reliability: install
 
 bench-scale: install
 	.venv/bin/python bench/scale.py
+
+bench-adapter-load: install
+	.venv/bin/python bench/adapter_load.py

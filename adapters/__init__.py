@@ -1,4 +1,11 @@
-"""The adapter store: publish, resolve, list, delete named LoRA adapters."""
+"""The adapter store: publish, resolve, list, delete named LoRA adapters; the object store beneath.
+
+`AdapterStore` keeps adapters in a local directory (the default); `ObjectAdapterStore` keeps them
+in an object store (S3) and serves them from a local, content-addressed cache.
+"""
+
+from adapters.objects import ObjectStore, StorageUnavailable, open_objects
+from adapters.remote import AdapterCache, ObjectAdapterStore
 
 from adapters.store import (
     AdapterError,
@@ -13,5 +20,6 @@ from adapters.store import (
 
 __all__ = [
     "AdapterError", "AdapterExists", "AdapterMeta", "AdapterNotFound", "AdapterStore", "InvalidAdapter",
-    "InvalidAdapterName", "validate_name",
+    "InvalidAdapterName", "validate_name", "ObjectStore", "StorageUnavailable", "open_objects",
+    "AdapterCache", "ObjectAdapterStore",
 ]

@@ -185,6 +185,11 @@ class AdapterStore:
             raise InvalidAdapter(f"adapter {name!r} is damaged: its weights do not match their checksum")
         return meta
 
+    def local_copy(self, name: str) -> Path:
+        """The adapter's directory, once its weights are verified (what vLLM loads)."""
+        self.verify(name)
+        return self.resolve(name)
+
 
 def _read_adapter_config(path: Path) -> dict:
     try:

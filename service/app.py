@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from adapters import AdapterStore
+from adapters import AdapterCache, AdapterStore, ObjectAdapterStore, open_objects
 from service import errors, health
 from service.db import Database, sqlite_url
 from service.files import router as files
@@ -58,11 +58,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model_path = await asyncio.to_thread(base_model_path, settings)
         db = await asyncio.to_thread(Database, settings.database_url or sqlite_url(settings.db_path),
                                      None if settings.database_url else settings.db_reserve_path)
-        adapters = AdapterStore(settings.adapters_dir)
-        file_service = FileService(db, settings.files_dir, settings.max_upload_bytes)
+        objects = open_objects(settings.storage_url, settings.data_dir, settings.cache_dir)
+        if settings.storage_url:
+            cache = AdapterCache(settings.cache_dir / "adapters", int(settings.adapter_cache_gib * 2**30))
+            adapters = ObjectAdapterStore(objects, cache)
+        else:
+            adapters = AdapterStore(settings.adapters_dir)
+        file_service = FileService(db, objects, settings.max_upload_bytes)
         store = JobStore(db)
-        runner = JobRunner(store, file_service, adapters, settings, model_path)
-        app.state.settings, app.state.db, app.state.adapters = settings, db, adapters
+        runner = JobRunner(store, file_service, adapters, objects, settings, model_path)
+        app.state.settings, app.state.db, app.state.adapters, app.state.objects = settings, db, adapters, objects
         app.state.files, app.state.runner = file_service, runner
         app.state.jobs = JobService(store, file_service, settings, runner)
         app.state.models = ModelService(adapters, settings, int(time.time()))
@@ -80,8 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not keys:
             log.warning("no API keys configured (FTSERVE_API_KEYS / FTSERVE_API_KEY_FILE): the API is open to "
                         "anyone who can reach it")
-        log.info("ftserve ready: base model %s (%s), data in %s", settings.base_model_name, model_path,
-                 settings.data_dir)
+        log.info("ftserve ready: base model %s (%s), data in %s, storage %s", settings.base_model_name, model_path,
+                 settings.data_dir, settings.storage_url or "in the data dir")
         try:
             yield
         finally:

@@ -26,7 +26,7 @@ files = sa.Table(
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.Text, unique=True, nullable=False),
     sa.Column("purpose", sa.Text, nullable=False),
-    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),  # its key in the object store: files/{id}
     sa.Column("doc", sa.JSON, nullable=False),
 )
 jobs = sa.Table(
@@ -35,7 +35,7 @@ jobs = sa.Table(
     sa.Column("id", sa.Text, unique=True, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("model_name", sa.Text, nullable=False),  # the fine_tuned_model name it will get
-    sa.Column("run_dir", sa.Text, nullable=False),  # holds spec.json, the trainer's input
+    sa.Column("run_dir", sa.Text, nullable=False),  # its artifacts' key prefix in the object store: jobs/{id}
     sa.Column("pid", sa.Integer),  # trainer process group while running
     sa.Column("doc", sa.JSON, nullable=False),
     sa.Column("owner", sa.Text),  # the server that claimed it (its replica id)
@@ -70,7 +70,7 @@ class JobRow:
     id: str
     status: str
     model_name: str
-    run_dir: str
+    run_dir: str  # a key prefix in the object store (migration 0003), not a local path
     pid: int | None
     owner: str | None
 

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.objects import StorageUnavailable
+
 log = logging.getLogger("ftserve")
 
 
@@ -144,11 +146,25 @@ def database_unavailable(exc: Exception) -> APIError | None:
     return None
 
 
+def object_store_unavailable(exc: Exception | None = None) -> APIError:
+    """The object store unreachable: a 503 to retry."""
+    return APIError(Kind.UNAVAILABLE, "The object store is unavailable; retry shortly.",
+                    code="object_store_unavailable", headers={"Retry-After": "5"})
+
+
+async def _object_store_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("object store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(object_store_unavailable(exc))
+
+
 def unexpected(scope: dict, exc: Exception) -> JSONResponse:
     """The answer to an exception nothing else handled (middleware.CatchAll sends it)."""
     if (err := database_unavailable(exc)) is not None:
         log.warning("database unavailable on %s %s: %s", scope["method"], scope["path"], exc)
         return error_response(err)
+    if isinstance(exc, StorageUnavailable):
+        log.warning("object store unavailable on %s %s: %s", scope["method"], scope["path"], exc)
+        return error_response(object_store_unavailable(exc))
     if (err := storage_error(exc)) is not None:
         log.error("out of storage on %s %s: %s", scope["method"], scope["path"], exc)
         return error_response(err)
@@ -160,3 +176,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StorageUnavailable, _object_store_error)

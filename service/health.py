@@ -15,12 +15,14 @@ def health(request: Request) -> JSONResponse:
 
 @router.get("/ready")
 def ready(request: Request) -> JSONResponse:
-    """Ready to serve: the database answers and the engine (unless disabled) is up."""
+    """Ready to serve: the database and the object store answer, and the engine (unless disabled) is up."""
     state = request.app.state
     db_ok = state.db.ping()
+    storage_ok = state.objects.ping()
     engine_ok = state.settings.engine == "none" or state.engine.ready
-    ok = db_ok and engine_ok
-    body = {"status": "ready" if ok else "not ready", "database": db_ok, "engine": engine_ok}
+    ok = db_ok and storage_ok and engine_ok
+    body = {"status": "ready" if ok else "not ready", "database": db_ok, "object_store": storage_ok,
+            "engine": engine_ok}
     return JSONResponse(body, 200 if ok else 503)
 
 

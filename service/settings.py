@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """A SQLAlchemy URL of the database, e.g. `postgresql+psycopg://user:pass@host/db`. Unset: SQLite in the data dir."""
 
+    storage_url: str | None = None
+    """Where uploaded files, job artifacts and adapters are kept: `s3://bucket/prefix` for S3-compatible
+    storage (credentials, endpoint and region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_ENDPOINT_URL, AWS_REGION). Unset: the data dir. With S3, the data dir holds only caches."""
+
+    adapter_cache_gib: float = Field(default=10, gt=0)
+    """With S3 storage: disk space for local copies of adapters (least recently used evicted)."""
+
     host: str = "127.0.0.1"
     """Address to listen on."""
 
@@ -135,13 +143,19 @@ class Settings(BaseSettings):
 
     @property
     def jobs_dir(self) -> Path:
-        """One run directory per job: the trainer's spec, events, checkpoints and final adapter."""
+        """One run directory per job: the trainer's spec, events, checkpoints and final adapter (with S3
+        storage, a working copy: checkpoints are uploaded as they are made)."""
         return self.data_dir / "jobs"
 
     @property
     def adapters_dir(self) -> Path:
         """The adapter store."""
         return self.data_dir / "adapters"
+
+    @property
+    def cache_dir(self) -> Path:
+        """With S3 storage: local copies of stored files, job checkpoints and adapters."""
+        return self.data_dir / "cache"
 
     @property
     def tiny_model_dir(self) -> Path:

@@ -67,6 +67,7 @@ def test_every_overlay_renders_and_validates(overlay):
     docs = _render(overlay)
     kinds = sorted(d["kind"] for d in docs)
     assert {"Deployment", "Service", "PersistentVolumeClaim", "ServiceMonitor"} <= set(kinds)
+    assert kinds.count("Deployment") == 1
     version = kubernetes_validate.latest_version()
     for doc in docs:
         if doc["apiVersion"] == "monitoring.coreos.com/v1":
@@ -87,7 +88,11 @@ def test_deployment_probes_keys_and_storage(overlay):
     assert env["FTSERVE_API_KEY_FILE"].startswith("/etc/ftserve/keys/")
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["api-keys"]["secret"]["secretName"] == "ftserve-api-keys"
-    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == docs["PersistentVolumeClaim"]["metadata"]["name"]
+    if overlay == "scale-out":  # state is elsewhere: the data dir is a cache
+        assert set(volumes["data"]) == {"name", "emptyDir"}
+    else:
+        assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "ftserve-data"
+        assert docs["PersistentVolumeClaim"]["metadata"]["name"] == "ftserve-data"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["terminationGracePeriodSeconds"] > float(env["FTSERVE_SHUTDOWN_TIMEOUT_SECONDS"])
     assert container["resources"]["requests"]["cpu"]
@@ -101,3 +106,27 @@ def test_gpu_overlay_asks_for_a_gpu_and_cpu_demo_for_none():
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1" and gpu["image"].endswith(":gpu")
     assert "nvidia.com/gpu" not in cpu["resources"].get("limits", {}) and cpu["image"].endswith(":cpu")
     assert {"ftserve-api-keys"} == {d["metadata"]["name"] for d in _render("cpu-demo") if d["kind"] == "Secret"}
+
+
+def test_scale_out_overlay_runs_stateless_replicas_on_postgres_and_s3():
+    docs = _render("scale-out")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] >= 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    # the database URL and the S3 credentials come from Secrets, never from the manifest itself
+    assert env["FTSERVE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "ftserve-database"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "ftserve-s3"
+    assert env["FTSERVE_STORAGE_URL"]["value"].startswith("s3://")
+    assert env["FTSERVE_REPLICA_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # no volume holds state: the data dir is an emptyDir, the only claim is the read-only base model
+    claims = [d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert claims == ["ftserve-models"]
+    assert next(d for d in docs if d["kind"] == "PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadOnlyMany"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["models"]["readOnly"] is True
+    # readiness is /ready, which answers 503 while the database or the object store is unreachable
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert any(d["kind"] == "PodDisruptionBudget" for d in docs)

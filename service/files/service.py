@@ -1,19 +1,29 @@
-"""The Files service: store uploads, validate fine-tune files with the trainer's own loader."""
+"""The Files service: store uploads, validate fine-tune files with the trainer's own loader.
+
+A file is one object, `files/{id}`, in the object store (the data dir, or S3). An upload is
+received into a local path first (the object itself in a local store; its cached copy with S3),
+counted against the size limit and validated there, then stored; only then is its row written.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO
 
 from adapters.atomic import staged
+from adapters.objects import ObjectStore, StorageUnavailable
 from service.db import Database
 from service.errors import APIError, Kind, storage_error
 from service.files.protocol import UPLOAD_PURPOSES, FileObject
 from service.protocol import DeletedObject, ListObject
 from trainer.data import DataError, load_dataset
+
+log = logging.getLogger("ftserve.files")
 
 
 def new_id(prefix: str) -> str:
@@ -21,9 +31,8 @@ def new_id(prefix: str) -> str:
 
 
 class FileService:
-    def __init__(self, db: Database, root: Path, max_bytes: int):
-        self.db, self.root, self.max_bytes = db, root, max_bytes
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, db: Database, objects: ObjectStore, max_bytes: int):
+        self.db, self.objects, self.max_bytes = db, objects, max_bytes
 
     def upload(self, stream: BinaryIO, filename: str | None, purpose: str) -> FileObject:
         if purpose not in UPLOAD_PURPOSES:
@@ -31,11 +40,11 @@ class FileService:
                            f"{', '.join(UPLOAD_PURPOSES)}.", param="purpose")
         filename = Path(filename or "upload.jsonl").name[:255]
         file_id = new_id("file")
-        path = self.root / file_id
-        size = self._store(stream, path, self.max_bytes)
-        if size == 0:
+        key, path = self._receive(file_id, stream, self.max_bytes)
+        if path.stat().st_size == 0:
             path.unlink(missing_ok=True)
             raise APIError(Kind.INVALID_REQUEST, "The file is empty.", param="file")
+        size = path.stat().st_size
         doc = FileObject(id=file_id, bytes=size, created_at=int(time.time()), filename=filename,
                          purpose=purpose, status="uploaded")
         if purpose == "fine-tune":
@@ -46,25 +55,41 @@ class FileService:
                 doc.status, doc.status_details = "error", str(e)
         else:
             doc.status = "processed"
-        try:
-            self.db.insert_file(doc.model_dump(), str(path))
-        except Exception:
-            path.unlink(missing_ok=True)  # no stored file without its row
-            raise
+        self._commit(doc, key, path)
         return doc
 
     def create_internal(self, data: bytes, filename: str, purpose: str) -> FileObject:
         """A file the service writes itself (e.g. a job's result CSV)."""
         file_id = new_id("file")
-        path = self.root / file_id
-        self._store(io.BytesIO(data), path, limit=len(data))
+        key, path = self._receive(file_id, io.BytesIO(data), limit=len(data))
         doc = FileObject(id=file_id, bytes=len(data), created_at=int(time.time()), filename=filename,
                          purpose=purpose, status="processed")
-        self.db.insert_file(doc.model_dump(), str(path))
+        self._commit(doc, key, path)
         return doc
 
+    def _receive(self, file_id: str, stream: BinaryIO, limit: int) -> tuple[str, Path]:
+        """The upload at a local path: the object itself (local store) or its cached copy (S3)."""
+        key = f"files/{file_id}"
+        path = self.objects.local_path(key) or self.objects.cache_dir / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._copy(stream, path, limit)
+        return key, path
+
+    def _commit(self, doc: FileObject, key: str, path: Path) -> None:
+        """Store the object (S3), then its row; neither stays without the other."""
+        try:
+            if self.objects.local_path(key) is None:
+                self.objects.put_file(key, path)
+            self.db.insert_file(doc.model_dump(), key)
+        except Exception:
+            path.unlink(missing_ok=True)  # no stored file without its row
+            if self.objects.local_path(key) is None:
+                with contextlib.suppress(StorageUnavailable):
+                    self.objects.delete(key)
+            raise
+
     @staticmethod
-    def _store(stream: BinaryIO, path: Path, limit: int) -> int:
+    def _copy(stream: BinaryIO, path: Path, limit: int) -> int:
         """Copy into place atomically, counting bytes; 413 past `limit`."""
         size = 0
         try:
@@ -83,7 +108,8 @@ class FileService:
         return FileObject(**self._row(file_id)[0])
 
     def path(self, file_id: str) -> Path:
-        return Path(self._row(file_id)[1])
+        """A local path of the file's content (downloaded once from S3)."""
+        return self.objects.fetch(self._row(file_id)[1])
 
     def _row(self, file_id: str) -> tuple[dict, str]:
         row = self.db.get_file(file_id)
@@ -96,12 +122,17 @@ class FileService:
         return ListObject[FileObject].page([FileObject(**d) for d in docs], more)
 
     def delete(self, file_id: str) -> DeletedObject:
-        _, path = self._row(file_id)
+        _, key = self._row(file_id)
         if self.db.file_in_use(file_id):
             raise APIError(Kind.CONFLICT, f"File {file_id} is used by an active fine-tuning job.",
                            param="id", code="file_in_use")
-        self.db.delete_file(file_id)
-        Path(path).unlink(missing_ok=True)
+        self.db.delete_file(file_id)  # unlisted first; then its content goes
+        self.objects.forget(key)
+        try:
+            self.objects.delete(key)
+        except StorageUnavailable:  # deleted for every client; the object is left behind
+            log.warning("file %s deleted, but its object %s could not be removed: the store is unreachable",
+                        file_id, key)
         return DeletedObject(id=file_id, object="file")
 
 

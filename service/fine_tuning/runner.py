@@ -8,6 +8,10 @@
   adapter store as `{fine_tuned_model}:ckpt-step-{N}`; the final adapter as `{fine_tuned_model}`.
 - On start, jobs that were running are queued again and resume from their last checkpoint
   (the spec always says `resume_from_checkpoint: latest`); paused jobs stay paused.
+- A job's artifacts live in the object store under `jobs/{id}/`: the trainer's spec, each
+  checkpoint (with its optimizer state, `trainer_state.pt` written last) and the trainer's events.
+  With S3 storage the run directory is a working copy: a server that takes a job over fetches
+  the spec, the training files and the latest checkpoint before its trainer starts.
 - Every status change is conditional on the status it expects (`JobService.update`), and whatever
   publishes or changes a job's status does so under the job's lock: a cancel (or pause) lands
   either before a step of the runner, which then sees it, or after it, never in between.
@@ -29,17 +33,18 @@ from pathlib import Path
 
 import psutil
 
-from adapters import AdapterStore
+from adapters import AdapterStore, ObjectStore, StorageUnavailable
 from service.errors import storage_error
 from service.files.service import FileService
 from service.fine_tuning.plan import plan
-from service.fine_tuning.store import JobStore
+from service.fine_tuning.store import TERMINAL, JobStore
 from service.fine_tuning.protocol import CheckpointMetrics, FineTuningJobCheckpoint
 from service.settings import Settings
 from trainer.data import DataError, load_dataset
 
 log = logging.getLogger("ftserve.runner")
 POLL_SECONDS = 2.0
+STATE_FILE = "trainer_state.pt"  # trainer.recipe.STATE_FILE: a checkpoint is complete once it is there
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,9 +58,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, files: FileService, adapters: AdapterStore, settings: Settings,
-                 base_model_path: Path):
+    def __init__(self, store: JobStore, files: FileService, adapters: AdapterStore, objects: ObjectStore,
+                 settings: Settings, base_model_path: Path):
         self.store, self.db, self.files, self.adapters, self.settings = store, store.db, files, adapters, settings
+        self.objects = objects
         self.base_model_path = base_model_path
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._procs: dict[str, asyncio.subprocess.Process] = {}
@@ -72,7 +78,7 @@ class JobRunner:
         interrupted = [r for r in self.db.jobs_with_status("running") if r.owner in (None, self.owner)]
         waiting = self.db.jobs_with_status("validating_files", "queued")
         for row in interrupted:  # first: they were already under way
-            _kill_stale_trainer(row.pid, row.run_dir)
+            _kill_stale_trainer(row.pid, self.run_dir(row.id))
             self.store.update(row.id, expect=("running",), status="queued")
             self.store.add_event(row.id, "Server restarted; the job resumes from its last checkpoint")
             self._queue.put_nowait(row.id)
@@ -125,6 +131,10 @@ class JobRunner:
     def lock(self, job_id: str) -> asyncio.Lock:
         return self._locks[job_id]
 
+    def run_dir(self, job_id: str) -> Path:
+        """The job's local run directory (with S3 storage, a working copy of `jobs/{id}/`)."""
+        return self.settings.jobs_dir / job_id
+
     def enqueue(self, job_id: str) -> None:
         self._queue.put_nowait(job_id)
 
@@ -170,20 +180,19 @@ class JobRunner:
             if job.validation_file:
                 await asyncio.to_thread(self._count_examples, job.validation_file, "validation_file")
             hp = _hyperparameters(job.method)
-            run_dir = self.store.run_dir(job_id)
-            base = dict(model_name_or_path=str(self.base_model_path), served_model_name=job.model,
-                        dataset=str(self.files.path(job.training_file)), output_dir=str(run_dir),
-                        eval_dataset=str(self.files.path(job.validation_file)) if job.validation_file else None,
-                        seed=job.seed, num_threads=self.settings.trainer_threads)
-            p = plan(hp, n_examples, base)
+            p = plan(hp, n_examples, {**self._local_paths(job), "served_model_name": job.model, "seed": job.seed,
+                                      "num_threads": self.settings.trainer_threads})
+            await asyncio.to_thread(self.objects.put_bytes, f"jobs/{job_id}/spec.json",
+                                    json.dumps(p.spec, indent=1).encode())
         except _Invalid as e:
             self.store.fail(job_id, e.code, e.message, e.param)
             return
         except ValueError as e:  # a hyperparameter the trainer's config rejects
             self.store.fail(job_id, "invalid_hyperparameters", str(e), "hyperparameters")
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "spec.json").write_text(json.dumps(p.spec, indent=1))
+        except StorageUnavailable as e:
+            self.store.fail(job_id, "object_store_unavailable", f"the job's files could not be read or stored: {e}")
+            return
         if not self.store.update(job_id, expect=("validating_files",), status="queued", hyperparameters={
                 "batch_size": p.batch_size, "learning_rate_multiplier": p.learning_rate_multiplier,
                 "n_epochs": p.n_epochs}):
@@ -227,6 +236,8 @@ class JobRunner:
                 if storage_error(e) is not None:
                     self.db.release_reserve()  # so that the failure itself can be written down
                     code, message = "insufficient_storage", f"the server ran out of storage space: {e}"
+                elif isinstance(e, StorageUnavailable):
+                    code, message = "object_store_unavailable", f"the job's artifacts could not be stored: {e}"
                 else:
                     code, message = "server_error", f"internal error while running the job: {e}"
                 try:
@@ -234,8 +245,31 @@ class JobRunner:
                 except Exception:  # noqa: BLE001 - the database cannot be written even so
                     log.exception("job %s: could not record the failure", job_id)
 
+    def _local_paths(self, job) -> dict:
+        """The trainer spec's paths on this server: base model, training files, run directory."""
+        return dict(model_name_or_path=str(self.base_model_path), output_dir=str(self.run_dir(job.id)),
+                    dataset=str(self.files.path(job.training_file)),
+                    eval_dataset=str(self.files.path(job.validation_file)) if job.validation_file else None)
+
+    def _prepare_run_dir(self, job_id: str) -> Path:
+        """The run directory as this server's trainer needs it: the stored spec with this server's paths, and
+        (from S3) the latest checkpoint another server made, so that training resumes from it."""
+        run_dir = self.run_dir(job_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec = {**json.loads(self.objects.get_bytes(f"jobs/{job_id}/spec.json")),
+                **self._local_paths(self.store.get(job_id))}
+        (run_dir / "spec.json").write_text(json.dumps(spec, indent=1))
+        prefix = f"jobs/{job_id}/checkpoints"
+        if self.objects.local_path(prefix) is None:
+            done = [int(k.split("/")[-2].removeprefix("step-")) for k in self.objects.list(prefix)
+                    if k.endswith("/" + STATE_FILE)]
+            if done:
+                step = max(done)
+                self.objects.fetch_tree(f"{prefix}/step-{step}", run_dir / "checkpoints" / f"step-{step}")
+        return run_dir
+
     async def _train(self, job_id: str) -> None:
-        run_dir = self.store.run_dir(job_id)
+        run_dir = await asyncio.to_thread(self._prepare_run_dir, job_id)
         model_name = self.db.job_row(job_id).model_name
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -262,6 +296,7 @@ class JobRunner:
             self._procs.pop(job_id, None)
             self.training_tokens_per_s.pop(job_id, None)
             self.db.set_job_columns(job_id, pid=None)
+            await self._upload_events(job_id, run_dir)
         if self._stopping or not self._mine(job_id, "running"):
             return  # shutting down (resume at next start), cancelled, paused or taken over
         if code == 0 and state.done is not None:
@@ -285,7 +320,7 @@ class JobRunner:
                 continue  # stray output; stderr carries the diagnostics
             kind = event.get("type")
             if kind == "info":
-                self.store.add_event(job_id, event["message"])
+                await self._record(job_id, event["message"])
             elif kind == "metrics":  # one event per logged step, validation metrics included where measured
                 self.training_tokens_per_s[job_id] = event["tokens_per_s"]
                 data = {k: v for k, v in event.items() if k != "type"}
@@ -293,7 +328,7 @@ class JobRunner:
                 if "valid_loss" in event:
                     message += (f", validation loss={event['valid_loss']:.4f}, "
                                 f"token accuracy={event['valid_mean_token_accuracy']:.3f}")
-                self.store.add_event(job_id, message, data=data, type="metrics")
+                await self._record(job_id, message, data=data, type="metrics")
                 remaining = (event["total_steps"] - event["step"]) * event["elapsed_s"] / max(event["step"], 1)
                 self.store.update(job_id, expect=("running",), trained_tokens=event["tokens"],
                                  estimated_finish=int(time.time() + remaining))
@@ -303,17 +338,36 @@ class JobRunner:
             elif kind == "interrupted":
                 why = "the job was paused" if self.store.get(job_id).status == "paused" else \
                     "a server shutdown; it resumes at the next start"
-                self.store.add_event(job_id, f"Training stopped at step {event['step']} for {why}")
+                await self._record(job_id, f"Training stopped at step {event['step']} for {why}")
             elif kind == "done":
                 state.done = event
             elif kind == "error":
                 state.error = event
 
+    async def _record(self, job_id: str, message: str, **kwargs) -> None:
+        """Record what the trainer said, unless the job has ended meanwhile: lines it printed before a
+        cancel killed it are still being read, and the cancel's own event stays the job's last."""
+        async with self.lock(job_id):
+            if self.store.get(job_id).status not in TERMINAL:
+                self.store.add_event(job_id, message, **kwargs)
+
     async def _publish_checkpoint(self, job_id: str, model_name: str, step: int, path: Path, metrics: dict) -> None:
-        """Publish a checkpoint, unless the job has ended (a cancel never lets one through)."""
+        """Publish a checkpoint, unless the job has ended (a cancel never lets one through); store it whole
+        (optimizer state last), for any server to resume from."""
         async with self.lock(job_id):
             if self._mine(job_id, "running", "paused"):
+                await asyncio.to_thread(self.objects.put_tree, f"jobs/{job_id}/checkpoints/step-{step}", path,
+                                        last=STATE_FILE)
                 await self._publish_checkpoint_locked(job_id, model_name, step, path, metrics)
+
+    async def _upload_events(self, job_id: str, run_dir: Path) -> None:
+        """The trainer's own event log, kept with the job's artifacts."""
+        log_file = run_dir / "events.jsonl"
+        if log_file.is_file() and self.objects.local_path(f"jobs/{job_id}") is None:
+            try:
+                await asyncio.to_thread(self.objects.put_file, f"jobs/{job_id}/events.jsonl", log_file)
+            except Exception:  # noqa: BLE001 - the database has the events; this copy is for people
+                log.warning("job %s: could not store the trainer's event log", job_id, exc_info=True)
 
     async def _publish_checkpoint_locked(self, job_id: str, model_name: str, step: int, path: Path,
                                          metrics: dict) -> None:

@@ -64,8 +64,7 @@ class JobService:
             method={"type": "supervised", "supervised": {"hyperparameters": hp.model_dump(exclude_none=True)}},
             metadata=req.metadata, user_provided_suffix=req.suffix,
         )
-        run_dir = self.settings.jobs_dir / job_id
-        self.db.insert_job(job.model_dump(), model_name, str(run_dir))
+        self.db.insert_job(job.model_dump(), model_name, f"jobs/{job_id}")
         self.store.add_event(job_id, f"Validating training file: {req.training_file}")
         self.runner.submit(job_id)
         return job

@@ -7,7 +7,6 @@ is written only if the job's stored status is one the caller expects (any active
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from service.db import Database
 from service.errors import APIError, Kind
@@ -46,6 +45,3 @@ class JobStore:
         event = FineTuningJobEvent(id=new_id("ftevent"), created_at=int(time.time()), level=level,
                                    message=message, data=data, type=type)
         self.db.insert_event(job_id, event.model_dump())
-
-    def run_dir(self, job_id: str) -> Path:
-        return Path(self.db.job_row(job_id).run_dir)

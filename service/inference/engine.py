@@ -190,9 +190,8 @@ class AdapterResolver:
     async def _load(self, model: str, key: tuple[str, str]) -> _Loaded:
         from vllm.lora.request import LoRARequest
 
-        try:
-            await asyncio.to_thread(self.store.verify, model)
-            path = str(self.store.resolve(model))
+        try:  # from S3: downloaded into the local cache and verified here, once per version
+            path = str(await asyncio.to_thread(self.store.local_copy, model))
         except InvalidAdapter as e:
             raise adapter_unusable(model, str(e)) from None
         except AdapterNotFound:

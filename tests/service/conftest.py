@@ -4,6 +4,7 @@ import pytest
 from openai import OpenAI
 
 from tests.conftest import FACTS
+from tests.postgres import Postgres
 from tests.service.server import Server
 
 
@@ -12,6 +13,14 @@ def server(tiny_model, tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model, engine="none").start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL server on loopback for the module's tests."""
+    pg = Postgres(tmp_path_factory.mktemp("pg")).init().start()
+    yield pg
+    pg.stop()
 
 
 @pytest.fixture(scope="module")

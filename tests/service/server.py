@@ -24,8 +24,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, model: Path | None = None, **settings):
-        self.data_dir, self.port = Path(data_dir), free_port()
+    def __init__(self, data_dir: Path, model: Path | None = None, env: dict[str, str] | None = None, **settings):
+        self.data_dir, self.port, self.env = Path(data_dir), free_port(), env or {}
         self.args = [sys.executable, "-m", "service.cli", "serve", "--data-dir", str(data_dir),
                      "--port", str(self.port), "--trainer-threads", "1", "--log-level", "warning"]
         if model is not None:  # served as its directory's name: "ftserve-tiny" for the test model
@@ -44,10 +44,17 @@ class Server:
         return OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, timeout=timeout)
 
     def start(self, timeout: float = 120) -> Server:
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> Server:
+        """Start the process without waiting (several servers then start at once)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=self.log.open("ab"),
                                      stderr=subprocess.STDOUT)
+        return self
+
+    def wait_ready(self, timeout: float = 120) -> Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -12,14 +12,6 @@ import sqlalchemy as sa
 
 from service.db import Database, sqlite_url
 from tests.conftest import REPO
-from tests.postgres import Postgres
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    pg = Postgres(tmp_path_factory.mktemp("pg")).init().start()
-    yield pg
-    pg.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -42,7 +34,7 @@ def test_migrations_are_versioned_and_idempotent(url):
     Database(url).close()
     db = Database(url)  # a second start finds nothing to do
     with db.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
         tables = set(sa.inspect(conn).get_table_names())
     assert {"files", "jobs", "events", "checkpoints", "alembic_version"} <= tables
     db.close()
@@ -75,11 +67,16 @@ def test_a_database_from_before_versioning_is_kept_and_stamped(tmp_path):
                                   job_id TEXT NOT NULL, step INTEGER NOT NULL, doc TEXT NOT NULL, UNIQUE (job_id, step));
     """)
     conn.execute("INSERT INTO jobs (id, status, model_name, run_dir, doc) VALUES (?, ?, ?, ?, ?)",
-                 ("ftjob-old", "succeeded", "ft:m", "/r", json.dumps(_job("ftjob-old", "succeeded"))))
+                 ("ftjob-old", "succeeded", "ft:m", "/data/jobs/ftjob-old", json.dumps(_job("ftjob-old", "succeeded"))))
+    conn.execute("INSERT INTO files (id, purpose, path, doc) VALUES (?, ?, ?, ?)",
+                 ("file-old", "fine-tune", "/data/files/file-old", json.dumps({"id": "file-old"})))
     conn.commit()
     conn.close()
     db = Database(sqlite_url(path))
     assert db.get_job("ftjob-old")["status"] == "succeeded"
+    # local paths became storage keys (0003), so another data dir or an object store finds them
+    assert db.job_row("ftjob-old").run_dir == "jobs/ftjob-old"
+    assert db.get_file("file-old") == ({"id": "file-old"}, "files/file-old")
     assert db.list_jobs(None, 10, {"team": "x"})[0][0]["id"] == "ftjob-old"
     db.close()
 

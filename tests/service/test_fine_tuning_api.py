@@ -121,8 +121,9 @@ def test_cancel_a_running_job_ends_its_process_group(client, server):
     started = time.monotonic()
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
-    wait_for(lambda: not trainer_pids(job.id), timeout=2, interval=0.05, what="the trainer to exit")
-    assert time.monotonic() - started < 2.5
+    # killed, not left to finish its 50 epochs (minutes): gone within seconds even on a busy machine
+    wait_for(lambda: not trainer_pids(job.id), timeout=10, interval=0.05, what="the trainer to exit")
+    assert time.monotonic() - started < 10
     time.sleep(0.5)
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
     assert client.fine_tuning.jobs.list_events(job.id).data[0].message == "Fine-tuning job cancelled"

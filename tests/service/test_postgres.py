@@ -6,18 +6,10 @@ import pytest
 
 from adapters import AdapterStore
 from tests.conftest import FACTS
-from tests.postgres import Postgres
 from tests.service.conftest import create_job, wait_for, wait_for_status
 from tests.service.server import Server, trainer_pids
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    pg = Postgres(tmp_path_factory.mktemp("pg")).init().start()
-    yield pg
-    pg.stop()
 
 
 @pytest.fixture(scope="module")

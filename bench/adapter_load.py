@@ -1,0 +1,127 @@
+"""An adapter's first request: served from S3 (download + verify + load) vs from the local adapter store.
+
+    .venv/bin/python bench/adapter_load.py [--adapters 8] [--rank 16]
+
+Starts, side by side from this process, an S3 server (SeaweedFS's `weed mini`, on loopback) and two
+`ftserve serve` processes with their vLLM engines: one with the local adapter store (the default:
+adapters in its data dir), one with `--storage-url s3://...` (adapters in the bucket, a local
+content-addressed cache). It publishes the same N LoRA adapters of the tiny model (peft's own
+initialisation, distinct seeds) into each store, then, interleaving the two servers, times for each
+adapter the first chat request (max_tokens=1: a cold adapter, i.e. resolve + verify + vLLM load,
+plus for S3 the download) and the next one (warm). Writes bench/results/adapter_load.json with the
+medians and the ratios S3 / local.
+
+The reference is the local store at its best: the adapter already on local disk, verified by its
+sha256 and loaded by vLLM on first use, exactly as S3's cold path ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results" / "adapter_load.json"
+
+
+def _make_adapters(model: Path, out: Path, n: int, rank: int) -> list[Path]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    paths = []
+    for i in range(n):
+        torch.manual_seed(i)
+        base = AutoModelForCausalLM.from_pretrained(model)
+        peft = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear",
+                                               init_lora_weights="gaussian"))
+        peft.save_pretrained(out / f"a{i}")
+        config = json.loads((out / f"a{i}" / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = "ftserve-tiny"
+        (out / f"a{i}" / "adapter_config.json").write_text(json.dumps(config))
+        paths.append(out / f"a{i}")
+    return paths
+
+
+def _first_token(http: httpx.Client, model: str) -> float:
+    started = time.perf_counter()
+    response = http.post("/v1/chat/completions", json={
+        "model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "temperature": 0})
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    return elapsed
+
+
+def main() -> None:
+    from adapters import AdapterCache, AdapterStore, ObjectAdapterStore, open_objects
+    from tests.seaweedfs import SeaweedS3
+    from tests.service.server import Server
+    from trainer.tiny_model import build_tiny_model
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--adapters", type=int, default=8)
+    parser.add_argument("--rank", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = build_tiny_model(tmp / "ftserve-tiny")
+        sources = _make_adapters(model, tmp / "src", args.adapters, args.rank)
+        s3 = SeaweedS3(tmp / "s3").start()
+        os.environ.update(s3.env)
+        common = dict(model=model, max_lora_rank=max(16, args.rank), max_cpu_loras=args.adapters + 1,
+                      max_model_len=512)
+        servers = {"local": Server(tmp / "local", **common),
+                   "s3": Server(tmp / "s3-replica", env=s3.env, storage_url=s3.url(), **common)}
+        stores = {"local": AdapterStore(tmp / "local" / "adapters"),
+                  "s3": ObjectAdapterStore(open_objects(s3.url(), tmp / "pub", tmp / "pub"),
+                                           AdapterCache(tmp / "pub" / "adapters", 1 << 30))}
+        names = [f"ft:ftserve-tiny:bench:load:{i:06d}" for i in range(args.adapters)]
+        cold: dict[str, list[float]] = {k: [] for k in servers}
+        warm: dict[str, list[float]] = {k: [] for k in servers}
+        try:
+            for server in servers.values():
+                server.spawn()
+            for server in servers.values():
+                server.wait_ready(timeout=300)
+            for store in stores.values():
+                for name, source in zip(names, sources):
+                    store.publish(name, source)
+            clients = {k: httpx.Client(base_url=s.url, timeout=120) for k, s in servers.items()}
+            for http in clients.values():  # warm-up: the base model's first request
+                _first_token(http, "ftserve-tiny")
+            for name in names:
+                for key, http in clients.items():
+                    cold[key].append(_first_token(http, name))
+                    warm[key].append(_first_token(http, name))
+        finally:
+            for server in servers.values():
+                server.stop()
+            s3.stop()
+    size = sum(p.stat().st_size for p in sources[0].rglob("*") if p.is_file())
+    med = {phase: {k: statistics.median(v) for k, v in times.items()} for phase, times in
+           (("cold", cold), ("warm", warm))}
+    result = {
+        "what": "chat request with max_tokens=1 naming an adapter: first request (cold) and the next (warm)",
+        "adapters": args.adapters, "rank": args.rank, "adapter_bytes": size,
+        "median_s": {phase: {k: round(v, 4) for k, v in m.items()} for phase, m in med.items()},
+        "ratio_s3_over_local": {phase: round(m["s3"] / m["local"], 3) for phase, m in med.items()},
+        "reference": "the local adapter store (adapters on local disk: sha256 verified, loaded by vLLM)",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, S3 on loopback",
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
