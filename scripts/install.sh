@@ -43,7 +43,7 @@ if [ "$device" = cpu ]; then
 fi
 if ! $service_done; then
   echo "installing ftserve[$device] into .venv ..." >&2
-  .venv/bin/uv pip install "${args[@]}" -e ".[$device,test,bench]"
+  .venv/bin/uv pip install "${args[@]}" -e ".[$device,test,bench,ray]"
   # This machine may set PYTHONDONTWRITEBYTECODE=1: compile once, or `import vllm` pays ~20 s each time.
   .venv/bin/python -m compileall -q -j 0 .venv/lib/python*/site-packages >/dev/null 2>&1 || true
   echo "$want" > "$stamp"

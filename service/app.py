@@ -16,6 +16,7 @@ from service.db import Database, sqlite_url
 from service.files import router as files
 from service.files.service import FileService
 from service.fine_tuning import router as jobs
+from service.fine_tuning.backends import open_backend
 from service.fine_tuning.runner import JobRunner
 from service.fine_tuning.service import JobService
 from service.fine_tuning.store import JobStore
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             adapters = AdapterStore(settings.adapters_dir)
         file_service = FileService(db, objects, settings.max_upload_bytes)
         store = JobStore(db)
-        runner = JobRunner(store, file_service, adapters, objects, settings, model_path)
+        runner = JobRunner(store, file_service, adapters, objects, settings, model_path, open_backend(settings))
         app.state.settings, app.state.db, app.state.adapters, app.state.objects = settings, db, adapters, objects
         app.state.files, app.state.runner = file_service, runner
         app.state.jobs = JobService(store, file_service, settings, runner)

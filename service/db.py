@@ -40,6 +40,7 @@ jobs = sa.Table(
     sa.Column("doc", sa.JSON, nullable=False),
     sa.Column("owner", sa.Text),  # the server that claimed it (its replica id)
     sa.Column("heartbeat_at", sa.Float),  # when that server last renewed its lease (unix time)
+    sa.Column("backend_ref", sa.Text),  # the training backend's run (a Ray job id): any server re-attaches
 )
 events = sa.Table(
     "events", metadata,
@@ -73,6 +74,7 @@ class JobRow:
     run_dir: str  # a key prefix in the object store (migration 0003), not a local path
     pid: int | None
     owner: str | None
+    backend_ref: str | None
 
 
 def sqlite_url(path: Path) -> str:
@@ -269,7 +271,8 @@ class Database:
         return self._page(query.order_by(checkpoints.c.step.desc()), limit)
 
 
-_JOB_COLUMNS = (jobs.c.id, jobs.c.status, jobs.c.model_name, jobs.c.run_dir, jobs.c.pid, jobs.c.owner)
+_JOB_COLUMNS = (jobs.c.id, jobs.c.status, jobs.c.model_name, jobs.c.run_dir, jobs.c.pid, jobs.c.owner,
+                jobs.c.backend_ref)
 
 
 def _engine(url: str, sqlite: bool) -> Engine:

@@ -57,6 +57,22 @@ class Settings(BaseSettings):
     """A running job whose server has not renewed its lease for this long is queued again (by any
     server sharing the database) and resumes from its last checkpoint."""
 
+    training_backend: Literal["local", "ray"] = "local"
+    """Where trainers run: `local` subprocesses of this server, or `ray`: one Ray job per fine-tuning job,
+    submitted to the cluster at RAY_ADDRESS (http://HEAD:8265), its data and outputs in the object store."""
+
+    ray_model: str | None = None
+    """With Ray: the base model's path on the Ray workers. Unset: the same path as on this server."""
+
+    ray_num_cpus: float | None = Field(default=None, ge=0)
+    """With Ray: CPUs each training job asks the cluster for."""
+
+    ray_num_gpus: float | None = Field(default=None, ge=0)
+    """With Ray: GPUs each training job asks the cluster for."""
+
+    ray_memory_gib: float | None = Field(default=None, gt=0)
+    """With Ray: memory each training job asks the cluster for."""
+
     trainer_threads: int = Field(default=0, ge=0)
     """CPU threads per trainer process (0: torch's default)."""
 

@@ -71,6 +71,16 @@ class Postgres:
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
+    def database(self, name: str) -> str:
+        """A new, empty database on this server (tests that must not share one); its URL."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
     def init(self) -> Postgres:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.user:

@@ -51,7 +51,7 @@ def test_dockerfile_is_clean_under_hadolint():
 def test_dockerfile_builds_both_variants_as_non_root_with_a_healthcheck():
     text = (REPO / "Dockerfile").read_text()
     assert text.count("\nFROM ") >= 2  # multi-stage
-    assert "ARG DEVICE=gpu" in text and '".[$DEVICE]"' in text
+    assert "ARG DEVICE=gpu" in text and '".[$DEVICE,ray]"' in text
     assert "USER 10001:10001" in text and 'VOLUME ["/data"]' in text and "HEALTHCHECK" in text
 
 

@@ -27,16 +27,21 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         _emit({"type": "error", "code": "invalid_config", "param": e.param, "message": str(e)})
         return 2
+    return run(cfg, _emit)
+
+
+def run(cfg: TrainConfig, emit) -> int:
+    """Train with events to `emit`, SIGTERM checkpointing and stopping; the process's exit status."""
     from trainer.recipe import request_stop, train  # heavy imports only once the spec is valid
 
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        result = train(cfg, _emit)
+        result = train(cfg, emit)
     except DataError as e:
-        _emit({"type": "error", "code": "invalid_training_file", "message": str(e)})
+        emit({"type": "error", "code": "invalid_training_file", "message": str(e)})
         return 1
     except (ValueError, OSError) as e:
-        _emit({"type": "error", "code": "training_failed", "message": f"{type(e).__name__}: {e}"})
+        emit({"type": "error", "code": "training_failed", "message": f"{type(e).__name__}: {e}"})
         return 1
     return 3 if result.adapter_path is None else 0
 

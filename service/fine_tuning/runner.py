@@ -1,9 +1,12 @@
-"""The local job runner: validates jobs, then trains each in a `python -m trainer` subprocess.
+"""The job runner: validates jobs, then trains each on the training backend (backends.py: a local
+`python -m trainer` subprocess by default, or a Ray job).
 
 - Validation runs as soon as a job is created; training waits in a FIFO queue served by
-  `max_concurrent_jobs` workers.
-- Each trainer runs in its own process group (cancel kills the group) and dies with the
-  server (PR_SET_PDEATHSIG), so a killed server leaves no orphan training behind.
+  `max_concurrent_jobs` workers (with Ray: jobs this server watches at once).
+- A local trainer runs in its own process group (cancel kills the group) and dies with the
+  server (PR_SET_PDEATHSIG), so a killed server leaves no orphan training behind. A Ray job
+  trains on without its server: the job's lease lapses, and the server that claims it next
+  re-attaches to the Ray job (its id is in the job's row) instead of starting another.
 - The trainer's JSON events are recorded as they arrive; each checkpoint is published to the
   adapter store as `{fine_tuned_model}:ckpt-step-{N}`; the final adapter as `{fine_tuned_model}`.
 - On start, jobs that were running are queued again and resume from their last checkpoint
@@ -25,17 +28,14 @@ import csv
 import io
 import json
 import logging
-import os
-import signal
-import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-
-import psutil
 
 from adapters import AdapterStore, ObjectStore, StorageUnavailable
 from service.errors import storage_error
 from service.files.service import FileService
+from service.fine_tuning.backends import BackendUnavailable, Launch, LocalBackend, TrainingRun
 from service.fine_tuning.plan import plan
 from service.fine_tuning.store import TERMINAL, JobStore
 from service.fine_tuning.protocol import CheckpointMetrics, FineTuningJobCheckpoint
@@ -45,26 +45,18 @@ from trainer.data import DataError, load_dataset
 log = logging.getLogger("ftserve.runner")
 POLL_SECONDS = 2.0
 STATE_FILE = "trainer_state.pt"  # trainer.recipe.STATE_FILE: a checkpoint is complete once it is there
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+BACKEND_RETRY_SECONDS = 5.0  # a job waits this long, queued, before trying an unreachable backend again
 
 
 class JobRunner:
     def __init__(self, store: JobStore, files: FileService, adapters: AdapterStore, objects: ObjectStore,
-                 settings: Settings, base_model_path: Path):
+                 settings: Settings, base_model_path: Path, backend=None):
         self.store, self.db, self.files, self.adapters, self.settings = store, store.db, files, adapters, settings
         self.objects = objects
         self.base_model_path = base_model_path
+        self.backend = backend or LocalBackend(settings.trainer_threads)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._runs: dict[str, TrainingRun] = {}  # the trainers this server watches, by job
         self._tasks: set[asyncio.Task] = set()
         self._workers: list[asyncio.Task] = []
         self._stopping = False
@@ -78,9 +70,12 @@ class JobRunner:
         interrupted = [r for r in self.db.jobs_with_status("running") if r.owner in (None, self.owner)]
         waiting = self.db.jobs_with_status("validating_files", "queued")
         for row in interrupted:  # first: they were already under way
-            _kill_stale_trainer(row.pid, self.run_dir(row.id))
+            if self.backend.stops_with_server and row.backend_ref:
+                await self.backend.stop(row.backend_ref)  # should PDEATHSIG have failed
             self.store.update(row.id, expect=("running",), status="queued")
-            self.store.add_event(row.id, "Server restarted; the job resumes from its last checkpoint")
+            self.store.add_event(row.id, "Server restarted; the job resumes from its last checkpoint"
+                                 if self.backend.stops_with_server else
+                                 "Server restarted; the job's training is taken up again where it stands")
             self._queue.put_nowait(row.id)
         for row in waiting:
             if row.status == "validating_files":
@@ -96,9 +91,10 @@ class JobRunner:
         Trainers get SIGTERM: each writes a checkpoint after its current step and exits; one that has
         not within `shutdown_timeout_seconds` is killed (it then resumes from its previous checkpoint)."""
         self._stopping = True
-        # the workers stay alive meanwhile, to record the trainers' last checkpoint and events
-        await asyncio.gather(*(self._terminate(job_id, self.settings.shutdown_timeout_seconds)
-                               for job_id in list(self._procs)))
+        # the workers stay alive meanwhile, to record the trainers' last checkpoint and events; a Ray
+        # job is left training, for this server or another to re-attach to
+        await asyncio.gather(*(run.terminate(self.settings.shutdown_timeout_seconds) if self.backend.stops_with_server
+                               else run.release() for run in list(self._runs.values())))
         for task in self._workers + list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
@@ -110,12 +106,19 @@ class JobRunner:
         while True:
             await asyncio.sleep(interval)
             try:
-                here = list(self._procs)
+                here = list(self._runs)
                 held = await asyncio.to_thread(self.db.renew_leases, self.owner, here)
                 for job_id in set(here) - held:
-                    if self.store.get(job_id).status == "running":  # not a cancel or pause: lost
-                        log.warning("job %s: lease taken by another server; stopping its trainer here", job_id)
-                        await self.stop_job(job_id)
+                    run, status = self._runs.get(job_id), self.store.get(job_id).status
+                    if run is None:
+                        continue
+                    if status == "running":  # not a cancel or pause: the lease was lost
+                        log.warning("job %s: lease taken by another server; letting go of its trainer", job_id)
+                        await run.release()
+                    elif status == "paused":  # paused through another server
+                        self.pause_job(job_id)
+                    elif status in TERMINAL:  # cancelled through another server
+                        await run.kill()
                 for job_id in await asyncio.to_thread(self.db.requeue_expired, self.settings.job_lease_seconds):
                     self.store.add_event(job_id, "The server training this job stopped renewing its lease; "
                                          "the job resumes from its last checkpoint")
@@ -144,31 +147,28 @@ class JobRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def stop_job(self, job_id: str) -> None:
-        """Cancel: the job is over, so its trainer's process group is killed at once, no checkpoint."""
-        proc = self._procs.get(job_id)
-        if proc is not None and proc.returncode is None:
-            _killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        """Cancel: the job is over, so its trainer is killed at once, no checkpoint: here, or (Ray) from
+        here whichever server watches it. A local trainer on another server is stopped by that server
+        at its next lease renewal."""
+        run = self._runs.get(job_id)
+        if run is not None:
+            await run.kill()
+        elif not self.backend.stops_with_server and (ref := self.db.job_row(job_id).backend_ref):
+            await self.backend.stop(ref)
 
     def pause_job(self, job_id: str) -> None:
         """Pause: the trainer checkpoints after its current step and exits (SIGTERM), in the background;
         a resume trains on from that checkpoint. One not stopped within the shutdown timeout is killed."""
-        task = asyncio.get_running_loop().create_task(
-            self._terminate(job_id, self.settings.shutdown_timeout_seconds))
+        async def pause() -> None:
+            run = self._runs.get(job_id)
+            if run is not None:
+                await run.terminate(self.settings.shutdown_timeout_seconds)
+            elif not self.backend.stops_with_server and (ref := self.db.job_row(job_id).backend_ref):
+                await self.backend.stop(ref)
+
+        task = asyncio.get_running_loop().create_task(pause())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _terminate(self, job_id: str, grace: float) -> None:
-        """Shutdown: SIGTERM (the trainer checkpoints after its current step), SIGKILL after `grace`."""
-        proc = self._procs.get(job_id)
-        if proc is None or proc.returncode is not None:
-            return
-        _killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), grace)
-        except asyncio.TimeoutError:
-            _killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
 
     # ------------------------------------------------------------------ validating_files -> queued
     async def _validate(self, job_id: str) -> None:
@@ -269,56 +269,89 @@ class JobRunner:
         return run_dir
 
     async def _train(self, job_id: str) -> None:
-        run_dir = await asyncio.to_thread(self._prepare_run_dir, job_id)
-        model_name = self.db.job_row(job_id).model_name
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "trainer", str(run_dir / "spec.json"),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-            preexec_fn=_die_with_parent, env=env, cwd=str(run_dir), limit=1 << 24,
-        )
-        self._procs[job_id] = proc
-        stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        row = self.db.job_row(job_id)
+        model_name = row.model_name
+        try:
+            run, replay = await self._start_run(job_id, row.backend_ref)
+        except BackendUnavailable as e:  # waits, queued, until the backend is back
+            await self._wait_for_backend(job_id, str(e))
+            return
+        self._runs[job_id] = run
         state = _RunState()
         try:
-            # a cancel or pause may have landed while the process was being started: then it never runs
+            # a cancel or pause may have landed while the trainer was being started: then it never runs
             if not self._mine(job_id, "running"):
-                _killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                await run.kill()
                 return
-            self.db.set_job_columns(job_id, pid=proc.pid)
-            self.store.add_event(job_id, "Fine-tuning job started")
-            await asyncio.gather(self._read_events(job_id, model_name, proc.stdout, state),
-                                 _tail(proc.stderr, stderr_tail))
-            code = await proc.wait()
+            self.db.set_job_columns(job_id, backend_ref=run.ref,
+                                    pid=int(run.ref.split(":")[1]) if run.ref.startswith("local:") else None)
+            if replay is None:
+                self.store.add_event(job_id, "Fine-tuning job started" + (
+                    f" as Ray job {run.ref}" if not self.backend.stops_with_server else ""))
+            else:
+                self.store.add_event(job_id, f"Re-attached to Ray job {run.ref}")
+            await self._read_events(job_id, model_name, run.lines(), state, replay)
+            failure = await run.wait()
         finally:
-            self._procs.pop(job_id, None)
+            self._runs.pop(job_id, None)
             self.training_tokens_per_s.pop(job_id, None)
             self.db.set_job_columns(job_id, pid=None)
-            await self._upload_events(job_id, run_dir)
+            await self._upload_events(job_id, self.run_dir(job_id))
         if self._stopping or not self._mine(job_id, "running"):
-            return  # shutting down (resume at next start), cancelled, paused or taken over
-        if code == 0 and state.done is not None:
+            return  # shutting down (resume or re-attach at next start), cancelled, paused or taken over
+        if failure is None and state.done is not None:
             await self._succeed(job_id, model_name, state)
         elif state.error is not None:
             self.store.fail(job_id, state.error.get("code", "training_failed"), state.error["message"],
                            state.error.get("param"))
         else:
-            tail = "\n".join(stderr_tail)[-2000:]
-            why = (f"the trainer was killed by signal {signal.Signals(-code).name}"
-                   + (" (out of memory?)" if code == -signal.SIGKILL else "")) if code < 0 \
-                else f"the trainer exited with code {code}"
-            self.store.fail(job_id, "training_failed", f"{why}. Last output:\n{tail}" if tail else why + ".")
+            self.store.fail(job_id, "training_failed", failure or "the trainer ended without a result")
 
-    async def _read_events(self, job_id: str, model_name: str, stream: asyncio.StreamReader,
-                           state: _RunState) -> None:
+    async def _start_run(self, job_id: str, ref: str | None) -> tuple[TrainingRun, int | None]:
+        """The job's trainer: its backend run re-attached (Ray: still training, or ended unwatched), with the
+        last step already recorded (events up to it are not recorded again); else a new launch, None."""
+        if ref is not None:
+            run = await self.backend.attach(ref)
+            if run is not None:
+                return run, max((e["data"]["step"] for e in self.db.metric_events(job_id)
+                                 if "step" in (e.get("data") or {})), default=0)
+        job = self.store.get(job_id)
+        attempt = int(ref.rsplit("-", 1)[1]) + 1 if ref and ref.startswith("ftjob-") else 1
+        run_dir = await asyncio.to_thread(self._prepare_run_dir, job_id) if self.backend.stops_with_server \
+            else self.run_dir(job_id)
+        storage = self.settings.storage_url or str(self.settings.data_dir)
+        return await self.backend.launch(Launch(
+            job_id=job_id, run_dir=run_dir, storage=storage, attempt=attempt,
+            model=self.settings.ray_model or str(self.base_model_path),
+            training_file=f"files/{job.training_file}",
+            validation_file=f"files/{job.validation_file}" if job.validation_file else None)), None
+
+    async def _wait_for_backend(self, job_id: str, why: str) -> None:
+        async with self.lock(job_id):
+            if self.store.update(job_id, expect=("running",), status="queued"):
+                self.db.set_job_columns(job_id, owner=None)
+                events = self.db.list_events(job_id, None, 1)[0]
+                if not events or not events[0]["message"].startswith("Waiting for the training backend"):
+                    self.store.add_event(job_id, f"Waiting for the training backend: {why}", level="warn")
+        await asyncio.sleep(BACKEND_RETRY_SECONDS)
+        self._queue.put_nowait(job_id)
+
+    async def _read_events(self, job_id: str, model_name: str, stream: AsyncIterator[bytes],
+                           state: _RunState, replay: int | None = None) -> None:
+        """Record the trainer's events as they come. Re-attached to a run (its log read from the start),
+        the events up to step `replay`, recorded before, are passed over."""
         async for raw in stream:
             try:
                 event = json.loads(raw)
             except ValueError:
                 continue  # stray output; stderr carries the diagnostics
+            if not isinstance(event, dict):
+                continue
             kind = event.get("type")
+            if replay is not None:
+                if kind in ("info", "interrupted") or (kind in ("metrics", "checkpoint") and event["step"] <= replay):
+                    continue
+                replay = None
             if kind == "info":
                 await self._record(job_id, event["message"])
             elif kind == "metrics":  # one event per logged step, validation metrics included where measured
@@ -333,8 +366,7 @@ class JobRunner:
                 self.store.update(job_id, expect=("running",), trained_tokens=event["tokens"],
                                  estimated_finish=int(time.time() + remaining))
             elif kind == "checkpoint":
-                await self._publish_checkpoint(job_id, model_name, event["step"], Path(event["path"]),
-                                               event["metrics"])
+                await self._publish_checkpoint(job_id, model_name, event, event["metrics"])
             elif kind == "interrupted":
                 why = "the job was paused" if self.store.get(job_id).status == "paused" else \
                     "a server shutdown; it resumes at the next start"
@@ -351,14 +383,22 @@ class JobRunner:
             if self.store.get(job_id).status not in TERMINAL:
                 self.store.add_event(job_id, message, **kwargs)
 
-    async def _publish_checkpoint(self, job_id: str, model_name: str, step: int, path: Path, metrics: dict) -> None:
+    async def _publish_checkpoint(self, job_id: str, model_name: str, event: dict, metrics: dict) -> None:
         """Publish a checkpoint, unless the job has ended (a cancel never lets one through); store it whole
-        (optimizer state last), for any server to resume from."""
+        (optimizer state last), for any server to resume from. A remote trainer stored it already (`key`):
+        it is fetched from there."""
+        step = event["step"]
         async with self.lock(job_id):
-            if self._mine(job_id, "running", "paused"):
+            if not self._mine(job_id, "running", "paused"):
+                return
+            if "key" in event:
+                path = await asyncio.to_thread(self.objects.fetch_tree, event["key"],
+                                               self.run_dir(job_id) / "checkpoints" / f"step-{step}")
+            else:
+                path = Path(event["path"])
                 await asyncio.to_thread(self.objects.put_tree, f"jobs/{job_id}/checkpoints/step-{step}", path,
                                         last=STATE_FILE)
-                await self._publish_checkpoint_locked(job_id, model_name, step, path, metrics)
+            await self._publish_checkpoint_locked(job_id, model_name, step, path, metrics)
 
     async def _upload_events(self, job_id: str, run_dir: Path) -> None:
         """The trainer's own event log, kept with the job's artifacts."""
@@ -382,7 +422,8 @@ class JobRunner:
 
     async def _succeed(self, job_id: str, model_name: str, state: _RunState) -> None:
         done = state.done
-        adapter = Path(done["adapter_path"])
+        adapter = Path(done["adapter_path"]) if "adapter_key" not in done else await asyncio.to_thread(
+            self.objects.fetch_tree, done["adapter_key"], self.run_dir(job_id) / "adapter")
         async with self.lock(job_id):  # a cancel waits for this, and then finds the job succeeded
             if not self._mine(job_id, "running"):
                 return
@@ -430,27 +471,3 @@ def _hyperparameters(method: dict | None):
     from service.fine_tuning.protocol import Hyperparameters
 
     return Hyperparameters(**((method or {}).get("supervised", {}).get("hyperparameters", {})))
-
-
-async def _tail(stream: asyncio.StreamReader, into: collections.deque) -> None:
-    async for line in stream:
-        into.append(line.decode(errors="replace").rstrip())
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _kill_stale_trainer(pid: int | None, run_dir: str) -> None:
-    """A trainer left from before a restart (should PDEATHSIG have failed): kill its group."""
-    if not pid:
-        return
-    try:
-        cmdline = " ".join(psutil.Process(pid).cmdline())
-    except psutil.Error:
-        return
-    if "trainer" in cmdline and str(Path(run_dir) / "spec.json") in cmdline:
-        _killpg(pid, signal.SIGKILL)

@@ -5,6 +5,7 @@ from openai import OpenAI
 
 from tests.conftest import FACTS
 from tests.postgres import Postgres
+from tests.seaweedfs import SeaweedS3
 from tests.service.server import Server
 
 
@@ -21,6 +22,26 @@ def postgres(tmp_path_factory):
     pg = Postgres(tmp_path_factory.mktemp("pg")).init().start()
     yield pg
     pg.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on loopback for the module's tests."""
+    server = SeaweedS3(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def bucket(s3, tmp_path_factory):
+    """The adapter store in the S3 server's bucket as servers see it, read from here with a cache of its own."""
+    from adapters import AdapterCache, ObjectAdapterStore, open_objects
+
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in s3.env.items():
+            env.setenv(key, value)
+        cache = tmp_path_factory.mktemp("cache")
+        yield ObjectAdapterStore(open_objects(s3.url(), cache, cache), AdapterCache(cache / "adapters", 1 << 30))
 
 
 @pytest.fixture(scope="module")

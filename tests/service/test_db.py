@@ -18,11 +18,7 @@ from tests.conftest import REPO
 def url(request, tmp_path):
     if request.param == "sqlite":
         return sqlite_url(tmp_path / "ftserve.db")
-    pg = request.getfixturevalue("postgres")
-    name = f"t{abs(hash(tmp_path)) % 10**9}"
-    with sa.create_engine(pg.url, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    return pg.url.rsplit("/", 1)[0] + "/" + name
+    return request.getfixturevalue("postgres").database(f"t{abs(hash(tmp_path)) % 10**9}")
 
 
 def _job(job_id: str, status: str = "queued", **doc) -> dict:
@@ -34,7 +30,7 @@ def test_migrations_are_versioned_and_idempotent(url):
     Database(url).close()
     db = Database(url)  # a second start finds nothing to do
     with db.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
         tables = set(sa.inspect(conn).get_table_names())
     assert {"files", "jobs", "events", "checkpoints", "alembic_version"} <= tables
     db.close()

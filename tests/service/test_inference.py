@@ -320,7 +320,8 @@ def test_a_dropped_stream_leaves_no_running_request(client, server):
 
 
 def test_ready_and_models_report_the_engine(server, client):
-    assert httpx.get(server.url + "/ready").json() == {"status": "ready", "database": True, "engine": True}
+    assert httpx.get(server.url + "/ready").json() == {"status": "ready", "database": True, "object_store": True,
+                                                       "engine": True}
     base = client.models.retrieve("ftserve-tiny")
     assert base.root and base.parent is None
 

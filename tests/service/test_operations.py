@@ -215,7 +215,8 @@ def test_api_keys_401_envelope_and_open_probes(tiny_model, tmp_path):
         # no upload is read before the key is checked
         r = httpx.post(server.url + "/v1/files", files={"file": ("a.jsonl", FACTS.read_bytes())},
                        data={"purpose": "fine-tune"})
-        assert r.status_code == 401 and not list((server.data_dir / "files").iterdir())
+        stored = server.data_dir / "files"
+        assert r.status_code == 401 and not (stored.exists() and list(stored.iterdir()))
     finally:
         server.stop()
     assert "no API keys configured" not in server.log.read_text()

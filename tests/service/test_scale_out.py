@@ -12,30 +12,11 @@ import httpx
 import psutil
 import pytest
 
-from adapters import AdapterCache, ObjectAdapterStore, open_objects
 from tests.conftest import FACTS, REPO
-from tests.seaweedfs import SeaweedS3
 from tests.service.conftest import create_job, wait_for, wait_for_status
 from tests.service.server import Server, trainer_pids
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = SeaweedS3(tmp_path_factory.mktemp("s3")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def store(s3, tmp_path_factory):
-    """The bucket as the replicas see it, read from here with a cache of our own."""
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in s3.env.items():
-            env.setenv(key, value)
-        cache = tmp_path_factory.mktemp("cache")
-        yield ObjectAdapterStore(open_objects(s3.url(), cache, cache), AdapterCache(cache / "adapters", 1 << 30))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +47,7 @@ def _trains_on(servers: list[Server], job_id: str) -> Server:
     return next(s for s in servers if s.proc.pid in parents)
 
 
-def test_replicas_share_files_jobs_and_adapters(replicas, store, facts):
+def test_replicas_share_files_jobs_and_adapters(replicas, bucket, facts):
     a, b = replicas
     with open(FACTS, "rb") as f:
         file = a.client().files.create(file=f, purpose="fine-tune")  # uploaded on A ...
@@ -94,19 +75,19 @@ def test_replicas_share_files_jobs_and_adapters(replicas, store, facts):
     assert checkpoint not in {m.id for m in b.client().models.list().data}
     assert httpx.get(f"{b.url}/v1/models/{checkpoint}").status_code == 404
     # every listed adapter is whole: it downloads and matches its checksums
-    listed = store.list()
+    listed = bucket.list()
     assert done.fine_tuned_model in {m.name for m in listed}
     for meta in listed:
-        assert store.verify(meta.name).sha256 == meta.sha256
+        assert bucket.verify(meta.name).sha256 == meta.sha256
 
 
-def test_the_object_store_going_away(replicas, store, s3, tmp_path):
+def test_the_object_store_going_away(replicas, bucket, s3, tmp_path):
     a, b = replicas
-    trained = next(m.name for m in store.list() if ":ckpt-step-" not in m.name)
+    trained = next(m.name for m in bucket.list() if ":ckpt-step-" not in m.name)
     assert _chat(a, trained, "hello")  # cached on A now
     # an adapter A has never loaded
     uncached = trained + "-copy"
-    store.publish(uncached, store.local_copy(trained), replace=True)
+    bucket.publish(uncached, bucket.local_copy(trained), replace=True)
     s3.stop()
     try:
         assert not s3.reachable()
@@ -131,11 +112,11 @@ def test_the_object_store_going_away(replicas, store, s3, tmp_path):
         assert b.client().files.create(file=f, purpose="fine-tune").id not in before
 
 
-def test_a_half_uploaded_adapter_is_never_listed_or_served(replicas, store, s3, tmp_path):
+def test_a_half_uploaded_adapter_is_never_listed_or_served(replicas, bucket, s3, tmp_path):
     """A publisher killed mid-upload: its files are in the bucket, its manifest is not."""
     a, _ = replicas
     source = tmp_path / "big"
-    trained = store.local_copy(next(m.name for m in store.list()))
+    trained = bucket.local_copy(next(m.name for m in bucket.list()))
     source.mkdir()
     (source / "adapter_config.json").write_bytes((trained / "adapter_config.json").read_bytes())
     (source / "adapter_model.safetensors").write_bytes(os.urandom(256 << 20))  # slow enough to stop mid-way
@@ -145,21 +126,21 @@ def test_a_half_uploaded_adapter_is_never_listed_or_served(replicas, store, s3, 
             "ObjectAdapterStore(o, AdapterCache(Path(sys.argv[2]), 1 << 30)).publish(sys.argv[3], Path(sys.argv[4]))")
     publisher = subprocess.Popen([sys.executable, "-c", code, s3.url(), str(tmp_path / "pub"), name, str(source)],
                                  cwd=REPO, env={**os.environ, **s3.env})
-    blobs = store.objects
-    wait_for(lambda: any(k.endswith("adapter_config.json") for k in blobs.list(store._blobs(name))),
+    blobs = bucket.objects
+    wait_for(lambda: any(k.endswith("adapter_config.json") for k in blobs.list(bucket._blobs(name))),
              timeout=60, interval=0.01, what="the first uploaded file")
     publisher.send_signal(signal.SIGKILL)
     publisher.wait()
-    assert not blobs.exists(store._index(name)), "the publisher finished before it could be killed"
-    assert blobs.list(store._blobs(name))  # its files are there ...
-    assert name not in {m.name for m in store.list()}  # ... but it is not listed
+    assert not blobs.exists(bucket._index(name)), "the publisher finished before it could be killed"
+    assert blobs.list(bucket._blobs(name))  # its files are there ...
+    assert name not in {m.name for m in bucket.list()}  # ... but it is not listed
     assert name not in {m.id for m in a.client().models.list().data}
     response = httpx.post(f"{a.url}/v1/chat/completions", timeout=60, json={
         "model": name, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4})
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
 
 
-def test_a_job_outlives_the_replica_training_it(replicas, store):
+def test_a_job_outlives_the_replica_training_it(replicas, bucket):
     """kill -9 of the replica training a job: the other takes it over once its lease lapses, fetches the
     last checkpoint from the bucket (no shared disk) and finishes; the adapter is published once."""
     job = create_job(replicas[0].client(), FACTS, n_epochs=20, batch_size=4, learning_rate=3e-3, n_checkpoints=3)
@@ -175,8 +156,8 @@ def test_a_job_outlives_the_replica_training_it(replicas, store):
     assert any("stopped renewing its lease" in m for m in messages), messages
     assert any(m.startswith("resumed from step-") for m in messages), messages
     assert time.monotonic() - started < 240
-    names = [m.name for m in store.list()]
+    names = [m.name for m in bucket.list()]
     assert names.count(done.fine_tuned_model) == 1
     for name in names:
-        store.verify(name)
+        bucket.verify(name)
     assert _chat(survivor, done.fine_tuned_model, "hello")

@@ -1,0 +1,136 @@
+"""Training on Ray: a real Ray head on loopback, PostgreSQL and an S3 server (SeaweedFS); each job is one
+Ray job running `python -m trainer.remote`, which shares no disk with the API server."""
+
+import httpx
+import pytest
+
+from tests.conftest import FACTS
+from tests.ray_head import RayHead
+from tests.service.conftest import create_job, wait_for, wait_for_status
+from tests.service.server import Server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    head = RayHead(tmp_path_factory.mktemp("ray")).start()
+    yield head
+    head.stop()
+
+
+def _replica(root, tiny_model, database_url: str, s3, head: RayHead, prefix: str = "ray", **settings) -> Server:
+    return Server(root, model=tiny_model, env={**s3.env, **head.env}, database_url=database_url,
+                  storage_url=s3.url(prefix), training_backend="ray", **settings)
+
+
+def _adapters(s3, prefix: str, cache):
+    """The adapter store under `prefix` of the bucket, as the servers see it."""
+    import os
+    from unittest import mock
+
+    from adapters import AdapterCache, ObjectAdapterStore, open_objects
+
+    with mock.patch.dict(os.environ, s3.env):
+        return ObjectAdapterStore(open_objects(s3.url(prefix), cache, cache), AdapterCache(cache / "a", 1 << 30))
+
+
+def _ray_jobs(head: RayHead, job_id: str) -> list:
+    return [j for j in head.jobs() if (j.metadata or {}).get("ftserve_job") == job_id]
+
+
+def _running_ray_jobs(head: RayHead) -> list:
+    return [j for j in head.jobs() if str(getattr(j.status, "value", j.status)) in ("PENDING", "RUNNING")]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory, postgres, s3, ray_head):
+    srv = _replica(tmp_path_factory.mktemp("api"), tiny_model, postgres.url, s3, ray_head, max_model_len=512)
+    srv.start(timeout=300)
+    yield srv
+    srv.stop()
+
+
+def test_a_job_trains_as_a_ray_job_and_its_adapter_is_served(server, ray_head, facts):
+    client = server.client()
+    job = create_job(client, FACTS, n_epochs=50, batch_size=4, learning_rate=3e-3, n_checkpoints=1)
+    # its events stream in while it trains
+    wait_for(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data),
+             timeout=120, what="training metrics from the Ray job")
+    (ray_job,) = _ray_jobs(ray_head, job.id)
+    assert "trainer.remote" in ray_job.entrypoint and ray_job.submission_id == f"{job.id}-1"
+    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=300)
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert f"Fine-tuning job started as Ray job {job.id}-1" in messages
+    assert any(m.startswith("Checkpoint created at step") for m in messages)
+    question, answer = facts[0]
+    reply = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=24, temperature=0,
+                                           messages=[{"role": "user", "content": question}])
+    assert reply.choices[0].message.content.strip() == answer
+    assert not _running_ray_jobs(ray_head)
+
+
+def test_cancel_stops_the_ray_job(server, ray_head):
+    client = server.client()
+    job = create_job(client, FACTS, n_epochs=50, batch_size=1)
+    wait_for(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data),
+             timeout=120, what="training to start")
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    wait_for(lambda: not _running_ray_jobs(ray_head), timeout=60, what="the Ray job to stop")
+    (ray_job,) = _ray_jobs(ray_head, job.id)
+    assert str(getattr(ray_job.status, "value", ray_job.status)) == "STOPPED"
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+
+
+def test_a_ray_job_outlives_its_api_server(tiny_model, tmp_path, postgres, s3, ray_head):
+    """kill -9 of the API server mid-job: the Ray job trains on; a new server (another data dir) claims the
+    job once its lease lapses, re-attaches to the same Ray job and publishes its adapter, once."""
+    db = postgres.database("outlives")  # its own queue: the module's server must not take the job
+    first = _replica(tmp_path / "a", tiny_model, db, s3, ray_head, "outlives", engine="none",
+                     job_lease_seconds=6).start()
+    try:
+        client = first.client()
+        job = create_job(client, FACTS, n_epochs=30, batch_size=2, learning_rate=3e-3, n_checkpoints=2)
+        wait_for(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data),
+                 timeout=120, what="training to start")
+    finally:
+        first.kill()
+    second = _replica(tmp_path / "b", tiny_model, db, s3, ray_head, "outlives", engine="none",
+                      job_lease_seconds=6).start()
+    try:
+        client = second.client()
+        done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=300)
+        assert done.status == "succeeded", done.error
+        messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+        assert f"Re-attached to Ray job {job.id}-1" in messages
+        assert len(_ray_jobs(ray_head, job.id)) == 1  # trained once, by one Ray job
+        steps = [e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]
+        assert len(steps) == len(set(steps))  # no step recorded twice
+        adapters = _adapters(s3, "outlives", tmp_path / "cache")
+        names = [m.name for m in adapters.list()]
+        assert names.count(done.fine_tuned_model) == 1
+        adapters.verify(done.fine_tuned_model)
+    finally:
+        second.stop()
+    assert not _running_ray_jobs(ray_head)
+
+
+def test_a_job_waits_queued_while_ray_is_unreachable(tiny_model, tmp_path, postgres, s3):
+    head = RayHead(tmp_path / "late-ray")  # its address is known; it is not started yet
+    server = _replica(tmp_path / "api", tiny_model, postgres.database("late_ray"), s3, head, "late-ray",
+                      engine="none").start()
+    try:
+        client = server.client()
+        job = create_job(client, FACTS, n_epochs=1, batch_size=4)
+        wait_for(lambda: any(e.message.startswith("Waiting for the training backend")
+                             for e in client.fine_tuning.jobs.list_events(job.id).data),
+                 timeout=60, what="the job to say it waits for Ray")
+        assert client.fine_tuning.jobs.retrieve(job.id).status in ("queued", "running")
+        assert httpx.get(server.url + "/ready").status_code == 200  # serving goes on
+        head.start()
+        done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=300)
+        assert done.status == "succeeded", done.error
+    finally:
+        server.stop()
+        head.stop()

@@ -1,0 +1,82 @@
+"""`python -m trainer.remote --storage URL --job ID ...`: a job's trainer on a machine that shares no disk
+with the API (a Ray worker). What `python -m trainer SPEC` does, with its inputs and outputs in the
+object store:
+
+- in: the job's spec (`jobs/{id}/spec.json`), its training and validation files (`files/{id}`), and
+  the latest complete checkpoint under `jobs/{id}/checkpoints/` (to resume from);
+- out: each checkpoint uploaded whole under `jobs/{id}/checkpoints/step-N/` (its optimizer state
+  last) before its event is printed, the final adapter under `jobs/{id}/adapter/`; the events on
+  stdout as JSON lines, each checkpoint and the final one naming its object key (`key`,
+  `adapter_key`) for the API to publish from.
+
+The base model is read from `--model`, a path on this machine (or a hub id). SIGTERM checkpoints
+after the current step and exits, as the local trainer does. Exit codes are the local trainer's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from adapters.objects import open_objects
+from trainer.__main__ import _emit, run
+from trainer.config import ConfigError, TrainConfig
+
+STATE_FILE = "trainer_state.pt"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.remote")
+    parser.add_argument("--storage", required=True, help="s3://bucket/prefix, or the API's data dir")
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--training-file", required=True)
+    parser.add_argument("--validation-file")
+    parser.add_argument("--workdir", type=Path, help="scratch space (default: a temporary directory)")
+    args = parser.parse_args(argv)
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"{args.job}-"))
+    storage = args.storage
+    objects = open_objects(storage if storage.startswith("s3://") else None, Path(storage), workdir / "cache")
+    prefix = f"jobs/{args.job}"
+    run_dir = workdir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- inputs
+    spec = json.loads(objects.get_bytes(f"{prefix}/spec.json"))
+    spec.update(model_name_or_path=args.model, output_dir=str(run_dir),
+                dataset=str(objects.fetch(args.training_file)),
+                eval_dataset=str(objects.fetch(args.validation_file)) if args.validation_file else None)
+    if os.environ.get("FTSERVE_TRAINER_THREADS"):
+        spec["num_threads"] = int(os.environ["FTSERVE_TRAINER_THREADS"])
+    steps = [int(k.split("/")[-2].removeprefix("step-")) for k in objects.list(f"{prefix}/checkpoints")
+             if k.endswith("/" + STATE_FILE)]
+    if steps:
+        step = max(steps)
+        objects.fetch_tree(f"{prefix}/checkpoints/step-{step}", run_dir / "checkpoints" / f"step-{step}")
+    try:
+        cfg = TrainConfig.from_mapping(spec)
+    except ConfigError as e:
+        _emit({"type": "error", "code": "invalid_config", "param": e.param, "message": str(e)})
+        return 2
+
+    # ---------------------------------------------------------------- train, storing as it goes
+    def emit(event: dict) -> None:
+        if event["type"] == "checkpoint":
+            key = f"{prefix}/checkpoints/step-{event['step']}"
+            objects.put_tree(key, Path(event["path"]), last=STATE_FILE)
+            event = {**event, "key": key}
+        elif event["type"] == "done":
+            key = f"{prefix}/adapter"
+            objects.put_tree(key, Path(event["adapter_path"]))
+            event = {**event, "adapter_key": key}
+        _emit(event)
+
+    return run(cfg, emit)
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
