@@ -34,6 +34,44 @@ SERVICE_MONITOR = {
     },
 }
 
+# KubeRay's RayCluster (ray.io/v1): the fields ftserve relies on, from the CRD's required fields and
+# types. Its pod templates are checked separately, as Pods, against the Kubernetes schemas.
+RAY_CLUSTER = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "ray.io/v1"},
+        "spec": {
+            "type": "object", "required": ["headGroupSpec"],
+            "properties": {
+                "rayVersion": {"type": "string"},
+                "enableInTreeAutoscaling": {"type": "boolean"},
+                "autoscalerOptions": {"type": "object", "properties": {"idleTimeoutSeconds": {"type": "integer"}}},
+                "headGroupSpec": {"type": "object", "required": ["template"], "properties": {
+                    "rayStartParams": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "template": {"type": "object", "required": ["spec"]}}},
+                "workerGroupSpecs": {"type": "array", "items": {
+                    "type": "object", "required": ["groupName", "template"],
+                    "properties": {
+                        "groupName": {"type": "string"},
+                        "replicas": {"type": "integer", "minimum": 0},
+                        "minReplicas": {"type": "integer", "minimum": 0},
+                        "maxReplicas": {"type": "integer", "minimum": 1},
+                        "rayStartParams": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "template": {"type": "object", "required": ["spec"]}}}},
+            },
+        },
+    },
+}
+
+
+def _validate_ray_cluster(doc: dict, version: str) -> None:
+    jsonschema.validate(doc, RAY_CLUSTER)
+    spec = doc["spec"]
+    for template in [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec.get("workerGroupSpecs", [])]:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ray"}, "spec": template["spec"]}
+        kubernetes_validate.validate(pod, version, strict=True)
+
 
 def _tool(name: str) -> str:
     path = BIN / name
@@ -72,6 +110,8 @@ def test_every_overlay_renders_and_validates(overlay):
     for doc in docs:
         if doc["apiVersion"] == "monitoring.coreos.com/v1":
             jsonschema.validate(doc, SERVICE_MONITOR)
+        elif doc["apiVersion"] == "ray.io/v1":
+            _validate_ray_cluster(doc, version)
         else:
             kubernetes_validate.validate(doc, version, strict=True)
 
@@ -130,3 +170,22 @@ def test_scale_out_overlay_runs_stateless_replicas_on_postgres_and_s3():
     # readiness is /ready, which answers 503 while the database or the object store is unreachable
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert any(d["kind"] == "PodDisruptionBudget" for d in docs)
+
+
+def test_scale_out_trains_on_a_kuberay_cluster_not_in_the_serving_pods():
+    docs = _render("scale-out")
+    (cluster,) = [d for d in docs if d["kind"] == "RayCluster"]
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FTSERVE_TRAINING_BACKEND"] == "ray"
+    assert env["RAY_ADDRESS"] == f"http://{cluster['metadata']['name']}-head-svc:8265"  # KubeRay's head Service
+    (gpu,) = cluster["spec"]["workerGroupSpecs"]
+    worker = gpu["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1" and float(env["FTSERVE_RAY_NUM_GPUS"]) >= 1
+    assert 0 <= gpu["minReplicas"] <= gpu["replicas"] <= gpu["maxReplicas"]
+    assert cluster["spec"]["enableInTreeAutoscaling"] is True
+    # the workers read the base model where the serving pods do, and train on the same image
+    assert {m["mountPath"] for m in worker["volumeMounts"]} >= {"/models"}
+    assert worker["image"] == container["image"]
+    head = cluster["spec"]["headGroupSpec"]
+    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"  # the Job Submission API, for the replicas
