@@ -8,6 +8,7 @@ SIGTERM stopped it after writing a checkpoint to resume from.
 import json
 import signal
 import sys
+import threading
 
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import DataError
@@ -34,7 +35,8 @@ def run(cfg: TrainConfig, emit) -> int:
     """Train with events to `emit`, SIGTERM checkpointing and stopping; the process's exit status."""
     from trainer.recipe import request_stop, train  # heavy imports only once the spec is valid
 
-    signal.signal(signal.SIGTERM, request_stop)
+    if threading.current_thread() is threading.main_thread():  # not in a Ray Train worker's thread
+        signal.signal(signal.SIGTERM, request_stop)
     try:
         result = train(cfg, emit)
     except DataError as e:

@@ -15,12 +15,18 @@ Events (dicts, also appended to `output_dir/events.jsonl`) go to `emit` as they 
 A checkpoint (`output_dir/checkpoints/step-N/`) is a loadable PEFT adapter plus `trainer_state.pt`
 (optimizer, scheduler, data position, RNG). Resuming from it reproduces the uninterrupted run
 byte for byte at the same thread count: the data order is a function of (seed, epoch) alone.
+
+Data-parallel: run under torch.distributed (e.g. by Ray Train, see trainer/remote.py), each of the
+N processes takes every Nth row of each batch; the loss is normalised by the whole batch's label
+tokens and the gradients are summed across processes, so a step is the same step one process
+would take on the whole batch. Rank 0 alone logs, evaluates and writes checkpoints and the adapter.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -66,19 +72,21 @@ class Position:
 
 
 def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
+    rank, world = _distributed()
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     events_file = (out_dir / "events.jsonl").open("a")
 
     def log(event: dict) -> None:
-        events_file.write(json.dumps(event) + "\n")
-        events_file.flush()
-        emit(event)
+        if rank == 0:
+            events_file.write(json.dumps(event) + "\n")
+            events_file.flush()
+            emit(event)
 
     # ---------------------------------------------------------------- setup
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     dtype = _dtype(cfg.dtype, device)
     _seed_everything(cfg.seed)
     resume_dir = _resume_dir(cfg, out_dir)
@@ -116,7 +124,8 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     if resume_dir is not None:
         pos = _load_checkpoint(resume_dir, model, optimizer, scheduler, device)
         log({"type": "info", "message": f"resumed from {resume_dir.name} at step {pos.step}"})
-    log({"type": "info", "message": f"training {total_steps} steps on {device.type} ({dtype}); "
+    log({"type": "info", "message": f"training {total_steps} steps on {device.type} ({dtype})"
+         + (f" x {world} data-parallel workers" if world > 1 else "") + "; "
          f"{len(train_rows)} examples, {steps_per_epoch} steps per epoch, "
          f"{sum(p.numel() for p in params):,} trainable parameters", "total_steps": total_steps})
 
@@ -133,18 +142,28 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
                 epoch_batches = length_grouped_batches(
                     lengths, cfg.per_device_train_batch_size, cfg.seed, pos.epoch
                 )
-            group.append(collate([train_rows[i] for i in epoch_batches[pos.batch_in_epoch]], pad_id))
+            batch = epoch_batches[pos.batch_in_epoch]
+            share = batch[rank::world]  # this process's rows of the batch (all of them in one process)
+            group.append((collate([train_rows[i] for i in share or batch[:1]], pad_id), 1.0 if share else 0.0))
             pos.batch_in_epoch += 1
-        # Normalise by the label tokens of the whole step, so accumulation does not weight short rows up.
-        n_labels = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in group)
-        loss_sum, correct = 0.0, 0
-        for batch in group:
+        # Normalise by the label tokens of the whole step (every process's), so accumulation and
+        # data parallelism do not weight short rows up.
+        n_labels = int(_sum_over_workers(sum(int((b["labels"] != IGNORE_INDEX).sum()) * w for b, w in group),
+                                         world, device))
+        loss_sum, correct, tokens = 0.0, 0, 0
+        for batch, weight in group:
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch, num_items_in_batch=n_labels)
-            out.loss.backward()
-            loss_sum += out.loss.item()
-            correct += _correct_predictions(out.logits, batch["labels"])
-            pos.tokens += int(batch["attention_mask"].sum())
+            (out.loss * weight).backward()
+            loss_sum += out.loss.item() * weight
+            correct += _correct_predictions(out.logits, batch["labels"]) * int(weight)
+            tokens += int(batch["attention_mask"].sum()) * int(weight)
+        if world > 1:  # the gradient of the whole batch: the sum of every process's
+            for p in params:
+                torch.distributed.all_reduce(p.grad)
+            loss_sum, correct = _sum_over_workers(loss_sum, world, device), int(_sum_over_workers(correct, world, device))
+            tokens = int(_sum_over_workers(tokens, world, device))
+        pos.tokens += tokens
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
@@ -160,7 +179,7 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
         eval_now = eval_rows and (
             (cfg.eval_steps > 0 and pos.step % cfg.eval_steps == 0) or save_now or pos.step == total_steps
         )
-        if eval_now:  # over the whole validation set; at the last step, OpenAI's `full_valid_*` too
+        if eval_now and rank == 0:  # over the whole validation set; at the last step, OpenAI's `full_valid_*` too
             metrics.update(_evaluate(model, eval_rows, cfg.per_device_train_batch_size, pad_id, device))
             if pos.step == total_steps:
                 metrics["full_valid_loss"] = metrics["valid_loss"]
@@ -169,10 +188,10 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
             log({"type": "metrics", **metrics, "total_steps": total_steps, "learning_rate": lr,
                  "tokens": pos.tokens, "tokens_per_s": round((pos.tokens - start_tokens) / max(elapsed, 1e-9), 1),
                  "elapsed_s": round(elapsed, 3)})
-        if save_now:
+        if save_now and rank == 0:
             path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics)
             log({"type": "checkpoint", "step": pos.step, "path": str(path), "metrics": metrics})
-        if _stop_requested and pos.step < total_steps:
+        if _stop_requested and pos.step < total_steps and world == 1:
             if not save_now:
                 path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics)
                 log({"type": "checkpoint", "step": pos.step, "path": str(path), "metrics": metrics})
@@ -182,6 +201,9 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
             return TrainResult(None, pos.step, pos.tokens, metrics)
 
     # ---------------------------------------------------------------- cleanup
+    if rank != 0:
+        events_file.close()
+        return TrainResult(None, pos.step, pos.tokens, metrics)
     adapter_path = _publish_dir(out_dir / "adapter", lambda tmp: _save_adapter(model, tmp))
     (adapter_path / "training_metrics.json").write_text(json.dumps(metrics))
     elapsed = time.perf_counter() - started
@@ -200,6 +222,21 @@ def plan_steps(n_examples: int, cfg: TrainConfig) -> tuple[int, int]:
     steps_per_epoch = max(1, batches_per_epoch // cfg.gradient_accumulation_steps)
     total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
     return steps_per_epoch, total
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless this process is one of several under torch.distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _sum_over_workers(value: float, world: int, device: torch.device) -> float:
+    if world == 1:
+        return value
+    total = torch.tensor([float(value)], dtype=torch.float64, device=device)  # NCCL reduces on the GPU only
+    torch.distributed.all_reduce(total)
+    return total.item()
 
 
 def _dtype(name: str, device: torch.device) -> torch.dtype:

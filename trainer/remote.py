@@ -11,6 +11,11 @@ object store:
 
 The base model is read from `--model`, a path on this machine (or a hub id). SIGTERM checkpoints
 after the current step and exits, as the local trainer does. Exit codes are the local trainer's.
+
+`--workers N` (N > 1) trains data-parallel under Ray Train's TorchTrainer: N processes (gloo on
+CPU, NCCL on GPU), each fetching its own inputs, each taking its share of every batch (see
+trainer/recipe.py); rank 0 alone reports and stores. A data-parallel run does not checkpoint on
+SIGTERM: a paused one resumes from its last periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -36,10 +41,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--training-file", required=True)
     parser.add_argument("--validation-file")
+    parser.add_argument("--workers", type=int, default=1, help="data-parallel workers (Ray Train)")
     parser.add_argument("--workdir", type=Path, help="scratch space (default: a temporary directory)")
     args = parser.parse_args(argv)
-
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"{args.job}-"))
+    if args.workers == 1:
+        return train_job(args, workdir)
+    return train_data_parallel(args, workdir)
+
+
+def train_job(args: argparse.Namespace, workdir: Path) -> int:
+    """Fetch the job's inputs into `workdir`, train, store checkpoints and the adapter as they come."""
     storage = args.storage
     objects = open_objects(storage if storage.startswith("s3://") else None, Path(storage), workdir / "cache")
     prefix = f"jobs/{args.job}"
@@ -77,6 +89,29 @@ def main(argv: list[str]) -> int:
         _emit(event)
 
     return run(cfg, emit)
+
+
+def train_data_parallel(args: argparse.Namespace, workdir: Path) -> int:
+    """`args.workers` processes under Ray Train's TorchTrainer (DDP: gloo on CPU, NCCL on GPU), each
+    fetching its own inputs (workers may be on other machines); rank 0 reports and stores."""
+    import torch
+    from ray.train import RunConfig, ScalingConfig, get_context
+    from ray.train.torch import TorchTrainer
+
+    def worker() -> None:
+        rank = get_context().get_world_rank()
+        if train_job(args, workdir / f"worker-{rank}") in (1, 2):  # ranks > 0 end without an adapter: 3
+            raise RuntimeError(f"training failed on worker {rank}")
+
+    trainer = TorchTrainer(worker, scaling_config=ScalingConfig(num_workers=args.workers,
+                                                               use_gpu=torch.cuda.is_available()),
+                           run_config=RunConfig(name=args.job, storage_path=str(workdir / "ray-train")))
+    try:
+        trainer.fit()
+    except Exception as e:  # noqa: BLE001 - a worker failed: rank 0 has said why where it could
+        _emit({"type": "error", "code": "training_failed", "message": f"data-parallel training failed: {e}"})
+        return 1
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -44,6 +44,7 @@ class Launch:
     training_file: str  # object keys of the job's data
     validation_file: str | None
     attempt: int  # 1 for the first launch of a job, +1 for each resume
+    n_workers: int = 1  # data-parallel workers (Ray Train), each taking a share of every batch
 
 
 class TrainingRun:
@@ -263,9 +264,11 @@ class RayBackend:
                 "--model", launch.model, "--training-file", launch.training_file]
         if launch.validation_file:
             args += ["--validation-file", launch.validation_file]
+        if launch.n_workers > 1:
+            args += ["--workers", str(launch.n_workers)]
         submission_id = f"{launch.job_id}-{launch.attempt}"
         runtime_env = {"env_vars": {**self.env_vars, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-                                    "PYTHONPATH": str(REPO_ROOT)}}
+                                    "PYTHONPATH": str(REPO_ROOT), "RAY_DEDUP_LOGS": "0"}}
 
         def submit() -> str:
             client = self.client()

@@ -32,6 +32,8 @@ class Hyperparameters(Strict):
     """Fraction of steps spent warming up the learning rate (default 0)."""
     n_checkpoints: Annotated[int, Field(ge=0, le=100)] | None = None
     """Intermediate checkpoints, evenly spaced, each servable as {model}:ckpt-step-N (default 3)."""
+    n_workers: Annotated[int, Field(ge=1, le=64)] | None = None
+    """Data-parallel training workers (default 1); more than 1 needs the Ray training backend."""
 
 
 class SupervisedMethod(Strict):

@@ -324,7 +324,8 @@ class JobRunner:
             job_id=job_id, run_dir=run_dir, storage=storage, attempt=attempt,
             model=self.settings.ray_model or str(self.base_model_path),
             training_file=f"files/{job.training_file}",
-            validation_file=f"files/{job.validation_file}" if job.validation_file else None)), None
+            validation_file=f"files/{job.validation_file}" if job.validation_file else None,
+            n_workers=_hyperparameters(job.method).n_workers or 1)), None
 
     async def _wait_for_backend(self, job_id: str, why: str) -> None:
         async with self.lock(job_id):
@@ -341,8 +342,8 @@ class JobRunner:
         """Record the trainer's events as they come. Re-attached to a run (its log read from the start),
         the events up to step `replay`, recorded before, are passed over."""
         async for raw in stream:
-            try:
-                event = json.loads(raw)
+            try:  # a Ray Train worker's lines come prefixed with its (coloured) name: the event starts at a brace
+                event = json.loads(raw[max(raw.find(b"{"), 0):])
             except ValueError:
                 continue  # stray output; stderr carries the diagnostics
             if not isinstance(event, dict):

@@ -53,6 +53,11 @@ class JobService:
             raise APIError(Kind.INVALID_REQUEST, "Give hyperparameters either at the top level or in "
                            "method.supervised, not both.", param="hyperparameters")
         hp = req.method.supervised.hyperparameters if req.method else (req.hyperparameters or Hyperparameters())
+        if (hp.n_workers or 1) > 1 and self.settings.training_backend != "ray":
+            raise APIError(Kind.INVALID_REQUEST, f"n_workers={hp.n_workers} needs the Ray training backend "
+                           "(--training-backend ray); this server trains each job in one local process.",
+                           param="method.supervised.hyperparameters.n_workers" if req.method
+                           else "hyperparameters.n_workers", code="n_workers_unsupported")
         job_id = new_id("ftjob")
         model_name = f"ft:{base}:{self.settings.organization}:{req.suffix or ''}:{job_id[6:14]}"
         job = FineTuningJob(

@@ -184,3 +184,14 @@ def test_spec_written_for_the_trainer_is_a_valid_config(client, server):
     spec = json.loads((server.data_dir / "jobs" / job.id / "spec.json").read_text())
     assert (spec["lora_rank"], spec["lora_alpha"], spec["cutoff_len"], spec["warmup_ratio"]) == (4, 8, 256, 0.1)
     assert spec["resume_from_checkpoint"] == "latest"
+
+
+def test_data_parallel_workers_need_the_ray_backend(client):
+    """n_workers > 1 is for the Ray backend; this server trains locally and says so, storing nothing."""
+    before = client.fine_tuning.jobs.list().data
+    with pytest.raises(Exception) as e:
+        _create(client, _upload(client).id, hp={"n_epochs": 1, "n_workers": 2})
+    assert e.value.status_code == 400 and e.value.body["code"] == "n_workers_unsupported"
+    assert e.value.body["param"] == "method.supervised.hyperparameters.n_workers"
+    assert "--training-backend ray" in e.value.body["message"]
+    assert [j.id for j in client.fine_tuning.jobs.list().data] == [j.id for j in before]
