@@ -167,8 +167,19 @@ class AdapterStore:
                 raise AdapterNotFound(f"adapter {name!r} not found")
 
     def verify(self, name: str) -> AdapterMeta:
-        """Metadata of an adapter whose weights still match their recorded checksum."""
-        meta = self.metadata(name)
+        """Metadata of an adapter whose weights still match their recorded checksum. An adapter replaced
+        while it is read is read again (a damaged one stays damaged however often it is read); one deleted
+        meanwhile is not found."""
+        for attempt in range(5):
+            meta = self.metadata(name)  # AdapterNotFound once it is gone
+            try:
+                return self._verify(name, meta)
+            except InvalidAdapter:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _verify(self, name: str, meta: AdapterMeta) -> AdapterMeta:
         path = self.resolve(name)
         try:
             _read_adapter_config(path)
@@ -176,8 +187,6 @@ class AdapterStore:
         except InvalidAdapter as e:  # said again by name: the store's directory is not the client's business
             raise InvalidAdapter(f"adapter {name!r} is damaged: " + str(e).replace(str(path), "its folder")) from None
         except FileNotFoundError:
-            if not path.exists():
-                raise AdapterNotFound(f"adapter {name!r} not found") from None
             raise InvalidAdapter(f"adapter {name!r} is damaged: its weights file is missing") from None
         except OSError as e:
             raise InvalidAdapter(f"adapter {name!r} is damaged: {e.strerror}") from None

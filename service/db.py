@@ -41,6 +41,7 @@ jobs = sa.Table(
     sa.Column("owner", sa.Text),  # the server that claimed it (its replica id)
     sa.Column("heartbeat_at", sa.Float),  # when that server last renewed its lease (unix time)
     sa.Column("backend_ref", sa.Text),  # the training backend's run (a Ray job id): any server re-attaches
+    sa.Column("resources", sa.JSON),  # the job's own resource request for the backend, if it made one
 )
 events = sa.Table(
     "events", metadata,
@@ -75,6 +76,7 @@ class JobRow:
     pid: int | None
     owner: str | None
     backend_ref: str | None
+    resources: dict | None
 
 
 def sqlite_url(path: Path) -> str:
@@ -170,9 +172,9 @@ class Database:
         return self._write(files.delete().where(files.c.id == file_id)) > 0
 
     # ------------------------------------------------------------------ jobs
-    def insert_job(self, doc: dict, model_name: str, run_dir: str) -> None:
+    def insert_job(self, doc: dict, model_name: str, run_dir: str, resources: dict | None = None) -> None:
         self._write(jobs.insert().values(id=doc["id"], status=doc["status"], model_name=model_name,
-                                         run_dir=run_dir, doc=doc))
+                                         run_dir=run_dir, doc=doc, resources=resources))
 
     def update_job(self, doc: dict, expect: tuple[str, ...]) -> bool:
         """Write the job's document if its stored status is one of `expect`; False (nothing written) if not."""
@@ -272,7 +274,7 @@ class Database:
 
 
 _JOB_COLUMNS = (jobs.c.id, jobs.c.status, jobs.c.model_name, jobs.c.run_dir, jobs.c.pid, jobs.c.owner,
-                jobs.c.backend_ref)
+                jobs.c.backend_ref, jobs.c.resources)
 
 
 def _engine(url: str, sqlite: bool) -> Engine:

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ class Launch:
     validation_file: str | None
     attempt: int  # 1 for the first launch of a job, +1 for each resume
     n_workers: int = 1  # data-parallel workers (Ray Train), each taking a share of every batch
+    resources: dict | None = None  # the job's own request (num_cpus, num_gpus, memory_gib) over the defaults
 
 
 class TrainingRun:
@@ -210,22 +212,12 @@ class RayRun(TrainingRun):
             await asyncio.sleep(0.5)
 
     async def kill(self) -> None:
-        await asyncio.to_thread(_stop_ray_job, self.client, self.ref)
-        await self._ended()
+        await _stop_until_over(self.client, self.ref, wait=30)
 
     async def terminate(self, grace: float) -> None:
         # Ray's stop sends SIGTERM (the trainer checkpoints after its current step), then SIGKILL after
         # the head's RAY_JOB_STOP_WAIT_TIME_S
-        await asyncio.to_thread(_stop_ray_job, self.client, self.ref)
-        try:
-            await asyncio.wait_for(self._ended(), grace + 5)
-        except asyncio.TimeoutError:
-            log.warning("Ray job %s still not stopped after %.0f s", self.ref, grace + 5)
-
-    async def _ended(self) -> None:
-        while str(getattr((s := await asyncio.to_thread(self.client.get_job_status, self.ref)), "value", s)) \
-                in _RAY_LIVE:
-            await asyncio.sleep(0.2)
+        await _stop_until_over(self.client, self.ref, wait=grace + 5)
 
     async def release(self) -> None:
         self._released.set()
@@ -236,6 +228,32 @@ def _stop_ray_job(client, ref: str) -> None:
         client.stop_job(ref)
     except RuntimeError as e:  # already over, or unknown
         log.info("stopping Ray job %s: %s", ref, e)
+
+
+_stopping: dict[str, asyncio.Task] = {}
+
+
+async def _stop_until_over(client, ref: str, wait: float) -> None:
+    """Stop a Ray job, and keep stopping it until it is over: Ray ignores a stop while a job is still
+    PENDING (ray-project/ray#58353), so a job cancelled while it waited for resources is stopped as soon
+    as it starts, never left to train. Waits for the end at most `wait` seconds; the asking goes on."""
+    async def stop() -> None:
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            await asyncio.to_thread(_stop_ray_job, client, ref)
+            status = await asyncio.to_thread(client.get_job_status, ref)
+            if str(getattr(status, "value", status)) not in _RAY_LIVE:
+                return
+            await asyncio.sleep(1)
+
+    task = _stopping.get(ref)
+    if task is None or task.done():
+        task = _stopping[ref] = asyncio.get_running_loop().create_task(stop())
+        task.add_done_callback(lambda _: _stopping.pop(ref, None))
+    try:
+        await asyncio.wait_for(asyncio.shield(task), wait)
+    except asyncio.TimeoutError:
+        log.warning("Ray job %s not stopped after %.0f s (still pending?); asking again every second", ref, wait)
 
 
 class RayBackend:
@@ -270,14 +288,16 @@ class RayBackend:
         runtime_env = {"env_vars": {**self.env_vars, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
                                     "PYTHONPATH": str(REPO_ROOT), "RAY_DEDUP_LOGS": "0"}}
 
+        wanted = {**self.resources, **(launch.resources or {})}
+        memory = int(wanted["memory_gib"] * 2**30) if wanted.get("memory_gib") else None
+
         def submit() -> str:
             client = self.client()
             try:
                 return client.submit_job(entrypoint=" ".join(args), submission_id=submission_id,
                                          runtime_env=runtime_env, metadata={"ftserve_job": launch.job_id},
-                                         entrypoint_num_cpus=self.resources.get("num_cpus"),
-                                         entrypoint_num_gpus=self.resources.get("num_gpus"),
-                                         entrypoint_memory=self.resources.get("memory"))
+                                         entrypoint_num_cpus=wanted.get("num_cpus"),
+                                         entrypoint_num_gpus=wanted.get("num_gpus"), entrypoint_memory=memory)
             except RuntimeError as e:
                 if "already exists" in str(e):  # submitted before a crash: that run is this one
                     return submission_id
@@ -303,15 +323,15 @@ class RayBackend:
         return None if str(getattr(status, "value", status)) == "STOPPED" else RayRun(self.client(), ref)
 
     async def stop(self, ref: str) -> None:
-        """Stop a job's Ray job from any server (cancel)."""
+        """Stop a job's Ray job from any server (cancel, pause)."""
         if ref.startswith("ftjob-"):
-            await asyncio.to_thread(_stop_ray_job, self.client(), ref)
+            await _stop_until_over(self.client(), ref, wait=30)
 
 
 def open_backend(settings) -> LocalBackend | RayBackend:
     if settings.training_backend == "ray":
-        resources = {"num_cpus": settings.ray_num_cpus, "num_gpus": settings.ray_num_gpus,
-                     "memory": int(settings.ray_memory_gib * 2**30) if settings.ray_memory_gib else None}
+        resources = {k: v for k, v in {"num_cpus": settings.ray_num_cpus, "num_gpus": settings.ray_num_gpus,
+                                       "memory_gib": settings.ray_memory_gib}.items() if v is not None}
         passed = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "HF_HUB_OFFLINE")
         env = {k: os.environ[k] for k in passed if k in os.environ}
         if settings.trainer_threads:

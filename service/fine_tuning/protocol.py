@@ -45,6 +45,15 @@ class Method(Strict):
     supervised: SupervisedMethod = Field(default_factory=SupervisedMethod)
 
 
+class JobResources(Strict):
+    """What one job's trainer asks the Ray cluster for (an ftserve extension; the server's
+    --ray-num-cpus/--ray-num-gpus/--ray-memory-gib otherwise)."""
+
+    num_cpus: Annotated[float, Field(ge=0, le=1024)] | None = None
+    num_gpus: Annotated[float, Field(ge=0, le=64)] | None = None
+    memory_gib: Annotated[float, Field(gt=0, le=16384)] | None = None
+
+
 class CreateFineTuningJobRequest(Strict):
     model: str
     training_file: str
@@ -57,6 +66,9 @@ class CreateFineTuningJobRequest(Strict):
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(
         default=None, max_length=16
     )
+    # ftserve extension
+    resources: JobResources | None = None
+    """With the Ray training backend: this job's resource request, over the server's defaults."""
 
 
 class JobError(BaseModel):

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from adapters import AdapterStore, ObjectStore, StorageUnavailable
+from service.db import JobRow
 from service.errors import storage_error
 from service.files.service import FileService
 from service.fine_tuning.backends import BackendUnavailable, Launch, LocalBackend, TrainingRun
@@ -272,7 +273,7 @@ class JobRunner:
         row = self.db.job_row(job_id)
         model_name = row.model_name
         try:
-            run, replay = await self._start_run(job_id, row.backend_ref)
+            run, replay = await self._start_run(row)
         except BackendUnavailable as e:  # waits, queued, until the backend is back
             await self._wait_for_backend(job_id, str(e))
             return
@@ -307,9 +308,10 @@ class JobRunner:
         else:
             self.store.fail(job_id, "training_failed", failure or "the trainer ended without a result")
 
-    async def _start_run(self, job_id: str, ref: str | None) -> tuple[TrainingRun, int | None]:
+    async def _start_run(self, row: JobRow) -> tuple[TrainingRun, int | None]:
         """The job's trainer: its backend run re-attached (Ray: still training, or ended unwatched), with the
         last step already recorded (events up to it are not recorded again); else a new launch, None."""
+        job_id, ref = row.id, row.backend_ref
         if ref is not None:
             run = await self.backend.attach(ref)
             if run is not None:
@@ -325,7 +327,7 @@ class JobRunner:
             model=self.settings.ray_model or str(self.base_model_path),
             training_file=f"files/{job.training_file}",
             validation_file=f"files/{job.validation_file}" if job.validation_file else None,
-            n_workers=_hyperparameters(job.method).n_workers or 1)), None
+            n_workers=_hyperparameters(job.method).n_workers or 1, resources=row.resources)), None
 
     async def _wait_for_backend(self, job_id: str, why: str) -> None:
         async with self.lock(job_id):

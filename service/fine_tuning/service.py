@@ -53,6 +53,10 @@ class JobService:
             raise APIError(Kind.INVALID_REQUEST, "Give hyperparameters either at the top level or in "
                            "method.supervised, not both.", param="hyperparameters")
         hp = req.method.supervised.hyperparameters if req.method else (req.hyperparameters or Hyperparameters())
+        if req.resources and self.settings.training_backend != "ray":
+            raise APIError(Kind.INVALID_REQUEST, "resources apply to the Ray training backend "
+                           "(--training-backend ray); this server trains each job in a local process.",
+                           param="resources", code="resources_unsupported")
         if (hp.n_workers or 1) > 1 and self.settings.training_backend != "ray":
             raise APIError(Kind.INVALID_REQUEST, f"n_workers={hp.n_workers} needs the Ray training backend "
                            "(--training-backend ray); this server trains each job in one local process.",
@@ -69,7 +73,8 @@ class JobService:
             method={"type": "supervised", "supervised": {"hyperparameters": hp.model_dump(exclude_none=True)}},
             metadata=req.metadata, user_provided_suffix=req.suffix,
         )
-        self.db.insert_job(job.model_dump(), model_name, f"jobs/{job_id}")
+        self.db.insert_job(job.model_dump(), model_name, f"jobs/{job_id}",
+                           req.resources.model_dump(exclude_none=True) if req.resources else None)
         self.store.add_event(job_id, f"Validating training file: {req.training_file}")
         self.runner.submit(job_id)
         return job

@@ -190,25 +190,29 @@ class AdapterResolver:
     async def _load(self, model: str, key: tuple[str, str]) -> _Loaded:
         from vllm.lora.request import LoRARequest
 
-        try:  # from S3: downloaded into the local cache and verified here, once per version
-            path = str(await asyncio.to_thread(self.store.local_copy, model))
-        except InvalidAdapter as e:
-            raise adapter_unusable(model, str(e)) from None
-        except AdapterNotFound:
-            raise model_not_found(model) from None
-        lora_id, self._next_id = self._next_id, self._next_id + 1
-        started = time.perf_counter()
-        try:
-            await self.engine.llm.add_lora(LoRARequest(lora_name=model, lora_int_id=lora_id, lora_path=path))
-        except Exception as e:  # noqa: BLE001 - vLLM raises various types for unloadable adapters
-            why = str(e).replace(path, "the adapter")  # no server path in what the client is told
-            raise adapter_unusable(model, f"vLLM could not load it: {why}") from None
+        for attempt in (1, 2):  # an adapter republished or deleted while vLLM read it: looked at again, once
+            try:  # from S3: downloaded into the local cache and verified here, once per version
+                path = str(await asyncio.to_thread(self.store.local_copy, model))
+            except InvalidAdapter as e:
+                raise adapter_unusable(model, str(e)) from None
+            except AdapterNotFound:
+                raise model_not_found(model) from None
+            lora_id, self._next_id = self._next_id, self._next_id + 1
+            started = time.perf_counter()
+            try:
+                await self.engine.llm.add_lora(LoRARequest(lora_name=model, lora_int_id=lora_id, lora_path=path))
+                break
+            except Exception as e:  # noqa: BLE001 - vLLM raises various types for unloadable adapters
+                if not self.store.exists(model):
+                    raise model_not_found(model) from None
+                if attempt == 2:
+                    why = str(e).replace(path, "the adapter")  # no server path in what the client is told
+                    raise adapter_unusable(model, f"vLLM could not load it: {why}") from None
         if self.metrics is not None:
             self.metrics.adapter_loaded(time.perf_counter() - started)
         loaded = _Loaded(lora_id, path)
         self._loaded[key] = loaded
         return loaded
-
 
     async def _evict_beyond(self, capacity: int) -> None:
         while len(self._loaded) > capacity:

@@ -194,4 +194,8 @@ def test_data_parallel_workers_need_the_ray_backend(client):
     assert e.value.status_code == 400 and e.value.body["code"] == "n_workers_unsupported"
     assert e.value.body["param"] == "method.supervised.hyperparameters.n_workers"
     assert "--training-backend ray" in e.value.body["message"]
+    with pytest.raises(Exception) as e:
+        client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=_upload(client).id,
+                                       extra_body={"resources": {"num_gpus": 1}})
+    assert e.value.status_code == 400 and e.value.body["code"] == "resources_unsupported"
     assert [j.id for j in client.fine_tuning.jobs.list().data] == [j.id for j in before]

@@ -2,6 +2,7 @@
 Ray job running `python -m trainer.remote`, which shares no disk with the API server."""
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import FACTS
@@ -53,12 +54,22 @@ def server(tiny_model, tmp_path_factory, postgres, s3, ray_head):
 
 def test_a_job_trains_as_a_ray_job_and_its_adapter_is_served(server, ray_head, facts):
     client = server.client()
-    job = create_job(client, FACTS, n_epochs=50, batch_size=4, learning_rate=3e-3, n_checkpoints=1)
+    with open(FACTS, "rb") as f:
+        file = client.files.create(file=f, purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="ftserve-tiny", training_file=file.id, extra_body={"resources": {"num_cpus": 1}},  # an extension
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": 50, "batch_size": 4, "learning_rate": 3e-3, "n_checkpoints": 1}}})
     # its events stream in while it trains
     wait_for(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data),
              timeout=120, what="training metrics from the Ray job")
     (ray_job,) = _ray_jobs(ray_head, job.id)
     assert "trainer.remote" in ray_job.entrypoint and ray_job.submission_id == f"{job.id}-1"
+    # the job's own resource request, as Ray's state API shows its supervisor
+    actors = httpx.get(ray_head.address + "/api/v0/actors", params={"detail": "1", "limit": 1000}).json()
+    (supervisor,) = [a for a in actors["data"]["result"]["result"]
+                     if a["name"] == f"_ray_internal_job_actor_{job.id}-1"]
+    assert supervisor["required_resources"] == {"CPU": 1.0}
     done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=300)
     assert done.status == "succeeded", done.error
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
@@ -100,6 +111,20 @@ def test_cancel_stops_the_ray_job(server, ray_head):
     (ray_job,) = _ray_jobs(ray_head, job.id)
     assert str(getattr(ray_job.status, "value", ray_job.status)) == "STOPPED"
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+
+
+def test_a_killed_ray_driver_fails_the_job_with_rays_message(server, ray_head):
+    client = server.client()
+    job = create_job(client, FACTS, n_epochs=50, batch_size=1)
+    wait_for(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data),
+             timeout=120, what="training to start")
+    (driver,) = [p for p in psutil.process_iter(["cmdline"])  # the trainer's python, not the shell around it
+                 if (p.info["cmdline"] or [])[1:3] == ["-m", "trainer.remote"] and job.id in p.info["cmdline"]]
+    driver.kill()  # what the OOM killer, or a lost node, does
+    failed = wait_for_status(client, job.id, ("failed", "succeeded"), timeout=120)
+    assert failed.status == "failed" and failed.error.code == "training_failed"
+    assert f"the Ray job {job.id}-1 ended FAILED" in failed.error.message, failed.error.message
+    assert not _running_ray_jobs(ray_head)
 
 
 def test_a_ray_job_outlives_its_api_server(tiny_model, tmp_path, postgres, s3, ray_head):
