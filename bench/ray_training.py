@@ -42,7 +42,7 @@ def _job(http: httpx.Client, file_id: str, **hp) -> str:
 
 
 def _metrics(http: httpx.Client, job_id: str) -> list[dict]:
-    events = http.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 1000}).json()["data"]
+    events = http.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 100}).json()["data"]
     return [e["data"] for e in events if e["type"] == "metrics"]
 
 

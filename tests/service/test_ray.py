@@ -113,6 +113,18 @@ def test_cancel_stops_the_ray_job(server, ray_head):
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
 
 
+def test_a_job_cancelled_as_it_is_submitted_leaves_no_ray_job_running(server, ray_head):
+    """Cancelled at once: wherever the cancel lands (validating, queued, being submitted, starting), no Ray
+    job is left training and nothing is recorded after the cancel."""
+    client = server.client()
+    job = create_job(client, FACTS, n_epochs=50, batch_size=1)
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    wait_for(lambda: not _running_ray_jobs(ray_head), timeout=90, what="no Ray job running")
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    assert client.fine_tuning.jobs.list_events(job.id).data[0].message == "Fine-tuning job cancelled"
+    assert not client.fine_tuning.jobs.checkpoints.list(job.id).data
+
+
 def test_a_killed_ray_driver_fails_the_job_with_rays_message(server, ray_head):
     client = server.client()
     job = create_job(client, FACTS, n_epochs=50, batch_size=1)
