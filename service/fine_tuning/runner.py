@@ -192,7 +192,9 @@ class JobRunner:
             self.store.fail(job_id, "invalid_hyperparameters", str(e), "hyperparameters")
             return
         except StorageUnavailable as e:
-            self.store.fail(job_id, "object_store_unavailable", f"the job's files could not be read or stored: {e}")
+            log.warning("job %s: object store unavailable: %s", job_id, e)  # its address stays in the log
+            self.store.fail(job_id, "object_store_unavailable", "the object store was unreachable while the job's "
+                            "files were read or stored; create the job again once it is back")
             return
         if not self.store.update(job_id, expect=("validating_files",), status="queued", hyperparameters={
                 "batch_size": p.batch_size, "learning_rate_multiplier": p.learning_rate_multiplier,
@@ -238,7 +240,8 @@ class JobRunner:
                     self.db.release_reserve()  # so that the failure itself can be written down
                     code, message = "insufficient_storage", f"the server ran out of storage space: {e}"
                 elif isinstance(e, StorageUnavailable):
-                    code, message = "object_store_unavailable", f"the job's artifacts could not be stored: {e}"
+                    code, message = "object_store_unavailable", ("the object store was unreachable while the job's "
+                                                                 "artifacts were read or stored")
                 else:
                     code, message = "server_error", f"internal error while running the job: {e}"
                 try:
