@@ -41,8 +41,17 @@ class SupervisedMethod(Strict):
 
 
 class Method(Strict):
-    type: Literal["supervised"]
-    supervised: SupervisedMethod = Field(default_factory=SupervisedMethod)
+    type: Literal["supervised", "continued_pretraining"]
+    supervised: SupervisedMethod | None = None
+    # ftserve extension
+    continued_pretraining: SupervisedMethod | None = None
+    """Continued pre-training on raw text rows (`{"text": ...}`): loss on every token, long documents
+    cut into `max_seq_len` pieces. Its hyperparameters are the supervised method's."""
+
+    @property
+    def settings(self) -> SupervisedMethod:
+        """The chosen method's settings (`method.<type>`)."""
+        return getattr(self, self.type) or SupervisedMethod()
 
 
 class JobResources(Strict):

@@ -177,12 +177,13 @@ class JobRunner:
             job = self.store.get(job_id)
             if job.status != "validating_files":
                 return
-            n_examples = await asyncio.to_thread(self._count_examples, job.training_file, "training_file")
+            stage = _stage(job.method)
+            n_examples = await asyncio.to_thread(self._count_examples, job.training_file, "training_file", stage)
             if job.validation_file:
-                await asyncio.to_thread(self._count_examples, job.validation_file, "validation_file")
+                await asyncio.to_thread(self._count_examples, job.validation_file, "validation_file", stage)
             hp = _hyperparameters(job.method)
             p = plan(hp, n_examples, {**self._local_paths(job), "served_model_name": job.model, "seed": job.seed,
-                                      "num_threads": self.settings.trainer_threads})
+                                      "num_threads": self.settings.trainer_threads, "stage": stage})
             await asyncio.to_thread(self.objects.put_bytes, f"jobs/{job_id}/spec.json",
                                     json.dumps(p.spec, indent=1).encode())
         except _Invalid as e:
@@ -206,15 +207,19 @@ class JobRunner:
                             "Job queued")
         self._queue.put_nowait(job_id)
 
-    def _count_examples(self, file_id: str, param: str) -> int:
+    def _count_examples(self, file_id: str, param: str, stage: str) -> int:
+        code = "invalid_training_file" if param == "training_file" else "invalid_validation_file"
         try:
             ds = load_dataset(self.files.path(file_id))
         except DataError as e:
-            raise _Invalid("invalid_training_file" if param == "training_file" else "invalid_validation_file",
-                           str(e), param) from None
-        if ds.format not in ("chat", "alpaca", "sharegpt"):
-            raise _Invalid("invalid_training_file", f"{param}: {ds.format} rows cannot be used for supervised "
-                           "fine-tuning; use chat, alpaca or sharegpt rows", param)
+            raise _Invalid(code, str(e), param) from None
+        if stage == "pt" and ds.format != "text":
+            raise _Invalid(code, f"{param}: {ds.format} rows cannot be used for continued pre-training; use text "
+                           'rows ({"text": ...})', param)
+        if stage == "sft" and ds.format not in ("chat", "alpaca", "sharegpt"):
+            raise _Invalid(code, f"{param}: {ds.format} rows cannot be used for supervised fine-tuning; use chat, "
+                           "alpaca or sharegpt rows" + (" (or method continued_pretraining for text rows)"
+                                                        if ds.format == "text" else ""), param)
         return len(ds.examples)
 
     # ------------------------------------------------------------------ queued -> running -> done
@@ -476,4 +481,10 @@ class _Invalid(Exception):
 def _hyperparameters(method: dict | None):
     from service.fine_tuning.protocol import Hyperparameters
 
-    return Hyperparameters(**((method or {}).get("supervised", {}).get("hyperparameters", {})))
+    method = method or {}
+    return Hyperparameters(**(method.get(method.get("type", "supervised")) or {}).get("hyperparameters", {}))
+
+
+def _stage(method: dict | None) -> str:
+    """The trainer's stage for a job's method: `pt` for continued pre-training, else `sft`."""
+    return "pt" if (method or {}).get("type") == "continued_pretraining" else "sft"

@@ -52,7 +52,8 @@ class JobService:
         if req.hyperparameters and req.method:
             raise APIError(Kind.INVALID_REQUEST, "Give hyperparameters either at the top level or in "
                            "method.supervised, not both.", param="hyperparameters")
-        hp = req.method.supervised.hyperparameters if req.method else (req.hyperparameters or Hyperparameters())
+        hp = req.method.settings.hyperparameters if req.method else (req.hyperparameters or Hyperparameters())
+        kind = req.method.type if req.method else "supervised"
         if req.resources and self.settings.training_backend != "ray":
             raise APIError(Kind.INVALID_REQUEST, "resources apply to the Ray training backend "
                            "(--training-backend ray); this server trains each job in a local process.",
@@ -60,7 +61,7 @@ class JobService:
         if (hp.n_workers or 1) > 1 and self.settings.training_backend != "ray":
             raise APIError(Kind.INVALID_REQUEST, f"n_workers={hp.n_workers} needs the Ray training backend "
                            "(--training-backend ray); this server trains each job in one local process.",
-                           param="method.supervised.hyperparameters.n_workers" if req.method
+                           param=f"method.{kind}.hyperparameters.n_workers" if req.method
                            else "hyperparameters.n_workers", code="n_workers_unsupported")
         job_id = new_id("ftjob")
         model_name = f"ft:{base}:{self.settings.organization}:{req.suffix or ''}:{job_id[6:14]}"
@@ -70,7 +71,7 @@ class JobService:
             model=base, organization_id=self.settings.organization,
             seed=req.seed if req.seed is not None else random.randint(0, 2**31 - 1),
             status="validating_files", training_file=req.training_file, validation_file=req.validation_file,
-            method={"type": "supervised", "supervised": {"hyperparameters": hp.model_dump(exclude_none=True)}},
+            method={"type": kind, kind: {"hyperparameters": hp.model_dump(exclude_none=True)}},
             metadata=req.metadata, user_provided_suffix=req.suffix,
         )
         self.db.insert_job(job.model_dump(), model_name, f"jobs/{job_id}",

@@ -199,3 +199,61 @@ def test_data_parallel_workers_need_the_ray_backend(client):
                                        extra_body={"resources": {"num_gpus": 1}})
     assert e.value.status_code == 400 and e.value.body["code"] == "resources_unsupported"
     assert [j.id for j in client.fine_tuning.jobs.list().data] == [j.id for j in before]
+
+
+def _domain_text(seed: int, n: int) -> list[str]:
+    """Sentences of one small made-up domain (river gauges), different for each seed."""
+    import random
+
+    rnd = random.Random(seed)
+    rivers, places = ["Alder", "Brill", "Corran", "Dunmoor"], ["the weir", "the mill", "the ford", "the bridge"]
+    return [f"The {rnd.choice(rivers)} gauge at {rnd.choice(places)} read {rnd.randint(10, 99)} centimetres "
+            f"on day {rnd.randint(1, 28)}, and the flow was {rnd.choice(['rising', 'falling', 'steady'])}."
+            for _ in range(n)]
+
+
+def _perplexity(model, tokenizer, texts: list[str]) -> float:
+    import math
+
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer(text + tokenizer.eos_token, return_tensors="pt").input_ids
+            loss = model(input_ids=ids, labels=ids).loss
+            total, count = total + loss.item() * (ids.shape[1] - 1), count + ids.shape[1] - 1
+    return math.exp(total / count)
+
+
+def test_continued_pretraining_lowers_held_out_perplexity(client, server, tiny_model, tokenizer, tmp_path):
+    """An extension method: raw text rows, loss on every token; the adapter knows the domain's text better
+    than the base on sentences it never saw (measured offline with transformers + peft)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from adapters import AdapterStore
+
+    text = _upload(client, write_jsonl(tmp_path / "gauges.jsonl", [{"text": t} for t in _domain_text(0, 64)]))
+    job = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=text.id, seed=7, method={
+        "type": "continued_pretraining", "continued_pretraining": {"hyperparameters": {
+            "n_epochs": 6, "batch_size": 8, "learning_rate": 3e-3, "n_checkpoints": 1}}})
+    assert job.method.type == "continued_pretraining"
+    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=300)
+    assert done.status == "succeeded", done.error
+    held_out = _domain_text(1, 16)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    base_ppl = _perplexity(base, tokenizer, held_out)
+    tuned = PeftModel.from_pretrained(base, AdapterStore(server.data_dir / "adapters").resolve(done.fine_tuned_model))
+    tuned_ppl = _perplexity(tuned, tokenizer, held_out)
+    print(f"held-out perplexity: base {base_ppl:.1f}, after continued pre-training {tuned_ppl:.1f}")
+    assert tuned_ppl < 0.5 * base_ppl, (base_ppl, tuned_ppl)
+
+    # each method takes only its own rows, and says which it needs
+    wrong = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=_upload(client).id, method={
+        "type": "continued_pretraining", "continued_pretraining": {"hyperparameters": {"n_epochs": 1}}})
+    failed = wait_for_status(client, wrong.id, ("failed", "succeeded"))
+    assert failed.status == "failed" and failed.error.code == "invalid_training_file"
+    assert "text rows" in failed.error.message
+    failed = wait_for_status(client, _create(client, text.id).id, ("failed", "succeeded"))
+    assert failed.status == "failed" and "method continued_pretraining" in failed.error.message
