@@ -67,7 +67,11 @@ class SeaweedS3:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited: {(self.root / 'weed.log').read_text()[-2000:]}")
             try:
-                if self.client().head_bucket(Bucket=self.bucket) is not None:
+                client = self.client()
+                client.head_bucket(Bucket=self.bucket)
+                # ready means serving objects, which after a restart comes a little after the bucket
+                client.put_object(Bucket=self.bucket, Key=".ready-probe", Body=b"ok")
+                if client.get_object(Bucket=self.bucket, Key=".ready-probe")["Body"].read() == b"ok":
                     return self
             except Exception as e:  # noqa: BLE001 - not up yet, or the bucket is still to be made
                 if "404" in str(e) or "NoSuchBucket" in str(e) or "Not Found" in str(e):

@@ -106,6 +106,9 @@ def test_the_object_store_going_away(replicas, bucket, s3, tmp_path):
         s3.start()
     # back without a restart; the refused upload left no file behind
     wait_for(lambda: httpx.get(f"{b.url}/ready").status_code == 200, timeout=30, what="ready again")
+    wait_for(lambda: httpx.post(f"{a.url}/v1/chat/completions", timeout=60, json={
+        "model": uncached, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}).status_code == 200,
+        timeout=30, what="the uncached adapter served once the store is back")
     assert _chat(a, uncached, "hello")
     before = {f.id for f in b.client().files.list().data}
     with open(FACTS, "rb") as f:
