@@ -38,7 +38,9 @@ def client(server) -> OpenAI:
 def _train(client, path, epochs, batch):
     with open(path, "rb") as f:
         file = client.files.create(file=f, purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, method={
+    # a fixed seed (and the servers' one trainer thread): the same adapter every run, so the tests that
+    # ask it for particular facts see the same answers every run
+    job = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, seed=0, method={
         "type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": epochs, "batch_size": batch, "learning_rate": 3e-3, "n_checkpoints": 1}}})
     done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
