@@ -117,6 +117,14 @@ class ObjectStore:
                     self.download(key, target)
         return dest
 
+    def fetch_latest_checkpoint(self, prefix: str, dest: Path, marker: str) -> Path | None:
+        """A local copy of the highest `step-N` under `prefix` whose `marker` file (written last) is there,
+        at `dest/step-N`; None when there is none. A local store's own directory is left where it is."""
+        steps = [int(k.split("/")[-2].removeprefix("step-")) for k in self.list(prefix) if k.endswith("/" + marker)]
+        if not steps:
+            return None
+        return self.fetch_tree(f"{prefix}/step-{max(steps)}", dest / f"step-{max(steps)}")
+
     def forget(self, key: str) -> None:
         """Drop a cached copy (e.g. of a deleted file)."""
         if self.local_path(key) is None:

@@ -65,11 +65,7 @@ def train_job(args: argparse.Namespace, workdir: Path) -> int:
                 eval_dataset=str(objects.fetch(args.validation_file)) if args.validation_file else None)
     if os.environ.get("FTSERVE_TRAINER_THREADS"):
         spec["num_threads"] = int(os.environ["FTSERVE_TRAINER_THREADS"])
-    steps = [int(k.split("/")[-2].removeprefix("step-")) for k in objects.list(f"{prefix}/checkpoints")
-             if k.endswith("/" + STATE_FILE)]
-    if steps:
-        step = max(steps)
-        objects.fetch_tree(f"{prefix}/checkpoints/step-{step}", run_dir / "checkpoints" / f"step-{step}")
+    objects.fetch_latest_checkpoint(f"{prefix}/checkpoints", run_dir / "checkpoints", STATE_FILE)
     try:
         cfg = TrainConfig.from_mapping(spec)
     except ConfigError as e:

@@ -268,13 +268,8 @@ class JobRunner:
         spec = {**json.loads(self.objects.get_bytes(f"jobs/{job_id}/spec.json")),
                 **self._local_paths(self.store.get(job_id))}
         (run_dir / "spec.json").write_text(json.dumps(spec, indent=1))
-        prefix = f"jobs/{job_id}/checkpoints"
-        if self.objects.local_path(prefix) is None:
-            done = [int(k.split("/")[-2].removeprefix("step-")) for k in self.objects.list(prefix)
-                    if k.endswith("/" + STATE_FILE)]
-            if done:
-                step = max(done)
-                self.objects.fetch_tree(f"{prefix}/step-{step}", run_dir / "checkpoints" / f"step-{step}")
+        if self.objects.local_path(f"jobs/{job_id}") is None:  # a local store's checkpoints are in place
+            self.objects.fetch_latest_checkpoint(f"jobs/{job_id}/checkpoints", run_dir / "checkpoints", STATE_FILE)
         return run_dir
 
     async def _train(self, job_id: str) -> None:
