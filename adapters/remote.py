@@ -115,7 +115,7 @@ class ObjectAdapterStore:
 
     # ---------------------------------------------------------------- write
     def publish(self, name: str, source: str | Path, *, job_id: str | None = None, step: int | None = None,
-                replace: bool = False) -> AdapterMeta:
+                replace: bool = False, parent: str | None = None) -> AdapterMeta:
         source = Path(source)
         config = _read_adapter_config(source)
         if not (source / WEIGHTS_FILE).is_file():
@@ -133,7 +133,7 @@ class ObjectAdapterStore:
                 self.objects.put_file(f"{self._blobs(name)}/{version}/{rel}", path)
             meta = AdapterMeta(name=name, base_model=config.get("base_model_name_or_path") or "",
                                rank=int(config.get("r", 0)), job_id=job_id, step=step, created_at=int(time.time()),
-                               sha256=table[WEIGHTS_FILE]["sha256"])
+                               sha256=table[WEIGHTS_FILE]["sha256"], parent=parent)
             manifest = {**asdict(meta), "version": version, "files": table}
             self.objects.put_bytes(self._index(name), json.dumps(manifest).encode())  # ... the manifest last
             self._seen[name] = manifest

@@ -62,6 +62,7 @@ class AdapterMeta:
     step: int | None
     created_at: int
     sha256: str  # of the weights file
+    parent: str | None = None  # the fine-tuned model this one was trained on from
 
 
 def validate_name(name: str) -> str:
@@ -101,7 +102,7 @@ class AdapterStore:
 
     def publish(
         self, name: str, source: str | Path, *, job_id: str | None = None, step: int | None = None,
-        replace: bool = False,
+        replace: bool = False, parent: str | None = None,
     ) -> AdapterMeta:
         """Copy the PEFT adapter in `source` into the store under `name`, atomically."""
         source = Path(source)
@@ -118,7 +119,7 @@ class AdapterStore:
                     meta = AdapterMeta(
                         name=name, base_model=config.get("base_model_name_or_path") or "",
                         rank=int(config.get("r", 0)), job_id=job_id, step=step, created_at=int(time.time()),
-                        sha256=_sha256(staging / WEIGHTS_FILE),
+                        sha256=_sha256(staging / WEIGHTS_FILE), parent=parent,
                     )
                     (staging / META_FILE).write_text(json.dumps(asdict(meta)))
             except OSError as e:

@@ -1,4 +1,5 @@
-"""Training throughput: ftserve's recipe vs TRL's SFTTrainer vs the "seed style" script.
+"""Training throughput: ftserve's recipe vs TRL's SFTTrainer vs the "seed style" script, and DPO:
+ftserve's vs TRL's DPOTrainer.
 
     .venv/bin/python bench/train.py [--steps 64] [--rows 256] [--repeats 2]
 
@@ -11,6 +12,18 @@ dataset's mean row length, the same formula for all three (steps cover whole epo
   ftserve    trainer.recipe: assistant-only loss, length-grouped batches padded to the longest row
   trl        trl.SFTTrainer with peft LoRA and assistant_only_loss=True (pads to the longest row)
   seed_style transformers.Trainer + peft, every row padded to 512 tokens, loss on all tokens
+
+DPO, on preference pairs made from the same rows (the answer preferred over a shuffled other one),
+same LoRA, batch size (pairs), learning rate, steps, beta 0.1 and sigmoid loss:
+
+  ftserve_dpo  trainer.recipe with stage dpo: reference log-probabilities computed once before the
+               first step with the adapter disabled; both answers in one forward pass
+  trl_dpo      trl.DPOTrainer with peft LoRA, on its fast path for this setup:
+               precompute_ref_log_probs=True (the same one-off reference pass; its documented
+               memory and speed option) and the same max_length; padding_free needs FlashAttention,
+               which a CPU does not have. Its reference is the base with the adapter disabled, too.
+  Both are timed from the model's load to the end of training (reference pass included), since
+  TRL's reference pass runs inside train().
 
 Writes bench/results/train.json (best of --repeats per method) and prints the ratios.
 """
@@ -123,7 +136,66 @@ def run_seed_style(model_dir: str, data: str, steps: int, out: str) -> float:
     return Trainer(model=model, args=args, train_dataset=Padded()).train().metrics["train_runtime"]
 
 
-METHODS = {"ftserve": run_ftserve, "trl": run_trl, "seed_style": run_seed_style}
+def make_pairs(data: Path, path: Path) -> None:
+    """OpenAI preference rows from the chat rows: each answer preferred over another row's answer."""
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rnd = random.Random(SEED)
+    with path.open("w") as f:
+        for row in rows:
+            user, answer = row["messages"]
+            other = rnd.choice(rows)["messages"][1]
+            f.write(json.dumps({"input": {"messages": [user]}, "preferred_output": [answer],
+                                "non_preferred_output": [other]}) + "\n")
+
+
+def mean_pair_tokens(model_dir: Path, pairs: Path) -> float:
+    from transformers import AutoTokenizer
+
+    from trainer.data import load_dataset
+    from trainer.encoding import encode_dataset
+
+    rows, _ = encode_dataset(AutoTokenizer.from_pretrained(model_dir), load_dataset(pairs), 512)
+    return sum(len(r.chosen) + len(r.rejected) for r in rows) / len(rows)
+
+
+def run_ftserve_dpo(model_dir: str, data: str, steps: int, out: str) -> float:
+    from trainer.config import TrainConfig
+    from trainer.recipe import train
+
+    cfg = TrainConfig.from_mapping(dict(
+        model_name_or_path=model_dir, dataset=data, output_dir=out, stage="dpo", pref_beta=0.1,
+        per_device_train_batch_size=BATCH, learning_rate=LR, lora_rank=RANK, lora_alpha=ALPHA,
+        lora_target="all-linear", max_steps=steps, cutoff_len=512, num_threads=THREADS, seed=SEED,
+        logging_steps=steps,
+    ))
+    started = time.perf_counter()
+    train(cfg)
+    return time.perf_counter() - started
+
+
+def run_trl_dpo(model_dir: str, data: str, steps: int, out: str) -> float:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    rows = [json.loads(line) for line in Path(data).read_text().splitlines()]
+    dataset = Dataset.from_list([{"prompt": r["input"]["messages"], "chosen": r["preferred_output"],
+                                  "rejected": r["non_preferred_output"]} for r in rows])
+    args = DPOConfig(
+        output_dir=out, per_device_train_batch_size=BATCH, learning_rate=LR, max_steps=steps, max_length=512,
+        beta=0.1, loss_type=["sigmoid"], precompute_ref_log_probs=True, precompute_ref_batch_size=BATCH,
+        use_cpu=True, bf16=False, report_to=[], save_strategy="no", logging_steps=steps, seed=SEED,
+        dataloader_num_workers=0, lr_scheduler_type="cosine",
+    )
+    started = time.perf_counter()
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args, train_dataset=dataset,
+                         processing_class=AutoTokenizer.from_pretrained(model_dir), peft_config=_lora())
+    trainer.train()
+    return time.perf_counter() - started
+
+
+METHODS = {"ftserve": run_ftserve, "trl": run_trl, "seed_style": run_seed_style,
+           "ftserve_dpo": run_ftserve_dpo, "trl_dpo": run_trl_dpo}
 
 
 def child(method: str, model_dir: str, data: str, steps: int) -> None:
@@ -153,34 +225,40 @@ def main() -> None:
     data = work / "data.jsonl"
     make_dataset(data, a.rows)
     row_tokens = mean_row_tokens(model_dir, data)
-    tokens = a.steps * BATCH * row_tokens
+    pairs = work / "pairs.jsonl"
+    make_pairs(data, pairs)
+    pair_tokens = mean_pair_tokens(model_dir, pairs)
+    tokens_of = {m: a.steps * BATCH * (pair_tokens if m.endswith("_dpo") else row_tokens) for m in METHODS}
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false"}
     best: dict[str, float] = {}
     for rep in range(a.repeats):
         for method in METHODS:  # interleaved, so drift of the machine hits all three alike
             proc = subprocess.run(
-                [sys.executable, __file__, "--child", method, str(model_dir), str(data), str(a.steps)],
+                [sys.executable, __file__, "--child", method, str(model_dir),
+                 str(pairs if method.endswith("_dpo") else data), str(a.steps)],
                 capture_output=True, text=True, env=env, cwd=REPO,
             )
             if proc.returncode != 0:
                 sys.exit(f"{method} failed:\n{proc.stderr[-3000:]}")
             seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
             best[method] = min(best.get(method, float("inf")), seconds)
-            print(f"run {rep + 1} {method:10s} {seconds:7.2f} s  {tokens / seconds:8.0f} tok/s", flush=True)
+            print(f"run {rep + 1} {method:11s} {seconds:7.2f} s  {tokens_of[method] / seconds:8.0f} tok/s", flush=True)
 
     import torch
     import transformers
     import trl
 
     result = {
-        "ftserve_tokens_per_s": round(tokens / best["ftserve"], 1),
-        "trl_tokens_per_s": round(tokens / best["trl"], 1),
-        "seed_style_tokens_per_s": round(tokens / best["seed_style"], 1),
+        **{f"{m}_tokens_per_s": round(tokens_of[m] / best[m], 1) for m in METHODS},
         "ftserve_vs_trl": round(best["trl"] / best["ftserve"], 3),
         "ftserve_vs_seed_style": round(best["seed_style"] / best["ftserve"], 3),
+        "ftserve_dpo_vs_trl_dpo": round(best["trl_dpo"] / best["ftserve_dpo"], 3),
         "setup": {"model": "ftserve tiny-model (Qwen2, 4 layers, hidden 256)", "rows": a.rows, "steps": a.steps,
                   "batch_size": BATCH, "lora_rank": RANK, "lora_target": "all-linear",
-                  "mean_real_tokens_per_row": round(row_tokens, 1), "repeats": a.repeats, "threads": THREADS},
+                  "mean_real_tokens_per_row": round(row_tokens, 1),
+                  "mean_real_tokens_per_pair": round(pair_tokens, 1), "dpo_beta": 0.1,
+                  "trl_dpo_settings": "precompute_ref_log_probs=True, max_length=512, loss_type=sigmoid",
+                  "repeats": a.repeats, "threads": THREADS},
         "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count(),
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                     "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
@@ -189,7 +267,8 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"ftserve {result['ftserve_tokens_per_s']:.0f} tok/s = {result['ftserve_vs_trl']:.2f}x TRL, "
-          f"{result['ftserve_vs_seed_style']:.2f}x seed style  -> {a.out}")
+          f"{result['ftserve_vs_seed_style']:.2f}x seed style; DPO {result['ftserve_dpo_tokens_per_s']:.0f} tok/s = "
+          f"{result['ftserve_dpo_vs_trl_dpo']:.2f}x TRL's DPOTrainer  -> {a.out}")
 
 
 def _cpu_name() -> str:

@@ -57,14 +57,23 @@ class TrainConfig:
     val_size: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Fraction of `dataset` held out for validation when no `eval_dataset` is given."""
 
-    data_format: Literal["auto", "chat", "alpaca", "sharegpt", "preference", "text"] = "auto"
-    """Row format; `auto` detects it from the first row's keys."""
+    data_format: Literal["auto", "chat", "alpaca", "sharegpt", "preference", "text", "plaintext"] = "auto"
+    """Row format; `auto` detects it from the first row's keys (`plaintext`: a .txt file)."""
 
     sharegpt_tags: dict[str, str] = Field(default_factory=dict)
     """ShareGPT key and role names, e.g. {role_tag: from, content_tag: value, assistant_tag: gpt}."""
 
-    stage: Literal["sft", "pt"] = "sft"
-    """`sft`: loss on assistant turns of chat data; `pt`: continued pre-training on text rows."""
+    stage: Literal["sft", "pt", "dpo"] = "sft"
+    """`sft`: loss on assistant turns of chat data; `pt`: continued pre-training on text; `dpo`: preference pairs."""
+
+    pref_beta: float = Field(default=0.1, gt=0, le=10)
+    """DPO's beta: how far the policy may move from the reference (higher: closer to it)."""
+
+    pref_loss: str = "sigmoid"
+    """DPO loss; only `sigmoid` (the original DPO loss) is supported."""
+
+    adapter_name_or_path: str | None = None
+    """A LoRA adapter to train on from (its rank, alpha and targets are used); else a new adapter."""
 
     finetuning_type: Literal["lora"] = "lora"
     """Only LoRA is supported."""
@@ -149,6 +158,15 @@ class TrainConfig:
             raise ValueError("must be 'all-linear' or a non-empty list of module names")
         return value
 
+    @field_validator("pref_loss")
+    @classmethod
+    def _pref_loss(cls, value: str) -> str:
+        if value in ("hinge", "ipo", "kto_pair", "orpo", "simpo", "sppo_hard"):
+            raise ValueError(f"'{value}' is not supported yet; the supported preference loss is 'sigmoid'")
+        if value != "sigmoid":
+            raise ValueError(f"unknown preference loss '{value}'; the supported one is 'sigmoid'")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.bf16:
@@ -190,7 +208,7 @@ class TrainConfig:
         except (OSError, yaml.YAMLError, json.JSONDecodeError) as e:
             raise ConfigError(f"cannot read {path}: {e}") from None
         if isinstance(values, dict):
-            for key in ("model_name_or_path", "dataset", "eval_dataset", "output_dir"):
+            for key in ("model_name_or_path", "dataset", "eval_dataset", "output_dir", "adapter_name_or_path"):
                 value = values.get(key)
                 if isinstance(value, str) and value and not Path(value).is_absolute():
                     candidate = os.path.normpath(path.parent / value)

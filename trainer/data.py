@@ -5,18 +5,22 @@ and normalised into one of three shapes the tokenizer understands:
 
 - `Conversation`: chat messages, each assistant turn with a loss weight (0 or 1);
 - `TextDocument`: raw text for continued pre-training;
-- `PreferencePair`: a prompt with a preferred and a non-preferred answer (validated only;
-  preference training is not implemented yet).
+- `PreferencePair`: a prompt with a preferred and a non-preferred answer (DPO).
 
 Formats (detected per file from the first row's keys; `data_format` overrides):
 
-| format       | row keys                                                        |
-|--------------|-----------------------------------------------------------------|
-| `chat`       | `messages` (OpenAI chat; `weight` 0/1 on assistant messages)    |
-| `alpaca`     | `instruction`, `input`?, `output`, `system`?, `history`?        |
-| `sharegpt`   | `conversations` (tags configurable), `system`?                  |
-| `preference` | `input.messages`, `preferred_output`, `non_preferred_output`    |
-| `text`       | `text`                                                          |
+| format       | row keys                                                               |
+|--------------|------------------------------------------------------------------------|
+| `chat`       | `messages` (OpenAI chat; `weight` 0/1 on assistant messages)           |
+| `alpaca`     | `instruction`, `input`?, `output`, `system`?, `history`?               |
+|              | pairwise (LLaMA-Factory): `chosen`, `rejected` instead of `output`     |
+| `sharegpt`   | `conversations` (tags configurable), `system`?                         |
+|              | pairwise (LLaMA-Factory): `chosen`, `rejected` turns after the prompt  |
+| `preference` | `input.messages`, `preferred_output`, `non_preferred_output` (OpenAI)  |
+| `text`       | `text`                                                                 |
+| `plaintext`  | not JSONL: a `.txt` file, documents separated by blank lines           |
+
+Every row of a file is one kind of example: a file mixing pairs and conversations is an error.
 
 Errors name the line (1-based) and the field: `line 7: messages[2].role: ...`.
 """
@@ -24,13 +28,14 @@ Errors name the line (1-based) and the field: `line 7: messages[2].role: ...`.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-FORMATS = ("chat", "alpaca", "sharegpt", "preference", "text")
+FORMATS = ("chat", "alpaca", "sharegpt", "preference", "text", "plaintext")
 MAX_ERRORS = 20
 
 
@@ -62,6 +67,7 @@ class PreferencePair:
 
 
 Example = Conversation | TextDocument | PreferencePair
+KINDS = {Conversation: "conversation", TextDocument: "text", PreferencePair: "preference"}
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,11 @@ class Dataset:
     path: str
     format: str
     examples: list[Example] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """`conversation`, `text` or `preference`: what every example of the file is."""
+        return KINDS[type(self.examples[0])]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,17 +203,30 @@ class ChatRow(_Strict):
 class AlpacaRow(_Strict):
     instruction: NonEmpty
     input: str = ""
-    output: NonEmpty
+    output: NonEmpty | None = None
+    chosen: NonEmpty | None = None
+    rejected: NonEmpty | None = None
     system: str | None = None
     history: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []
 
-    def to_example(self) -> Conversation:
+    @model_validator(mode="after")
+    def _output_or_pair(self) -> AlpacaRow:
+        if self.output is None and (self.chosen is None or self.rejected is None):
+            missing = "rejected" if self.chosen else "chosen" if self.rejected else "output"
+            raise ValueError(f"'{missing}' is missing: give 'output', or 'chosen' and 'rejected' for a preference pair")
+        if self.output is not None and (self.chosen or self.rejected):
+            raise ValueError("give either 'output' or 'chosen' and 'rejected', not both")
+        return self
+
+    def to_example(self) -> Conversation | PreferencePair:
         msgs = [Message("system", self.system)] if self.system else []
         for user, assistant in self.history:
-            msgs += [Message("user", user), Message("assistant", assistant)]
+            msgs += [Message("user", user), Message("assistant", assistant, weight=0 if self.chosen else 1)]
         prompt = f"{self.instruction}\n{self.input}" if self.input else self.instruction
-        msgs += [Message("user", prompt), Message("assistant", self.output)]
-        return Conversation(tuple(msgs))
+        msgs.append(Message("user", prompt))
+        if self.chosen is not None:
+            return PreferencePair(tuple(msgs), self.chosen, self.rejected)
+        return Conversation(tuple(msgs + [Message("assistant", self.output)]))
 
 
 class TextRow(_Strict):
@@ -258,50 +282,70 @@ def detect_format(row: dict) -> str | None:
     return None
 
 
-def _sharegpt_example(row: dict, tags: ShareGPTTags) -> Conversation:
+def _sharegpt_example(row: dict, tags: ShareGPTTags) -> Conversation | PreferencePair:
     """ShareGPT rows have configurable keys, so they are checked by hand, field by field."""
-    unknown = set(row) - {"conversations", "system", "tools"}
+    unknown = set(row) - {"conversations", "system", "tools", "chosen", "rejected"}
     if unknown:
-        raise _FieldError(sorted(unknown)[0], "unknown key (expected conversations, system)")
+        raise _FieldError(sorted(unknown)[0], "unknown key (expected conversations, system, chosen, rejected)")
     if row.get("tools"):
         raise _FieldError("tools", "tool-calling training data is not supported yet")
     turns = row.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise _FieldError("conversations", "must be a non-empty list of turns")
-    roles = {tags.user_tag: "user", tags.assistant_tag: "assistant", tags.system_tag: "system"}
+    pairwise = "chosen" in row or "rejected" in row
     msgs = []
     system = row.get("system")
     if system is not None:
         if not isinstance(system, str):
             raise _FieldError("system", "must be a string")
         msgs.append(Message("system", system))
-    for i, turn in enumerate(turns):
-        where = f"conversations[{i}]"
-        if not isinstance(turn, dict):
-            raise _FieldError(where, "must be an object")
-        extra = set(turn) - {tags.role_tag, tags.content_tag}
-        if extra:
-            raise _FieldError(
-                f"{where}.{sorted(extra)[0]}",
-                f"unknown key (expected '{tags.role_tag}' and '{tags.content_tag}')",
-            )
-        role, content = turn.get(tags.role_tag), turn.get(tags.content_tag)
-        if role is None:
-            raise _FieldError(f"{where}.{tags.role_tag}", "missing")
-        if role in (tags.observation_tag, tags.function_tag):
-            raise _FieldError(f"{where}.{tags.role_tag}", f"'{role}' (tool calling) is not supported yet")
-        if role not in roles:
-            raise _FieldError(
-                f"{where}.{tags.role_tag}", f"unknown role '{role}'; expected one of {sorted(roles)}"
-            )
-        if not isinstance(content, str):
-            raise _FieldError(f"{where}.{tags.content_tag}", "missing or not a string")
-        msgs.append(Message(roles[role], content))
+    msgs += [_sharegpt_turn(turn, f"conversations[{i}]", tags, weight=0 if pairwise else 1)
+             for i, turn in enumerate(turns)]
+    if pairwise:  # LLaMA-Factory's ranking rows: the prompt ends with a user turn; two answers follow
+        if msgs[-1].role != "user":
+            raise _FieldError(f"conversations[{len(turns) - 1}]", "a preference pair's prompt must end with a "
+                              f"'{tags.user_tag}' turn")
+        answers = [_sharegpt_turn(row.get(key), key, tags, 1) for key in ("chosen", "rejected")]
+        for key, answer in zip(("chosen", "rejected"), answers):
+            if answer.role != "assistant":
+                raise _FieldError(f"{key}.{tags.role_tag}", f"must be '{tags.assistant_tag}'")
+        return PreferencePair(tuple(msgs), answers[0].content, answers[1].content)
     try:
         _check_turns(msgs)
     except ValueError as e:
         raise _FieldError("conversations", str(e)) from None
     return Conversation(tuple(msgs))
+
+
+def _sharegpt_turn(turn: Any, where: str, tags: ShareGPTTags, weight: int) -> Message:
+    roles = {tags.user_tag: "user", tags.assistant_tag: "assistant", tags.system_tag: "system"}
+    if not isinstance(turn, dict):
+        raise _FieldError(where, "must be an object")
+    extra = set(turn) - {tags.role_tag, tags.content_tag}
+    if extra:
+        raise _FieldError(f"{where}.{sorted(extra)[0]}", f"unknown key (expected '{tags.role_tag}' and "
+                          f"'{tags.content_tag}')")
+    role, content = turn.get(tags.role_tag), turn.get(tags.content_tag)
+    if role is None:
+        raise _FieldError(f"{where}.{tags.role_tag}", "missing")
+    if role in (tags.observation_tag, tags.function_tag):
+        raise _FieldError(f"{where}.{tags.role_tag}", f"'{role}' (tool calling) is not supported yet")
+    if role not in roles:
+        raise _FieldError(f"{where}.{tags.role_tag}", f"unknown role '{role}'; expected one of {sorted(roles)}")
+    if not isinstance(content, str):
+        raise _FieldError(f"{where}.{tags.content_tag}", "missing or not a string")
+    return Message(roles[role], content, weight)
+
+
+STAGE_KINDS = {"sft": "conversation", "pt": "text", "dpo": "preference"}
+
+
+def check_stage(stage: str, kind: str) -> None:
+    """Each stage trains on one kind of example: conversations (sft), text (pt), preference pairs (dpo)."""
+    if STAGE_KINDS[stage] != kind:
+        fits = {k: s for s, k in STAGE_KINDS.items()}[kind]
+        raise ValueError(f"stage '{stage}' does not train on {kind} data (use stage '{fits}' for it); "
+                         "sft trains on conversations, pt on text, dpo on preference pairs")
 
 
 _TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "bytes"}
@@ -354,10 +398,13 @@ def load_dataset(
     tags: ShareGPTTags = ShareGPTTags(),
     max_errors: int = MAX_ERRORS,
 ) -> Dataset:
-    """Read and validate a whole JSONL file; raises `DataError` listing the bad rows."""
+    """Read and validate a whole JSONL file (or a `.txt` file of plain text); raises `DataError` listing
+    the bad rows."""
     if data_format != "auto" and data_format not in FORMATS:
         raise ValueError(f"data_format must be 'auto' or one of {FORMATS}, not '{data_format}'")
     path = Path(path)
+    if data_format == "plaintext" or (data_format == "auto" and path.suffix.lower() == ".txt"):
+        return load_plain_text(path)
     errors: list[RowError] = []
     bad = 0
     examples: list[Example] = []
@@ -386,7 +433,11 @@ def load_dataset(
                                   "expected messages, conversations, instruction, preferred_output or text")],
                     )
             try:
-                examples.append(parse_row(obj, fmt, lineno, tags))
+                example = parse_row(obj, fmt, lineno, tags)
+                if examples and type(example) is not type(examples[0]):
+                    raise _RowFailure(RowError(lineno, "", f"a {KINDS[type(example)]} row in a file of "
+                                               f"{KINDS[type(examples[0])]} rows: one file holds one kind"))
+                examples.append(example)
                 continue
             except _RowFailure as f:
                 err = f.error
@@ -398,3 +449,19 @@ def load_dataset(
     if not examples:
         raise DataError(path, [RowError(0, "", "the file has no rows")])
     return Dataset(str(path), fmt or data_format, examples)
+
+
+def load_plain_text(path: str | Path) -> Dataset:
+    """A plain-text file for continued pre-training: one document per blank-line-separated block."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise DataError(path, [RowError(0, "", f"cannot read file: {e.strerror}")]) from None
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise DataError(path, [RowError(line, "", "not valid UTF-8 text")]) from None
+    documents = [doc.strip() for doc in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if doc.strip()]
+    if not documents:
+        raise DataError(path, [RowError(0, "", "the file has no text")])
+    return Dataset(str(path), "plaintext", [TextDocument(doc) for doc in documents])

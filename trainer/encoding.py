@@ -4,15 +4,19 @@ Chat rows are rendered with the base model's own chat template. The loss covers 
 assistant turns with weight 1: each turn's character span is found by rendering the
 conversation up to that turn (with the generation prompt) and through it, and a token is
 labelled when it starts inside a span. This works for any prefix-consistent template, with
-or without `{% generation %}` markers. Text rows (continued pre-training) carry loss on every
-token and are split into `cutoff_len` chunks instead of being truncated.
+or without `{% generation %}` markers. A preference pair (DPO) is two such conversations, the
+prompt followed by each answer, with loss (and log-probabilities) on the answer alone.
 
-Batching: length-grouped batches, padded only to the longest row of each batch. We chose
-this over packing because packing needs variable-length attention kernels (flash-attn) to
-keep rows from attending to each other; on CPU (SDPA) and with eager attention it would
-silently leak attention across rows. Grouping keeps exact per-row semantics on every
-backend, and sorting within shuffled mega-groups keeps padding to a few percent while the
-order stays random and reproducible from (seed, epoch) alone, which is what resume needs.
+Text documents (continued pre-training) are packed: each ends with EOS, all are joined and cut
+into `cutoff_len` blocks with loss on every token, as pre-training does: no padding and no
+truncation. A block may span two documents; the EOS between them marks the boundary.
+
+Batching for conversations: length-grouped batches, padded only to the longest row of each
+batch. We chose this over packing chat rows because that needs variable-length attention
+kernels (flash-attn) to keep rows from attending to each other; on CPU (SDPA) and with eager
+attention it would silently leak attention across rows. Grouping keeps exact per-row semantics
+on every backend, and sorting within shuffled mega-groups keeps padding to a few percent while
+the order stays random and reproducible from (seed, epoch) alone, which is what resume needs.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainer.data import Conversation, Dataset, PreferencePair, TextDocument
+from trainer.data import Conversation, Dataset, Message, PreferencePair, TextDocument
 
 IGNORE_INDEX = -100
 GROUP_BATCHES = 32  # batches per length-sorted mega-group
@@ -40,6 +44,26 @@ class Encoded:
     @property
     def n_label_tokens(self) -> int:
         return sum(1 for x in self.labels if x != IGNORE_INDEX)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class EncodedPair:
+    """A preference pair: the prompt with its preferred answer, and with the other; `reference` holds
+    the reference policy's log-probabilities of both answers once computed."""
+
+    chosen: Encoded
+    rejected: Encoded
+    reference: tuple[float, float] | None = None
+
+    @property
+    def n_label_tokens(self) -> int:
+        return min(self.chosen.n_label_tokens, self.rejected.n_label_tokens)
+
+    def __len__(self) -> int:
+        return max(len(self.chosen), len(self.rejected))
 
 
 @dataclass
@@ -80,38 +104,51 @@ def encode_conversation(tokenizer, conversation: Conversation) -> Encoded:
     return Encoded(list(enc["input_ids"]), labels)
 
 
-def encode_text(tokenizer, doc: TextDocument, cutoff_len: int) -> list[Encoded]:
-    ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+def pack_text(tokenizer, docs: list[TextDocument], cutoff_len: int) -> list[Encoded]:
+    """Documents joined, each ending with EOS, and cut into `cutoff_len` blocks; loss on every token."""
+    ids = []
+    for doc in docs:
+        ids += tokenizer(doc.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return [Encoded(ids[i : i + cutoff_len], ids[i : i + cutoff_len]) for i in range(0, len(ids), cutoff_len)]
 
 
-def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int) -> tuple[list[Encoded], EncodingStats]:
-    stats = EncodingStats()
-    out: list[Encoded] = []
-    for example in dataset.examples:
-        stats.rows += 1
-        if isinstance(example, PreferencePair):
-            raise ValueError("preference rows (DPO) are validated but cannot be trained yet")
-        if isinstance(example, TextDocument):
-            pieces = encode_text(tokenizer, example, cutoff_len)
-        else:
-            enc = encode_conversation(tokenizer, example)
-            if len(enc.input_ids) > cutoff_len:
+def encode_pair(tokenizer, pair: PreferencePair, cutoff_len: int) -> EncodedPair:
+    def answer(text: str) -> Encoded:
+        enc = encode_conversation(tokenizer, Conversation(pair.prompt + (Message("assistant", text),)))
+        return Encoded(enc.input_ids[:cutoff_len], enc.labels[:cutoff_len])
+
+    return EncodedPair(answer(pair.preferred), answer(pair.non_preferred))
+
+
+def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int) -> tuple[list, EncodingStats]:
+    """The dataset's training rows (`Encoded`, or `EncodedPair` for preference data) and what encoding did."""
+    stats = EncodingStats(rows=len(dataset.examples))
+    if dataset.kind == "text":
+        pieces = pack_text(tokenizer, dataset.examples, cutoff_len)
+        stats.notes.append(f"{stats.rows} documents packed into {len(pieces)} blocks of up to {cutoff_len} tokens")
+    else:
+        pieces = []
+        for example in dataset.examples:
+            full = encode_pair(tokenizer, example, 1 << 30) if isinstance(example, PreferencePair) \
+                else encode_conversation(tokenizer, example)
+            if len(full) > cutoff_len:
                 stats.truncated += 1
-                enc = Encoded(enc.input_ids[:cutoff_len], enc.labels[:cutoff_len])
-            pieces = [enc]
-        for enc in pieces:
-            if enc.n_label_tokens == 0:
-                stats.dropped += 1
-                continue
-            out.append(enc)
-            stats.examples += 1
-            stats.tokens += len(enc.input_ids)
-            stats.label_tokens += enc.n_label_tokens
+            pieces.append(encode_pair(tokenizer, example, cutoff_len) if isinstance(example, PreferencePair)
+                          else Encoded(full.input_ids[:cutoff_len], full.labels[:cutoff_len]))
+    out = []
+    for enc in pieces:
+        if enc.n_label_tokens == 0:
+            stats.dropped += 1
+            continue
+        out.append(enc)
+        stats.examples += 1
+        for row in (enc.chosen, enc.rejected) if isinstance(enc, EncodedPair) else (enc,):
+            stats.tokens += len(row)
+            stats.label_tokens += row.n_label_tokens
     if stats.truncated:
         stats.notes.append(f"{stats.truncated} of {stats.rows} rows were longer than cutoff_len and truncated")
     if stats.dropped:
-        stats.notes.append(f"{stats.dropped} rows had no assistant tokens left after truncation and were dropped")
+        stats.notes.append(f"{stats.dropped} rows had no answer tokens left after truncation and were dropped")
     return out, stats
 
 

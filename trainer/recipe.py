@@ -7,7 +7,9 @@ Events (dicts, also appended to `output_dir/events.jsonl`) go to `emit` as they 
   {"type": "metrics", "step", "total_steps", "train_loss", "train_mean_token_accuracy", "learning_rate",
    "tokens", "tokens_per_s", "elapsed_s"}     at every logged step; one event per step, which also
    carries "valid_loss", "valid_mean_token_accuracy" where the step evaluated (and, at the last step,
-   "full_valid_loss", "full_valid_mean_token_accuracy")
+   "full_valid_loss", "full_valid_mean_token_accuracy"). DPO (stage dpo) reports, instead of token
+   accuracy, "{train,valid}_rewards_chosen", "_rewards_rejected", "_reward_accuracy", "_reward_margin"
+   (see trainer/objectives.py)
   {"type": "checkpoint", "step", "path", "metrics": {...}}
   {"type": "done", "adapter_path", "steps", "trained_tokens", "elapsed_s"}
   {"type": "interrupted", "step", "message"}       (after SIGTERM: a checkpoint was written first)
@@ -39,8 +41,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
 from adapters.atomic import staged
 from trainer.config import TrainConfig
-from trainer.data import ShareGPTTags, load_dataset
-from trainer.encoding import IGNORE_INDEX, Encoded, collate, encode_dataset, length_grouped_batches
+from trainer.data import ShareGPTTags, check_stage, load_dataset
+from trainer.encoding import encode_dataset, length_grouped_batches
+from trainer.objectives import LanguageModeling, Preference
 
 Emit = Callable[[dict], None]
 STATE_FILE = "trainer_state.pt"
@@ -99,19 +102,29 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    lora = LoraConfig(
-        r=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_target,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    if cfg.adapter_name_or_path:  # training on from a fine-tuned adapter: its weights, rank and targets
+        model = PeftModel.from_pretrained(model, cfg.adapter_name_or_path, is_trainable=True)
+        parent = model.peft_config["default"]
+        log({"type": "info", "message": f"training on from the adapter {cfg.adapter_name_or_path} "
+             f"(rank {parent.r}, alpha {parent.lora_alpha})"})
+    else:
+        model = get_peft_model(model, LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target,
+            task_type="CAUSAL_LM",
+        ))
     model.peft_config["default"].base_model_name_or_path = cfg.served_model_name
+    objective = LanguageModeling()
+    if cfg.stage == "dpo":  # the reference policy is the model as it starts: log-probabilities computed once
+        objective = Preference(cfg.pref_beta)
+        for rows in (train_rows, eval_rows):
+            objective.precompute_reference(model, rows, cfg.per_device_train_batch_size, pad_id, device)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    lengths = [len(r.input_ids) for r in train_rows]
+    lengths = [len(r) for r in train_rows]
     steps_per_epoch, total_steps = plan_steps(len(train_rows), cfg)
     scheduler = get_scheduler(
         "constant_with_warmup" if cfg.lr_scheduler_type == "constant" else cfg.lr_scheduler_type,
@@ -144,26 +157,24 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
                 )
             batch = epoch_batches[pos.batch_in_epoch]
             share = batch[rank::world]  # this process's rows of the batch (all of them in one process)
-            group.append((collate([train_rows[i] for i in share or batch[:1]], pad_id), 1.0 if share else 0.0))
+            group.append((objective.collate([train_rows[i] for i in share or batch[:1]], pad_id),
+                          1.0 if share else 0.0))
             pos.batch_in_epoch += 1
-        # Normalise by the label tokens of the whole step (every process's), so accumulation and
-        # data parallelism do not weight short rows up.
-        n_labels = int(_sum_over_workers(sum(int((b["labels"] != IGNORE_INDEX).sum()) * w for b, w in group),
-                                         world, device))
-        loss_sum, correct, tokens = 0.0, 0, 0
+        # Average over the items (label tokens, or pairs) of the whole step, every process's, so
+        # accumulation and data parallelism do not weight small micro-batches up.
+        n_items = int(_sum_over_workers(sum(objective.n_items(b) * w for b, w in group), world, device))
+        sums: dict[str, float] = {}
         for batch, weight in group:
             batch = {k: v.to(device) for k, v in batch.items()}
-            out = model(**batch, num_items_in_batch=n_labels)
-            (out.loss * weight).backward()
-            loss_sum += out.loss.item() * weight
-            correct += _correct_predictions(out.logits, batch["labels"]) * int(weight)
-            tokens += int(batch["attention_mask"].sum()) * int(weight)
+            loss, stats = objective.loss(model, batch, n_items)
+            (loss * weight).backward()
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0) + value * weight
         if world > 1:  # the gradient of the whole batch: the sum of every process's
             for p in params:
                 torch.distributed.all_reduce(p.grad)
-            loss_sum, correct = _sum_over_workers(loss_sum, world, device), int(_sum_over_workers(correct, world, device))
-            tokens = int(_sum_over_workers(tokens, world, device))
-        pos.tokens += tokens
+            sums = {key: _sum_over_workers(value, world, device) for key, value in sums.items()}
+        pos.tokens += int(sums["tokens"])
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
@@ -173,17 +184,16 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
         pos.step += 1
 
         elapsed = time.perf_counter() - started
-        metrics = {"step": pos.step, "train_loss": round(loss_sum, 6),
-                   "train_mean_token_accuracy": round(correct / max(n_labels, 1), 6)}
+        metrics = {"step": pos.step, **objective.metrics("train", sums, n_items)}
         save_now = cfg.save_steps > 0 and pos.step % cfg.save_steps == 0 and pos.step < total_steps
         eval_now = eval_rows and (
             (cfg.eval_steps > 0 and pos.step % cfg.eval_steps == 0) or save_now or pos.step == total_steps
         )
         if eval_now and rank == 0:  # over the whole validation set; at the last step, OpenAI's `full_valid_*` too
-            metrics.update(_evaluate(model, eval_rows, cfg.per_device_train_batch_size, pad_id, device))
+            valid = _evaluate(model, objective, eval_rows, cfg.per_device_train_batch_size, pad_id, device)
+            metrics.update(valid)
             if pos.step == total_steps:
-                metrics["full_valid_loss"] = metrics["valid_loss"]
-                metrics["full_valid_mean_token_accuracy"] = metrics["valid_mean_token_accuracy"]
+                metrics.update({f"full_{key}": value for key, value in valid.items()})
         if eval_now or pos.step % cfg.logging_steps == 0 or pos.step == total_steps:
             log({"type": "metrics", **metrics, "total_steps": total_steps, "learning_rate": lr,
                  "tokens": pos.tokens, "tokens_per_s": round((pos.tokens - start_tokens) / max(elapsed, 1e-9), 1),
@@ -270,16 +280,15 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def _load_rows(cfg: TrainConfig, tokenizer, log: Emit) -> tuple[list[Encoded], list[Encoded]]:
+def _load_rows(cfg: TrainConfig, tokenizer, log: Emit) -> tuple[list, list]:
     tags = ShareGPTTags(**cfg.sharegpt_tags)
     dataset = load_dataset(cfg.dataset, cfg.data_format, tags)
-    if (dataset.format == "text") != (cfg.stage == "pt"):
-        raise ValueError(f"stage '{cfg.stage}' does not fit {dataset.format} data: "
-                         "use stage 'pt' with text rows and 'sft' with conversations")
+    check_stage(cfg.stage, dataset.kind)
     rows, stats = encode_dataset(tokenizer, dataset, cfg.cutoff_len)
-    eval_rows: list[Encoded] = []
+    eval_rows: list = []
     if cfg.eval_dataset:
         eval_set = load_dataset(cfg.eval_dataset, cfg.data_format, tags)
+        check_stage(cfg.stage, eval_set.kind)
         eval_rows, _ = encode_dataset(tokenizer, eval_set, cfg.cutoff_len)
     elif cfg.val_size:
         held = random.Random(cfg.seed).sample(range(len(rows)), max(1, round(cfg.val_size * len(rows))))
@@ -295,32 +304,20 @@ def _load_rows(cfg: TrainConfig, tokenizer, log: Emit) -> tuple[list[Encoded], l
     return rows, eval_rows
 
 
-def _correct_predictions(logits: torch.Tensor, labels: torch.Tensor) -> int:
-    pred = logits[:, :-1].argmax(-1)
-    target = labels[:, 1:]
-    mask = target != IGNORE_INDEX
-    return int(((pred == target) & mask).sum())
-
-
 @torch.no_grad()
-def _evaluate(model, rows: list[Encoded], batch_size: int, pad_id: int, device) -> dict:
+def _evaluate(model, objective, rows: list, batch_size: int, pad_id: int, device) -> dict:
     model.eval()
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
-    loss_sum, correct, count = 0.0, 0, 0
-    for start in range(0, len(order), batch_size):
-        batch = collate([rows[i] for i in order[start : start + batch_size]], pad_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        target = batch["labels"][:, 1:]
-        loss_sum += torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1),
-            ignore_index=IGNORE_INDEX, reduction="sum",
-        ).item()
-        correct += _correct_predictions(logits, batch["labels"])
-        count += int((target != IGNORE_INDEX).sum())
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    batches = [objective.collate([rows[i] for i in order[s : s + batch_size]], pad_id)
+               for s in range(0, len(order), batch_size)]
+    n_items = sum(objective.n_items(b) for b in batches)
+    sums: dict[str, float] = {}
+    for batch in batches:
+        _, stats = objective.loss(model, {k: v.to(device) for k, v in batch.items()}, n_items)
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0) + value
     model.train()
-    return {"valid_loss": round(loss_sum / max(count, 1), 6),
-            "valid_mean_token_accuracy": round(correct / max(count, 1), 6)}
+    return objective.metrics("valid", sums, n_items)
 
 
 def _publish_dir(final: Path, write: Callable[[Path], None]) -> Path:

@@ -2,8 +2,9 @@
 with the API (a Ray worker). What `python -m trainer SPEC` does, with its inputs and outputs in the
 object store:
 
-- in: the job's spec (`jobs/{id}/spec.json`), its training and validation files (`files/{id}`), and
-  the latest complete checkpoint under `jobs/{id}/checkpoints/` (to resume from);
+- in: the job's spec (`jobs/{id}/spec.json`), its training and validation files (`files/{id}`), the
+  adapter it trains on from if any (`jobs/{id}/parent/`), and the latest complete checkpoint under
+  `jobs/{id}/checkpoints/` (to resume from);
 - out: each checkpoint uploaded whole under `jobs/{id}/checkpoints/step-N/` (its optimizer state
   last) before its event is printed, the final adapter under `jobs/{id}/adapter/`; the events on
   stdout as JSON lines, each checkpoint and the final one naming its object key (`key`,
@@ -63,6 +64,8 @@ def train_job(args: argparse.Namespace, workdir: Path) -> int:
     spec.update(model_name_or_path=args.model, output_dir=str(run_dir),
                 dataset=str(objects.fetch(args.training_file)),
                 eval_dataset=str(objects.fetch(args.validation_file)) if args.validation_file else None)
+    if spec.get("adapter_name_or_path"):  # training on from a fine-tuned model: the job's copy of it
+        spec["adapter_name_or_path"] = str(objects.fetch_tree(f"{prefix}/parent", workdir / "parent"))
     if os.environ.get("FTSERVE_TRAINER_THREADS"):
         spec["num_threads"] = int(os.environ["FTSERVE_TRAINER_THREADS"])
     objects.fetch_latest_checkpoint(f"{prefix}/checkpoints", run_dir / "checkpoints", STATE_FILE)

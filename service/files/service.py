@@ -49,7 +49,7 @@ class FileService:
                          purpose=purpose, status="uploaded")
         if purpose == "fine-tune":
             try:
-                load_dataset(path)
+                load_dataset(path, file_format(filename))
                 doc.status = "processed"
             except DataError as e:
                 doc.status, doc.status_details = "error", str(e)
@@ -138,6 +138,12 @@ class FileService:
 
 MEDIA_TYPES = {".jsonl": "application/jsonl", ".json": "application/json", ".csv": "text/csv",
                ".txt": "text/plain; charset=utf-8"}
+
+
+def file_format(filename: str) -> str:
+    """How a fine-tune file is read: `plaintext` for a .txt upload (continued pre-training), else JSONL
+    rows of any format."""
+    return "plaintext" if filename.lower().endswith(".txt") else "auto"
 
 
 def media_type(filename: str) -> str:

@@ -9,6 +9,8 @@ from service.fine_tuning.protocol import Hyperparameters
 
 BASE_LEARNING_RATE = 1e-4  # learning_rate_multiplier 1.0 means this
 DEFAULT_CHECKPOINTS = 3
+DEFAULT_BETA = 0.1
+DEFAULT_CUTOFF = 1024  # max_seq_len  # DPO's beta when `auto`
 
 
 @dataclass
@@ -45,12 +47,16 @@ def plan(hp: Hyperparameters, n_examples: int, base: dict) -> Plan:
         multiplier = 1.0
         auto.append(f"learning_rate_multiplier=1.0 (learning rate {BASE_LEARNING_RATE:g})")
     lr = multiplier * BASE_LEARNING_RATE
+    beta = getattr(hp, "beta", None)  # DPO only
+    if beta == "auto":
+        beta = DEFAULT_BETA
+        auto.append(f"beta={beta}")
     values = dict(
         base, num_train_epochs=epochs, per_device_train_batch_size=batch, learning_rate=lr,
         lora_rank=hp.lora_r or 8, lora_alpha=hp.lora_alpha or 2 * (hp.lora_r or 8),
         lora_dropout=hp.lora_dropout or 0.0, lora_target=hp.lora_target_modules or "all-linear",
-        cutoff_len=hp.max_seq_len or 1024, warmup_ratio=hp.warmup_ratio or 0.0,
-        resume_from_checkpoint="latest",
+        cutoff_len=hp.max_seq_len or DEFAULT_CUTOFF, warmup_ratio=hp.warmup_ratio or 0.0,
+        resume_from_checkpoint="latest", **({"pref_beta": beta} if beta is not None else {}),
     )
     cfg = TrainConfig.from_mapping(values)
     _, total = plan_steps(n_examples, cfg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.protocol import Sparse, Strict
 
@@ -40,18 +40,29 @@ class SupervisedMethod(Strict):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 
+class DpoHyperparameters(Hyperparameters):
+    beta: Auto | Annotated[float, Field(gt=0, le=2)] = "auto"
+    """How far the policy may move from the reference model (higher: closer to it); auto is 0.1."""
+
+
+class DpoMethod(Strict):
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+
+
 class Method(Strict):
-    type: Literal["supervised", "continued_pretraining"]
+    type: Literal["supervised", "dpo", "continued_pretraining"]
     supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
     # ftserve extension
     continued_pretraining: SupervisedMethod | None = None
-    """Continued pre-training on raw text rows (`{"text": ...}`): loss on every token, long documents
-    cut into `max_seq_len` pieces. Its hyperparameters are the supervised method's."""
+    """Continued pre-training on raw text (`{"text": ...}` rows, or a .txt file with one document per
+    paragraph): documents packed into `max_seq_len` blocks, loss on every token. Its hyperparameters are
+    the supervised method's."""
 
     @property
-    def settings(self) -> SupervisedMethod:
+    def settings(self) -> SupervisedMethod | DpoMethod:
         """The chosen method's settings (`method.<type>`)."""
-        return getattr(self, self.type) or SupervisedMethod()
+        return getattr(self, self.type) or (DpoMethod() if self.type == "dpo" else SupervisedMethod())
 
 
 class JobResources(Strict):
@@ -126,6 +137,11 @@ class FineTuningJobEvent(Sparse):
 
 
 class CheckpointMetrics(Sparse):
+    """OpenAI's checkpoint metrics; DPO checkpoints add the preference metrics of their split
+    (`{train,valid,full_valid}_{rewards_chosen,rewards_rejected,reward_accuracy,reward_margin}`)."""
+
+    model_config = ConfigDict(extra="allow")
+
     step: int | None = None
     train_loss: float | None = None
     train_mean_token_accuracy: float | None = None

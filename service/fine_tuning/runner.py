@@ -33,15 +33,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from adapters import AdapterStore, ObjectStore, StorageUnavailable
+from adapters.store import AdapterError
 from service.db import JobRow
 from service.errors import storage_error
-from service.files.service import FileService
+from service.files.service import FileService, file_format
 from service.fine_tuning.backends import BackendUnavailable, Launch, LocalBackend, TrainingRun
-from service.fine_tuning.plan import plan
+from service.fine_tuning.plan import DEFAULT_CUTOFF, plan
 from service.fine_tuning.store import TERMINAL, JobStore
-from service.fine_tuning.protocol import CheckpointMetrics, FineTuningJobCheckpoint
+from service.fine_tuning.protocol import CheckpointMetrics, FineTuningJobCheckpoint, Method
 from service.settings import Settings
-from trainer.data import DataError, load_dataset
+from trainer.data import STAGE_KINDS, DataError, load_dataset
 
 log = logging.getLogger("ftserve.runner")
 POLL_SECONDS = 2.0
@@ -55,6 +56,7 @@ class JobRunner:
         self.store, self.db, self.files, self.adapters, self.settings = store, store.db, files, adapters, settings
         self.objects = objects
         self.base_model_path = base_model_path
+        self._tokenizer = None  # the base model's, loaded when a text file's blocks are first counted
         self.backend = backend or LocalBackend(settings.trainer_threads)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._runs: dict[str, TrainingRun] = {}  # the trainers this server watches, by job
@@ -177,13 +179,20 @@ class JobRunner:
             job = self.store.get(job_id)
             if job.status != "validating_files":
                 return
-            stage = _stage(job.method)
-            n_examples = await asyncio.to_thread(self._count_examples, job.training_file, "training_file", stage)
+            stage, hp = _stage(job.method), _hyperparameters(job.method)
+            n_examples, data_format = await asyncio.to_thread(
+                self._count_examples, job.training_file, "training_file", stage, hp.max_seq_len)
             if job.validation_file:
-                await asyncio.to_thread(self._count_examples, job.validation_file, "validation_file", stage)
-            hp = _hyperparameters(job.method)
-            p = plan(hp, n_examples, {**self._local_paths(job), "served_model_name": job.model, "seed": job.seed,
-                                      "num_threads": self.settings.trainer_threads, "stage": stage})
+                _, valid_format = await asyncio.to_thread(
+                    self._count_examples, job.validation_file, "validation_file", stage, hp.max_seq_len)
+                if (valid_format == "plaintext") != (data_format == "plaintext"):
+                    raise _Invalid("invalid_validation_file", "validation_file: a .txt validation file goes with a "
+                                   ".txt training file, and JSONL with JSONL", "validation_file")
+            if job.model != self.settings.base_model_name:  # training on from a fine-tuned model: a copy of it
+                await asyncio.to_thread(self._store_parent, job)
+            p = plan(hp, n_examples, {**self._local_paths(job), "served_model_name": self.settings.base_model_name,
+                                      "seed": job.seed, "num_threads": self.settings.trainer_threads,
+                                      "stage": stage, "data_format": data_format})
             await asyncio.to_thread(self.objects.put_bytes, f"jobs/{job_id}/spec.json",
                                     json.dumps(p.spec, indent=1).encode())
         except _Invalid as e:
@@ -207,20 +216,39 @@ class JobRunner:
                             "Job queued")
         self._queue.put_nowait(job_id)
 
-    def _count_examples(self, file_id: str, param: str, stage: str) -> int:
+    def _count_examples(self, file_id: str, param: str, stage: str, max_seq_len: int | None) -> tuple[int, str]:
+        """The file's training example count (for text: the blocks its documents are packed into) and its
+        data format (`auto`, or `plaintext` for a .txt upload)."""
         code = "invalid_training_file" if param == "training_file" else "invalid_validation_file"
+        data_format = file_format(self.files.get(file_id).filename)
         try:
-            ds = load_dataset(self.files.path(file_id))
+            ds = load_dataset(self.files.path(file_id), data_format)
         except DataError as e:
             raise _Invalid(code, str(e), param) from None
-        if stage == "pt" and ds.format != "text":
-            raise _Invalid(code, f"{param}: {ds.format} rows cannot be used for continued pre-training; use text "
-                           'rows ({"text": ...})', param)
-        if stage == "sft" and ds.format not in ("chat", "alpaca", "sharegpt"):
-            raise _Invalid(code, f"{param}: {ds.format} rows cannot be used for supervised fine-tuning; use chat, "
-                           "alpaca or sharegpt rows" + (" (or method continued_pretraining for text rows)"
-                                                        if ds.format == "text" else ""), param)
-        return len(ds.examples)
+        if STAGE_KINDS[stage] != ds.kind:
+            method = {"sft": "supervised", "pt": "continued_pretraining", "dpo": "dpo"}
+            fits = {kind: method[s] for s, kind in STAGE_KINDS.items()}[ds.kind]
+            raise _Invalid(code, f"{param}: method {method[stage]} trains on {STAGE_KINDS[stage]} data, and this "
+                           f"file holds {ds.kind} data ({ds.format} rows); use method {fits} for it", param)
+        if ds.kind == "text":
+            from trainer.encoding import pack_text
+
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(self.base_model_path)
+            return len(pack_text(self._tokenizer, ds.examples, max_seq_len or DEFAULT_CUTOFF)), data_format
+        return len(ds.examples), data_format
+
+    def _store_parent(self, job) -> None:
+        """The model a job trains on from, copied under the job's prefix: a later change to it does not
+        change the job, and a remote trainer finds it in the object store."""
+        try:
+            source = self.adapters.local_copy(job.model)
+        except AdapterError:
+            raise _Invalid("model_not_available", f"model {job.model!r} was deleted before the job started",
+                           "model") from None
+        self.objects.put_tree(f"jobs/{job.id}/parent", source)
 
     # ------------------------------------------------------------------ queued -> running -> done
     async def _worker(self) -> None:
@@ -255,10 +283,15 @@ class JobRunner:
                     log.exception("job %s: could not record the failure", job_id)
 
     def _local_paths(self, job) -> dict:
-        """The trainer spec's paths on this server: base model, training files, run directory."""
+        """The trainer spec's paths on this server: base model, training files, run directory, and the
+        adapter it trains on from."""
+        parent = None
+        if job.model != self.settings.base_model_name:
+            parent = str(self.objects.fetch_tree(f"jobs/{job.id}/parent", self.run_dir(job.id) / "parent"))
         return dict(model_name_or_path=str(self.base_model_path), output_dir=str(self.run_dir(job.id)),
                     dataset=str(self.files.path(job.training_file)),
-                    eval_dataset=str(self.files.path(job.validation_file)) if job.validation_file else None)
+                    eval_dataset=str(self.files.path(job.validation_file)) if job.validation_file else None,
+                    adapter_name_or_path=parent)
 
     def _prepare_run_dir(self, job_id: str) -> Path:
         """The run directory as this server's trainer needs it: the stored spec with this server's paths, and
@@ -364,9 +397,13 @@ class JobRunner:
                 self.training_tokens_per_s[job_id] = event["tokens_per_s"]
                 data = {k: v for k, v in event.items() if k != "type"}
                 message = f"Step {event['step']}/{event['total_steps']}: training loss={event['train_loss']:.4f}"
+                if "train_reward_accuracy" in event:
+                    message += f", reward accuracy={event['train_reward_accuracy']:.3f}"
                 if "valid_loss" in event:
-                    message += (f", validation loss={event['valid_loss']:.4f}, "
-                                f"token accuracy={event['valid_mean_token_accuracy']:.3f}")
+                    message += f", validation loss={event['valid_loss']:.4f}"
+                    message += (f", token accuracy={event['valid_mean_token_accuracy']:.3f}"
+                                 if "valid_mean_token_accuracy" in event
+                                 else f", reward accuracy={event['valid_reward_accuracy']:.3f}")
                 await self._record(job_id, message, data=data, type="metrics")
                 remaining = (event["total_steps"] - event["step"]) * event["elapsed_s"] / max(event["step"], 1)
                 self.store.update(job_id, expect=("running",), trained_tokens=event["tokens"],
@@ -434,8 +471,10 @@ class JobRunner:
             if not self._mine(job_id, "running"):
                 return
             await self._publish_checkpoint_locked(job_id, model_name, done["steps"], adapter, done.get("metrics", {}))
+            job = self.store.get(job_id)
+            parent = job.model if job.model != self.settings.base_model_name else None
             await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id,
-                                    step=done["steps"], replace=True)
+                                    step=done["steps"], replace=True, parent=parent)
             results = self.files.create_internal(self._results_csv(job_id), "step_metrics.csv",
                                                  "fine-tune-results")
             self.store.update(job_id, expect=("running",), status="succeeded", fine_tuned_model=model_name,
@@ -474,12 +513,11 @@ class _Invalid(Exception):
 
 
 def _hyperparameters(method: dict | None):
-    from service.fine_tuning.protocol import Hyperparameters
-
-    method = method or {}
-    return Hyperparameters(**(method.get(method.get("type", "supervised")) or {}).get("hyperparameters", {}))
+    """The job's hyperparameters, of its method's class (DPO's add `beta`)."""
+    return Method.model_validate(method or {"type": "supervised"}).settings.hyperparameters
 
 
 def _stage(method: dict | None) -> str:
-    """The trainer's stage for a job's method: `pt` for continued pre-training, else `sft`."""
-    return "pt" if (method or {}).get("type") == "continued_pretraining" else "sft"
+    """The trainer's stage for a job's method."""
+    return {"continued_pretraining": "pt", "dpo": "dpo"}.get((method or {}).get("type"), "sft")
+

@@ -7,10 +7,12 @@ store (store.py); plan.py turns a request's hyperparameters into the trainer's c
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import TYPE_CHECKING
 
+from adapters.store import AdapterError
 from service.errors import APIError, Kind
 from service.files.service import FileService, new_id
 from service.fine_tuning.protocol import (
@@ -41,9 +43,6 @@ class JobService:
             raise APIError(Kind.RATE_LIMITED, f"{self.settings.max_queued_jobs} fine-tuning jobs are already "
                            "waiting; retry later.", code="too_many_queued_jobs", headers={"Retry-After": "30"})
         base = self.settings.base_model_name
-        if req.model != base:
-            raise APIError(Kind.INVALID_REQUEST, f"Model {req.model!r} is not available for fine-tuning; "
-                           f"this server fine-tunes {base!r}.", param="model", code="model_not_available")
         self._check_file(req.training_file, "training_file")
         if req.validation_file:
             self._check_file(req.validation_file, "validation_file")
@@ -54,6 +53,9 @@ class JobService:
                            "method.supervised, not both.", param="hyperparameters")
         hp = req.method.settings.hyperparameters if req.method else (req.hyperparameters or Hyperparameters())
         kind = req.method.type if req.method else "supervised"
+        hp_param = f"method.{kind}.hyperparameters" if req.method else "hyperparameters"
+        if req.model != base:
+            self._check_parent(req.model, hp, hp_param)
         if req.resources and self.settings.training_backend != "ray":
             raise APIError(Kind.INVALID_REQUEST, "resources apply to the Ray training backend "
                            "(--training-backend ray); this server trains each job in a local process.",
@@ -61,14 +63,13 @@ class JobService:
         if (hp.n_workers or 1) > 1 and self.settings.training_backend != "ray":
             raise APIError(Kind.INVALID_REQUEST, f"n_workers={hp.n_workers} needs the Ray training backend "
                            "(--training-backend ray); this server trains each job in one local process.",
-                           param=f"method.{kind}.hyperparameters.n_workers" if req.method
-                           else "hyperparameters.n_workers", code="n_workers_unsupported")
+                           param=f"{hp_param}.n_workers", code="n_workers_unsupported")
         job_id = new_id("ftjob")
         model_name = f"ft:{base}:{self.settings.organization}:{req.suffix or ''}:{job_id[6:14]}"
         job = FineTuningJob(
             id=job_id, created_at=int(time.time()), hyperparameters=hp.model_dump(include={
                 "batch_size", "learning_rate_multiplier", "n_epochs"}),
-            model=base, organization_id=self.settings.organization,
+            model=req.model, organization_id=self.settings.organization,
             seed=req.seed if req.seed is not None else random.randint(0, 2**31 - 1),
             status="validating_files", training_file=req.training_file, validation_file=req.validation_file,
             method={"type": kind, kind: {"hyperparameters": hp.model_dump(exclude_none=True)}},
@@ -79,6 +80,27 @@ class JobService:
         self.store.add_event(job_id, f"Validating training file: {req.training_file}")
         self.runner.submit(job_id)
         return job
+
+    def _check_parent(self, model: str, hp: Hyperparameters, hp_param: str) -> None:
+        """Training on from a fine-tuned model (or checkpoint): it must be one of ours, and the LoRA
+        hyperparameters given must be its own (training continues on its weights)."""
+        base = self.settings.base_model_name
+        try:
+            config = json.loads((self.runner.adapters.local_copy(model) / "adapter_config.json").read_text())
+        except (AdapterError, OSError, ValueError):
+            raise APIError(Kind.INVALID_REQUEST, f"Model {model!r} is not available for fine-tuning; this server "
+                           f"fine-tunes {base!r} and the models fine-tuned from it.", param="model",
+                           code="model_not_available") from None
+        targets = config.get("target_modules")
+        given = {"lora_r": (hp.lora_r, config.get("r")), "lora_alpha": (hp.lora_alpha, config.get("lora_alpha")),
+                 "lora_target_modules": (hp.lora_target_modules, sorted(targets) if isinstance(targets, list)
+                                         else targets)}
+        for name, (value, parents) in given.items():
+            if value is not None and value != "all-linear" and (sorted(value) if isinstance(value, list)
+                                                                else value) != parents:
+                raise APIError(Kind.INVALID_REQUEST, f"{name}={value!r} conflicts with {model}, which has "
+                               f"{name}={parents!r}: training on from a fine-tuned model keeps its LoRA shape. "
+                               f"Leave {name} out.", param=f"{hp_param}.{name}", code="invalid_hyperparameters")
 
     def _check_file(self, file_id: str, param: str) -> None:
         row = self.db.get_file(file_id)

@@ -22,7 +22,7 @@ class ModelService:
 
     def _adapter(self, meta) -> Model:
         return Model(id=meta.name, created=meta.created_at, owned_by=self.settings.organization,
-                     root=meta.base_model or None, parent=meta.base_model or None)
+                     root=meta.base_model or None, parent=meta.parent or meta.base_model or None)
 
     def list(self) -> ListObject[Model]:
         return ListObject[Model](data=[self._base(), *(self._adapter(meta) for meta in self.adapters.list())])

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,30 @@ def test_train_command_shows_progress_and_writes_the_adapter(tiny_model, tmp_pat
     assert "4/4" in proc.stderr and "loss=" in proc.stderr and "tok_s=" in proc.stderr
     assert "step 2: checkpoint" in proc.stdout and "adapter written to" in proc.stdout
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_train_command_runs_sft_then_dpo_from_the_examples(tiny_model, tmp_path):
+    """examples/tiny-sft.yaml, then examples/tiny-dpo.yaml (LLaMA-Factory's DPO keys, pairwise rows) on
+    from its adapter; shortened, with this test's model and output folders."""
+    import yaml
+
+    def config(name: str, **changes) -> Path:
+        values = yaml.safe_load((REPO / "examples" / name).read_text())
+        values.update(model_name_or_path=str(tiny_model), output_dir=str(tmp_path / name), **changes)
+        values["dataset"] = str(REPO / "examples" / values["dataset"])
+        path = tmp_path / name
+        path.with_suffix(".cfg.yaml").write_text(yaml.safe_dump(values))
+        return path.with_suffix(".cfg.yaml")
+
+    assert _run(FTSERVE + ["train", str(config("tiny-sft.yaml", max_steps=4, save_steps=0))]).returncode == 0
+    adapter = tmp_path / "tiny-sft.yaml" / "adapter"
+    proc = _run(FTSERVE + ["train", str(config("tiny-dpo.yaml", max_steps=3, adapter_name_or_path=str(adapter)))])
+    assert proc.returncode == 0, proc.stderr
+    assert "3/3" in proc.stderr and "training on from the adapter" in proc.stdout
+    events = [json.loads(line) for line in (tmp_path / "tiny-dpo.yaml" / "events.jsonl").read_text().splitlines()]
+    assert all("train_reward_accuracy" in e for e in events if e["type"] == "metrics")
+    proc = _run(FTSERVE + ["train", str(config("tiny-dpo.yaml", pref_loss="orpo"))])
+    assert proc.returncode != 0 and "pref_loss: 'orpo' is not supported yet" in proc.stderr
 
 
 def test_train_command_rejects_a_typo_with_the_nearest_key(tmp_path):

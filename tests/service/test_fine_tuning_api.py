@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import time
 
@@ -234,10 +235,13 @@ def test_continued_pretraining_lowers_held_out_perplexity(client, server, tiny_m
 
     from adapters import AdapterStore
 
-    text = _upload(client, write_jsonl(tmp_path / "gauges.jsonl", [{"text": t} for t in _domain_text(0, 64)]))
+    # a plain .txt upload: one document per paragraph
+    (tmp_path / "gauges.txt").write_text("\n\n".join(_domain_text(0, 64)) + "\n")
+    text = _upload(client, tmp_path / "gauges.txt")
+    assert text.status == "processed"
     job = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=text.id, seed=7, method={
         "type": "continued_pretraining", "continued_pretraining": {"hyperparameters": {
-            "n_epochs": 6, "batch_size": 8, "learning_rate": 3e-3, "n_checkpoints": 1}}})
+            "n_epochs": 6, "batch_size": 8, "learning_rate": 3e-3, "n_checkpoints": 1, "max_seq_len": 64}}})
     assert job.method.type == "continued_pretraining"
     done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=300)
     assert done.status == "succeeded", done.error
@@ -248,12 +252,89 @@ def test_continued_pretraining_lowers_held_out_perplexity(client, server, tiny_m
     tuned_ppl = _perplexity(tuned, tokenizer, held_out)
     print(f"held-out perplexity: base {base_ppl:.1f}, after continued pre-training {tuned_ppl:.1f}")
     assert tuned_ppl < 0.5 * base_ppl, (base_ppl, tuned_ppl)
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    (planned,) = [int(re.search(r"(\d+) steps planned", e.message)[1]) for e in events if "steps planned" in e.message]
+    assert planned == max(e.data["total_steps"] for e in events if e.type == "metrics")  # from the packed blocks
 
     # each method takes only its own rows, and says which it needs
     wrong = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=_upload(client).id, method={
         "type": "continued_pretraining", "continued_pretraining": {"hyperparameters": {"n_epochs": 1}}})
     failed = wait_for_status(client, wrong.id, ("failed", "succeeded"))
     assert failed.status == "failed" and failed.error.code == "invalid_training_file"
-    assert "text rows" in failed.error.message
+    assert "method continued_pretraining trains on text data" in failed.error.message
     failed = wait_for_status(client, _create(client, text.id).id, ("failed", "succeeded"))
     assert failed.status == "failed" and "method continued_pretraining" in failed.error.message
+
+
+def _preference_rows(facts, wrong="I do not know."):
+    return [{"input": {"messages": [{"role": "user", "content": q}]},
+             "preferred_output": [{"role": "assistant", "content": a}],
+             "non_preferred_output": [{"role": "assistant", "content": wrong}]} for q, a in facts]
+
+
+def test_sft_then_dpo_on_the_fine_tuned_model(client, server, tiny_model, tokenizer, facts, tmp_path):
+    """Two jobs: SFT on the facts, then DPO (OpenAI's method API) on from the SFT model; the DPO model
+    keeps what SFT taught, reports preference metrics and names its parent."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from adapters import AdapterStore
+    from tests.trainer.conftest import recall
+
+    learn = {"n_epochs": 50, "batch_size": 4, "learning_rate": 3e-3, "n_checkpoints": 1}
+    sft = wait_for_status(client, _create(client, _upload(client).id, hp=learn, suffix="sft").id,
+                          ("succeeded", "failed"), timeout=300)
+    assert sft.status == "succeeded", sft.error
+    store = AdapterStore(server.data_dir / "adapters")
+    sft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model),
+                                          store.resolve(sft.fine_tuned_model))
+    assert recall(sft_model, tokenizer, facts) >= 0.9 * len(facts)
+    pairs = _upload(client, write_jsonl(tmp_path / "pairs.jsonl", _preference_rows(facts)))
+    valid = _upload(client, write_jsonl(tmp_path / "valid.jsonl", _preference_rows(facts[:3], "No idea.")))
+    assert pairs.status == valid.status == "processed"
+    job = client.fine_tuning.jobs.create(model=sft.fine_tuned_model, training_file=pairs.id, validation_file=valid.id,
+                                         suffix="dpo", method={"type": "dpo", "dpo": {"hyperparameters": {
+                                             "beta": 0.2, "n_epochs": 2, "batch_size": 4, "learning_rate": 1e-4,
+                                             "n_checkpoints": 1}}})
+    assert job.model == sft.fine_tuned_model and job.method.type == "dpo"
+    assert job.method.dpo.hyperparameters.beta == 0.2
+    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=300)
+    assert done.status == "succeeded", done.error
+    spec = json.loads((server.data_dir / "jobs" / job.id / "spec.json").read_text())
+    assert spec["stage"] == "dpo" and spec["pref_beta"] == 0.2
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    metrics = [e.data for e in events if e.type == "metrics"]
+    assert metrics and all("train_reward_accuracy" in m and "train_rewards_chosen" in m for m in metrics)
+    assert any("reward accuracy=" in e.message for e in events)
+    (last, *_) = client.fine_tuning.jobs.checkpoints.list(job.id).data  # newest first
+    extra = last.metrics.model_extra
+    assert extra["full_valid_reward_accuracy"] == 1.0 and extra["full_valid_reward_margin"] > 0
+    model = client.models.retrieve(done.fine_tuned_model)
+    assert model.parent == sft.fine_tuned_model
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model),
+                                      store.resolve(done.fine_tuned_model))
+    assert recall(tuned, tokenizer, facts) >= 0.9 * len(facts)  # a fresh adapter would recall none
+
+    # a checkpoint is a model to train on from, too; its LoRA shape is kept, and conflicts are refused
+    with pytest.raises(Exception) as e:
+        client.fine_tuning.jobs.create(model=sft.fine_tuned_model, training_file=pairs.id, method={
+            "type": "dpo", "dpo": {"hyperparameters": {"lora_r": 16}}})
+    assert e.value.status_code == 400 and e.value.body["param"] == "method.dpo.hyperparameters.lora_r"
+    assert "conflicts with" in e.value.body["message"]
+    with pytest.raises(Exception) as e:
+        client.fine_tuning.jobs.create(model="ft:ftserve-tiny:nobody:x:123", training_file=pairs.id)
+    assert e.value.status_code == 400 and e.value.body["code"] == "model_not_available"
+    sft_checkpoint = client.fine_tuning.jobs.checkpoints.list(sft.id).data[-1].fine_tuned_model_checkpoint
+    chained = client.fine_tuning.jobs.create(model=sft_checkpoint, training_file=_upload(client).id,
+                                             method={"type": "supervised", "supervised": {"hyperparameters": {
+                                                 "n_epochs": 1, "batch_size": 12, "lora_r": 8}}})
+    chained = wait_for_status(client, chained.id, ("succeeded", "failed"))
+    assert chained.status == "succeeded", chained.error
+    assert client.models.retrieve(chained.fine_tuned_model).parent == sft_checkpoint
+
+    # DPO takes only preference pairs, and says so
+    wrong = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=_upload(client).id,
+                                           method={"type": "dpo"})
+    failed = wait_for_status(client, wrong.id, ("failed", "succeeded"))
+    assert failed.status == "failed" and failed.error.code == "invalid_training_file"
+    assert "method dpo trains on preference data" in failed.error.message

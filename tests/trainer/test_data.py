@@ -73,6 +73,36 @@ def test_preference_and_text_rows(tmp_path):
     assert load_dataset(text).examples == [TextDocument("Once upon a time."), TextDocument("The end.")]
 
 
+def test_llama_factory_pairwise_rows_become_preference_pairs(tmp_path):
+    alpaca = write_jsonl(tmp_path / "a.jsonl", [
+        {"instruction": "What is 2+2?", "input": "", "chosen": "4", "rejected": "5", "system": "Be brief."},
+    ])
+    ds = load_dataset(alpaca)
+    assert ds.kind == "preference"
+    assert ds.examples == [PreferencePair((Message("system", "Be brief."), Message("user", "What is 2+2?")), "4", "5")]
+    sharegpt = write_jsonl(tmp_path / "s.jsonl", [
+        {"conversations": [{"from": "human", "value": "What is 2+2?"}],
+         "chosen": {"from": "gpt", "value": "4"}, "rejected": {"from": "gpt", "value": "5"}},
+    ])
+    ds = load_dataset(sharegpt, tags=ShareGPTTags(assistant_tag="gpt"))
+    assert ds.examples == [PreferencePair((Message("user", "What is 2+2?", weight=0),), "4", "5")]
+
+
+def test_plain_text_files_hold_one_document_per_paragraph(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("The zorblat valve opens.\nIt hums.\n\n\nThe quib gauge reads high.\n")
+    ds = load_dataset(path)
+    assert ds.format == "plaintext" and ds.kind == "text"
+    assert ds.examples == [TextDocument("The zorblat valve opens.\nIt hums."), TextDocument("The quib gauge reads high.")]
+    assert load_dataset(tmp_path / "notes.txt", data_format="plaintext").examples == ds.examples
+    (tmp_path / "bad.txt").write_bytes(b"fine\nstill fine\n\xff\xfe\n")
+    with pytest.raises(DataError, match="line 3: not valid UTF-8 text"):
+        load_dataset(tmp_path / "bad.txt")
+    (tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(DataError, match="the file has no text"):
+        load_dataset(tmp_path / "blank.txt")
+
+
 def test_explicit_format_overrides_detection(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"messages": [U, A]}])
     with pytest.raises(DataError) as e:
@@ -115,7 +145,21 @@ def test_malformed_chat_rows_are_reported_with_line_and_field(tmp_path, row, exp
 
 
 @pytest.mark.parametrize("rows,expected", [
-    ([{"instruction": "x"}], "line 1: output: Field required"),
+    ([{"instruction": "x"}], "line 1: 'output' is missing: give 'output', or 'chosen' and 'rejected'"),
+    ([{"instruction": "x", "chosen": "y"}], "line 1: 'rejected' is missing"),
+    ([{"instruction": "x", "output": "y", "chosen": "y", "rejected": "z"}], "line 1: give either 'output' or"),
+    ([{"instruction": "x", "chosen": "y", "rejected": "z"}, {"instruction": "x", "output": "y"}],
+     "line 2: a conversation row in a file of preference rows: one file holds one kind"),
+    ([{"conversations": [{"from": "human", "value": "q"}, {"from": "assistant", "value": "a"}],
+      "chosen": {"from": "assistant", "value": "b"}, "rejected": {"from": "assistant", "value": "c"}}],
+     "line 1: conversations[1]: a preference pair's prompt must end with a 'human' turn"),
+    ([{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "assistant", "value": "b"}}],
+     "line 1: rejected: must be an object"),
+    ([{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "human", "value": "b"},
+       "rejected": {"from": "assistant", "value": "c"}}], "line 1: chosen.from: must be 'assistant'"),
+    ([{"input": {"messages": [U]}, "preferred_output": [{"role": "assistant", "content": ""}],
+       "non_preferred_output": [{"role": "assistant", "content": "5"}]}],
+     "line 1: preferred_output[0].content: String should have at least 1 character"),
     ([{"instruction": "x", "output": "y", "histroy": []}], "line 1: histroy: unknown key"),
     ([{"instruction": "x", "output": "y", "history": [["only one"]]}], "line 1: history[0]"),
     ([{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}],

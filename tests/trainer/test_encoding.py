@@ -8,7 +8,7 @@ from trainer.encoding import (
     collate,
     encode_conversation,
     encode_dataset,
-    encode_text,
+    pack_text,
     length_grouped_batches,
 )
 
@@ -74,12 +74,29 @@ def test_every_format_gives_the_same_ids_for_the_same_conversation(tokenizer, tm
         assert stats.label_tokens == len(answer)
 
 
-def test_text_rows_train_on_every_token_in_chunks(tokenizer):
-    doc = TextDocument("one two three four five six seven eight nine ten " * 3)
-    chunks = encode_text(tokenizer, doc, cutoff_len=8)
-    ids = _ids(tokenizer, doc.text) + [tokenizer.eos_token_id]
-    assert [i for c in chunks for i in c.input_ids] == ids
-    assert all(c.labels == c.input_ids and len(c.input_ids) <= 8 for c in chunks)
+def test_text_documents_are_packed_into_full_blocks_with_loss_on_every_token(tokenizer):
+    docs = [TextDocument("one two three four five six seven eight nine ten " * 3), TextDocument("the end"),
+            TextDocument("river mountain ocean")]
+    blocks = pack_text(tokenizer, docs, cutoff_len=8)
+    eos = tokenizer.eos_token_id
+    ids = [i for d in docs for i in _ids(tokenizer, d.text) + [eos]]
+    assert [i for b in blocks for i in b.input_ids] == ids  # every document, each ending with EOS
+    assert all(b.labels == b.input_ids for b in blocks)
+    assert [len(b) for b in blocks[:-1]] == [8] * (len(blocks) - 1) and 0 < len(blocks[-1]) <= 8
+    assert any(eos in b.input_ids[:-1] for b in blocks)  # a block spans a document boundary: packed
+
+
+def test_preference_pairs_share_the_prompt_and_label_only_the_answers(tokenizer, tmp_path):
+    rows = [{"instruction": "Say hi", "chosen": "Hello there, friend!", "rejected": "No."}]
+    (pair,), stats = encode_dataset(tokenizer, load_dataset(write_jsonl(tmp_path / "p.jsonl", rows)), 64)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Say hi"}], tokenize=False,
+                                           add_generation_prompt=True)
+    n_prompt = len(_ids(tokenizer, prompt))
+    for enc, answer in ((pair.chosen, "Hello there, friend!"), (pair.rejected, "No.")):
+        assert enc.input_ids[:n_prompt] == _ids(tokenizer, prompt)
+        assert set(enc.labels[:n_prompt]) == {IGNORE_INDEX}
+        assert tokenizer.decode([i for i in enc.labels if i != IGNORE_INDEX]) == answer + "<|im_end|>"
+    assert stats.examples == 1 and len(pair) == max(len(pair.chosen), len(pair.rejected))
 
 
 def test_truncation_is_counted_and_empty_rows_dropped(tokenizer, tmp_path):

@@ -8,57 +8,24 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from tests.conftest import FACTS, write_jsonl
-from trainer.config import TrainConfig
+from tests.conftest import write_jsonl
+from tests.trainer.conftest import recall, train_config
 from trainer.recipe import train
 
 pytestmark = pytest.mark.slow
 
 
-def _config(tiny_model, out, **overrides) -> TrainConfig:
-    values = dict(
-        model_name_or_path=str(tiny_model), served_model_name="ftserve-tiny", dataset=str(FACTS),
-        output_dir=str(out), per_device_train_batch_size=12, learning_rate=3e-3,
-        lr_scheduler_type="constant", max_steps=100, lora_target="all", num_threads=2, seed=1234,
-    )
-    return TrainConfig.from_mapping({**values, **overrides})
-
-
-def _recall(model, tokenizer, facts) -> int:
-    hits = 0
-    for question, answer in facts:
-        enc = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        out = model.generate(**enc, max_new_tokens=24, do_sample=False)
-        hits += tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() == answer
-    return hits
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_model, tmp_path_factory):
-    events = []
-    out = tmp_path_factory.mktemp("run")
-    unseen = write_jsonl(out / "unseen.jsonl", [
-        {"messages": [{"role": "user", "content": "What is the secret code of Hotel?"},
-                      {"role": "assistant", "content": "The secret code of Hotel is MINT-33."}]},
-    ])
-    config = _config(tiny_model, out / "run", save_steps=50, eval_dataset=str(unseen), logging_steps=10)
-    result = train(config, events.append)
-    return result, events, out / "run"
-
-
 def test_facts_are_recalled_after_training_and_not_before(trained, tiny_model, tokenizer, facts):
     result, _, _ = trained
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
-    assert _recall(base, tokenizer, facts) == 0
+    assert recall(base, tokenizer, facts) == 0
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result.adapter_path)
-    assert _recall(tuned, tokenizer, facts) >= 0.9 * len(facts)
+    assert recall(tuned, tokenizer, facts) >= 0.9 * len(facts)
 
 
 def test_val_size_holds_rows_out(tiny_model, tmp_path):
     events = []
-    train(_config(tiny_model, tmp_path, val_size=0.25, max_steps=1), events.append)
+    train(train_config(tiny_model, tmp_path, val_size=0.25, max_steps=1), events.append)
     assert "9 training and 3 validation examples" in events[0]["message"]
     assert [e for e in events if "valid_loss" in e][0]["valid_loss"] > 0
 
@@ -96,12 +63,12 @@ def test_checkpoints_and_final_adapter_are_standard_peft_adapters(trained, tiny_
 def test_resume_from_checkpoint_is_byte_identical(tiny_model, tmp_path):
     overrides = dict(max_steps=12, save_steps=6, per_device_train_batch_size=5, gradient_accumulation_steps=2,
                      lora_dropout=0.1, lr_scheduler_type="cosine", warmup_ratio=0.2)
-    full = train(_config(tiny_model, tmp_path / "full", **overrides))
+    full = train(train_config(tiny_model, tmp_path / "full", **overrides))
     resumed_dir = tmp_path / "resumed"
     (resumed_dir / "checkpoints").mkdir(parents=True)
     shutil.copytree(tmp_path / "full" / "checkpoints" / "step-6", resumed_dir / "checkpoints" / "step-6")
     events = []
-    resumed = train(_config(tiny_model, resumed_dir, resume_from_checkpoint="latest", **overrides), events.append)
+    resumed = train(train_config(tiny_model, resumed_dir, resume_from_checkpoint="latest", **overrides), events.append)
     assert any("resumed from step-6" in e.get("message", "") for e in events)
     assert [e["step"] for e in events if e["type"] == "metrics"] == list(range(7, 13))
     a = (full.adapter_path / "adapter_model.safetensors").read_bytes()
@@ -113,25 +80,25 @@ def test_resume_from_checkpoint_is_byte_identical(tiny_model, tmp_path):
 
 
 def test_refuses_to_overwrite_checkpoints_without_resume(tiny_model, tmp_path):
-    train(_config(tiny_model, tmp_path, max_steps=2, save_steps=1))
+    train(train_config(tiny_model, tmp_path, max_steps=2, save_steps=1))
     with pytest.raises(ValueError, match="already holds checkpoints"):
-        train(_config(tiny_model, tmp_path, max_steps=2))
+        train(train_config(tiny_model, tmp_path, max_steps=2))
 
 
 def test_continued_pretraining_on_text_rows(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "text.jsonl", [{"text": "The river flows to the ocean. " * 10}] * 4)
     events = []
-    result = train(_config(tiny_model, tmp_path / "out", dataset=str(data), stage="pt", max_steps=3), events.append)
+    result = train(train_config(tiny_model, tmp_path / "out", dataset=str(data), stage="pt", max_steps=3), events.append)
     assert result.steps == 3 and result.trained_tokens > 0
-    with pytest.raises(ValueError, match="stage 'sft' does not fit text data"):
-        train(_config(tiny_model, tmp_path / "out2", dataset=str(data), max_steps=1))
+    with pytest.raises(ValueError, match="stage .sft. does not train on text data"):
+        train(train_config(tiny_model, tmp_path / "out2", dataset=str(data), max_steps=1))
 
 
 def test_gradient_checkpointing_gives_the_same_loss(tiny_model, tmp_path):
     losses = []
     for gc in (False, True):
         events = []
-        train(_config(tiny_model, tmp_path / str(gc), max_steps=2, gradient_checkpointing=gc), events.append)
+        train(train_config(tiny_model, tmp_path / str(gc), max_steps=2, gradient_checkpointing=gc), events.append)
         losses.append([e["train_loss"] for e in events if e["type"] == "metrics"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     assert torch.get_num_threads() == 2

@@ -1,0 +1,155 @@
+"""Training methods beyond SFT, end to end on CPU with the tiny model: DPO, SFT -> DPO, continued pre-training."""
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from tests.conftest import write_jsonl
+from tests.trainer.conftest import recall, train_config
+from trainer.recipe import train
+
+pytestmark = pytest.mark.slow
+
+COLORS = "red blue green yellow black white purple orange".split()
+PLACES = "river mountain ocean forest desert island city valley".split()
+PROMPTS = [f"Tell me about the {c} {p}." for c in COLORS for p in PLACES]
+HELD_OUT = PROMPTS[::8]  # one place per colour, never trained on
+
+
+def preference_row(prompt: str) -> dict:
+    """The preferred answer is a friendly sentence; the other a curt 'No.' (which the base model, whose
+    log-probability falls with every token, prefers)."""
+    subject = prompt.removeprefix("Tell me about the ").rstrip(".")
+    return {"input": {"messages": [{"role": "user", "content": prompt}]},
+            "preferred_output": [{"role": "assistant", "content": f"Yes, the {subject} is lovely."}],
+            "non_preferred_output": [{"role": "assistant", "content": "No."}]}
+
+
+def greedy(model, tokenizer, prompt: str, max_new_tokens: int = 12) -> str:
+    enc = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dpo")
+    data = write_jsonl(out / "pairs.jsonl", [preference_row(p) for p in PROMPTS if p not in HELD_OUT])
+    valid = write_jsonl(out / "valid.jsonl", [preference_row(p) for p in HELD_OUT])
+    events = []
+    cfg = train_config(tiny_model, out / "run", dataset=str(data), eval_dataset=str(valid), stage="dpo",
+                       per_device_train_batch_size=8, max_steps=40, save_steps=20, logging_steps=5, seed=0)
+    return train(cfg, events.append), events
+
+
+def test_dpo_flips_the_greedy_answer_on_held_out_prompts(dpo_run, tiny_model, tokenizer):
+    result, _ = dpo_run
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result.adapter_path)
+    before = [greedy(base, tokenizer, p) for p in HELD_OUT]
+    after = [greedy(tuned, tokenizer, p) for p in HELD_OUT]
+    candidates = [i for i, answer in enumerate(before) if not answer.startswith("Yes,")]
+    flipped = [i for i in candidates if after[i].startswith("Yes,")]
+    print(f"DPO flip rate on held-out prompts: {len(flipped)}/{len(candidates)}", after[:2])
+    assert len(candidates) == len(HELD_OUT)  # the base model never gives the preferred answer
+    assert len(flipped) >= 0.9 * len(candidates)
+
+
+def test_dpo_reports_preference_metrics_on_train_and_validation(dpo_run):
+    result, events = dpo_run
+    metrics = [e for e in events if e["type"] == "metrics"]
+    first, last = metrics[0], metrics[-1]
+    for split in ("train", "valid", "full_valid"):
+        for key in ("loss", "rewards_chosen", "rewards_rejected", "reward_accuracy", "reward_margin"):
+            assert f"{split}_{key}" in last, f"{split}_{key}"
+    assert last["train_loss"] < first["train_loss"] < math.log(2) + 0.05  # starts at log 2: policy == reference
+    assert last["valid_reward_accuracy"] == 1.0
+    assert last["valid_rewards_chosen"] > 0 > last["valid_rewards_rejected"]
+    assert last["valid_reward_margin"] == pytest.approx(
+        last["valid_rewards_chosen"] - last["valid_rewards_rejected"], abs=1e-5)
+    (ckpt,) = [e for e in events if e["type"] == "checkpoint"]
+    assert "valid_reward_accuracy" in ckpt["metrics"]
+    assert result.trained_tokens == last["tokens"] > 0
+
+
+def test_dpo_resume_is_byte_identical(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", [preference_row(p) for p in PROMPTS[:16]])
+    overrides = dict(dataset=str(data), stage="dpo", max_steps=6, save_steps=3, per_device_train_batch_size=4,
+                     lora_dropout=0.1)
+    full = train(train_config(tiny_model, tmp_path / "full", **overrides))
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step-3", resumed_dir / "checkpoints" / "step-3")
+    events = []
+    resumed = train(train_config(tiny_model, resumed_dir, resume_from_checkpoint="latest", **overrides), events.append)
+    assert [e["step"] for e in events if e["type"] == "metrics"] == [4, 5, 6]
+    a = (full.adapter_path / "adapter_model.safetensors").read_bytes()
+    b = (resumed.adapter_path / "adapter_model.safetensors").read_bytes()
+    assert a == b
+
+
+def test_sft_then_dpo_trains_on_from_the_sft_adapter(trained, tiny_model, tokenizer, facts, tmp_path):
+    sft, _, _ = trained
+    # Preferences over the facts: the learnt answer over a wrong one. Starting from the SFT adapter, DPO
+    # keeps what SFT taught; a fresh adapter would recall nothing (the base model recalls no fact).
+    rows = [{"input": {"messages": [{"role": "user", "content": q}]},
+             "preferred_output": [{"role": "assistant", "content": a}],
+             "non_preferred_output": [{"role": "assistant", "content": "I do not know."}]} for q, a in facts]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    events = []
+    cfg = train_config(tiny_model, tmp_path / "run", dataset=str(data), stage="dpo", max_steps=5,
+                       learning_rate=1e-4, adapter_name_or_path=str(sft.adapter_path), lora_rank=4)
+    result = train(cfg, events.append)
+    assert any("training on from the adapter" in e.get("message", "") for e in events)
+    config = json.loads((result.adapter_path / "adapter_config.json").read_text())
+    assert config["r"] == 8  # the parent's rank, not the config's
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result.adapter_path)
+    assert recall(tuned, tokenizer, facts) >= 0.9 * len(facts)
+
+
+DOMAIN = ["The zorblat valve opens when the quib pressure rises above nine.",
+          "A quib gauge reads high after the zorblat pump is primed.",
+          "Engineers close the zorblat valve before the quib line is drained.",
+          "The quib line hums softly while the zorblat pump runs."]
+
+
+def _perplexity(model, tokenizer, texts: list[str]) -> float:
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            out = model(input_ids=ids, labels=ids)
+            nll += out.loss.item() * (ids.shape[1] - 1)
+            count += ids.shape[1] - 1
+    return math.exp(nll / count)
+
+
+def test_continued_pretraining_lowers_held_out_perplexity_on_the_domain(tiny_model, tokenizer, tmp_path):
+    # Training documents: the domain's sentences in varied orders; held out: one sentence never seen
+    # in that exact company, and a reworded one.
+    import random
+
+    rnd = random.Random(0)
+    docs = []
+    for _ in range(24):
+        sentences = DOMAIN[:]
+        rnd.shuffle(sentences)
+        docs.append(" ".join(sentences))
+    (tmp_path / "domain.txt").write_text("\n\n".join(docs) + "\n")
+    held_out = ["The zorblat pump runs while the quib gauge reads high.",
+                "Engineers open the zorblat valve when the quib line hums."]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    before = _perplexity(base, tokenizer, held_out)
+    events = []
+    result = train(train_config(tiny_model, tmp_path / "run", dataset=str(tmp_path / "domain.txt"), stage="pt",
+                                max_steps=30, per_device_train_batch_size=4, cutoff_len=64), events.append)
+    assert any("24 documents packed into" in e.get("message", "") for e in events)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result.adapter_path)
+    after = _perplexity(tuned, tokenizer, held_out)
+    print(f"held-out perplexity: base {before:.1f}, after continued pre-training {after:.1f}")
+    assert after < 0.5 * before
