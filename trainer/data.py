@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 FORMATS = ("chat", "alpaca", "sharegpt", "preference", "text", "plaintext")
 MAX_ERRORS = 20
@@ -43,15 +44,35 @@ MAX_ERRORS = 20
 # Normalised shapes
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict  # decoded from the JSON text
+
+
+@dataclass(frozen=True)
 class Message:
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
     weight: int = 1  # only meaningful on assistant messages
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant messages that call tools
+    tool_call_id: str | None = None  # tool messages: the call they answer
+
+    def to_dict(self) -> dict:
+        """The message as chat templates take it (OpenAI's shape, arguments as a mapping)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name,
+                                  "arguments": c.arguments}} for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 @dataclass(frozen=True)
 class Conversation:
     messages: tuple[Message, ...]
+    tools: tuple[dict, ...] = ()  # OpenAI tool definitions ({"type": "function", "function": {...}})
 
 
 @dataclass(frozen=True)
@@ -64,6 +85,7 @@ class PreferencePair:
     prompt: tuple[Message, ...]
     preferred: str
     non_preferred: str
+    tools: tuple[dict, ...] = ()
 
 
 Example = Conversation | TextDocument | PreferencePair
@@ -145,31 +167,85 @@ class _TextPart(_Strict):
     text: str
 
 
+class FunctionDefinition(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    """The arguments' JSON schema."""
+    strict: bool | None = None
+    """Served: constrain the arguments to `parameters` (always so for `required` and named tool choices)."""
+
+
+class ToolDefinition(_Strict):
+    """A tool, as training rows and chat requests give it (one class: it renders the same in both)."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class _CalledFunction(_Strict):
+    name: NonEmpty
+    arguments: str
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, arguments: str) -> str:
+        try:
+            value = json.loads(arguments)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object")
+        return arguments
+
+
+class _ToolCallIn(_Strict):
+    id: NonEmpty
+    type: Literal["function"]
+    function: _CalledFunction
+
+
 class ChatMessage(_Strict):
     role: str
-    content: str | list[_TextPart]
+    content: str | list[_TextPart] | None = None
     name: str | None = None
     weight: Literal[0, 1] | None = None
+    tool_calls: Annotated[list[_ToolCallIn], Field(min_length=1)] | None = None
+    tool_call_id: NonEmpty | None = None
 
     @field_validator("role")
     @classmethod
     def _known_role(cls, role: str) -> str:
-        if role in ("tool", "function"):
-            raise ValueError(f"role '{role}' (tool calling) is not supported yet")
-        if role not in ("system", "developer", "user", "assistant"):
-            raise ValueError(f"unknown role '{role}'; expected system, developer, user or assistant")
+        if role == "function":
+            raise ValueError("role 'function' (the deprecated function calling) is not supported; use 'tool'")
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            raise ValueError(f"unknown role '{role}'; expected system, developer, user, assistant or tool")
         return role
 
     @model_validator(mode="after")
-    def _weight_on_assistant(self) -> ChatMessage:
+    def _fields_fit_the_role(self) -> ChatMessage:
         if self.weight is not None and self.role != "assistant":
             raise ValueError("'weight' is only allowed on assistant messages")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("'tool_calls' is only allowed on assistant messages")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise _missing("tool_call_id", "a tool message names the call it answers")
+        if self.tool_call_id is not None and self.role != "tool":
+            raise ValueError("'tool_call_id' is only allowed on tool messages")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise _missing("content", "only an assistant message with tool_calls may leave it out")
         return self
 
     def to_message(self) -> Message:
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
         role = "system" if self.role == "developer" else self.role
-        return Message(role=role, content=text, weight=1 if self.weight is None else self.weight)
+        calls = tuple(ToolCall(c.id, c.function.name, json.loads(c.function.arguments)) for c in self.tool_calls or [])
+        return Message(role=role, content=text, weight=1 if self.weight is None else self.weight,
+                       tool_calls=calls, tool_call_id=self.tool_call_id)
+
+
+def _missing(field: str, why: str) -> PydanticCustomError:
+    return PydanticCustomError("missing_field", "'{field}' is missing: {why}", {"field": field, "why": why})
 
 
 def _check_turns(messages: list[Message]) -> None:
@@ -179,16 +255,55 @@ def _check_turns(messages: list[Message]) -> None:
         raise ValueError("every assistant message has weight 0: there is nothing to learn from this row")
 
 
+def check_tool_use(messages: list[Message], tools: list[dict], parallel: bool | None, where: str = "messages",
+                   tool_names: dict[int, str] | None = None) -> None:
+    """Every call names a tool of the row and is answered by a tool message before the next assistant
+    turn; every tool message answers a call; one call per turn when parallel tool calls are off.
+    Raises `_FieldError` naming the message (`where[i]`)."""
+    names = {t["function"]["name"] for t in tools}
+    open_calls: dict[str, int] = {}
+    for i, m in enumerate(messages):
+        if m.role == "assistant":
+            if open_calls:
+                i_call = min(open_calls.values())
+                raise _FieldError(f"{where}[{i_call}].tool_calls", f"call '{_first(open_calls, i_call)}' has no "
+                                  "tool message with its result before the next assistant message")
+            if m.tool_calls and not tools:
+                raise _FieldError(f"{where}[{i}].tool_calls", "the row calls tools but defines none in 'tools'")
+            if parallel is False and len(m.tool_calls) > 1:
+                raise _FieldError(f"{where}[{i}].tool_calls", "several calls in one turn, but "
+                                  "parallel_tool_calls is false")
+            for j, call in enumerate(m.tool_calls):
+                if call.name not in names:
+                    raise _FieldError(f"{where}[{i}].tool_calls[{j}].function.name",
+                                      f"unknown tool '{call.name}'; the row's tools are {sorted(names)}")
+                if call.id in open_calls:
+                    raise _FieldError(f"{where}[{i}].tool_calls[{j}].id", f"duplicate call id '{call.id}'")
+                open_calls[call.id] = i
+        elif m.role == "tool":
+            if m.tool_call_id not in open_calls:
+                raise _FieldError(f"{where}[{i}].tool_call_id", f"'{m.tool_call_id}' answers no earlier call")
+            del open_calls[m.tool_call_id]
+    if open_calls:
+        i_call = min(open_calls.values())
+        raise _FieldError(f"{where}[{i_call}].tool_calls", f"call '{_first(open_calls, i_call)}' has no tool "
+                          "message with its result")
+
+
+def _first(open_calls: dict[str, int], index: int) -> str:
+    return next(call_id for call_id, i in open_calls.items() if i == index)
+
+
 class ChatRow(_Strict):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    tools: Any = None
+    tools: list[ToolDefinition] | None = None
+    parallel_tool_calls: bool | None = None
     functions: Any = None
-    parallel_tool_calls: Any = None
 
-    @field_validator("tools", "functions", "parallel_tool_calls")
+    @field_validator("functions")
     @classmethod
-    def _unsupported(cls, value: Any) -> Any:
-        raise ValueError("tool-calling training data is not supported yet")
+    def _deprecated(cls, value: Any) -> Any:
+        raise ValueError("'functions' (the deprecated function calling) is not supported; use 'tools'")
 
     @field_validator("messages")
     @classmethod
@@ -197,7 +312,10 @@ class ChatRow(_Strict):
         return messages
 
     def to_example(self) -> Conversation:
-        return Conversation(tuple(m.to_message() for m in self.messages))
+        messages = [m.to_message() for m in self.messages]
+        tools = [t.model_dump(exclude_none=True) for t in self.tools or []]
+        check_tool_use(messages, tools, self.parallel_tool_calls)
+        return Conversation(tuple(messages), tuple(tools))
 
 
 class AlpacaRow(_Strict):
@@ -238,8 +356,8 @@ class TextRow(_Strict):
 
 class _PreferenceInput(_Strict):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    tools: Any = None
-    parallel_tool_calls: Any = None
+    tools: list[ToolDefinition] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class _AssistantOutput(_Strict):
@@ -253,11 +371,11 @@ class PreferenceRow(_Strict):
     non_preferred_output: Annotated[list[_AssistantOutput], Field(min_length=1, max_length=1)]
 
     def to_example(self) -> PreferencePair:
-        return PreferencePair(
-            prompt=tuple(m.to_message() for m in self.input.messages),
-            preferred=self.preferred_output[0].content,
-            non_preferred=self.non_preferred_output[0].content,
-        )
+        prompt = [m.to_message() for m in self.input.messages]
+        tools = [t.model_dump(exclude_none=True) for t in self.input.tools or []]
+        check_tool_use(prompt, tools, self.input.parallel_tool_calls, "input.messages")
+        return PreferencePair(prompt=tuple(prompt), preferred=self.preferred_output[0].content,
+                              non_preferred=self.non_preferred_output[0].content, tools=tuple(tools))
 
 
 _ROW_SCHEMAS: dict[str, type[_Strict]] = {
@@ -283,12 +401,15 @@ def detect_format(row: dict) -> str | None:
 
 
 def _sharegpt_example(row: dict, tags: ShareGPTTags) -> Conversation | PreferencePair:
-    """ShareGPT rows have configurable keys, so they are checked by hand, field by field."""
+    """ShareGPT rows have configurable keys, so they are checked by hand, field by field.
+
+    Tool use as LLaMA-Factory writes it: a `tools` column (a JSON list of function schemas, or its
+    text), `function_call` turns whose value is `{"name": ..., "arguments": {...}}` (or a list of
+    them, for parallel calls) and `observation` turns holding the results, one per call made."""
     unknown = set(row) - {"conversations", "system", "tools", "chosen", "rejected"}
     if unknown:
-        raise _FieldError(sorted(unknown)[0], "unknown key (expected conversations, system, chosen, rejected)")
-    if row.get("tools"):
-        raise _FieldError("tools", "tool-calling training data is not supported yet")
+        raise _FieldError(sorted(unknown)[0], "unknown key (expected conversations, system, tools, chosen, rejected)")
+    tools = _sharegpt_tools(row.get("tools"))
     turns = row.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise _FieldError("conversations", "must be a non-empty list of turns")
@@ -299,8 +420,28 @@ def _sharegpt_example(row: dict, tags: ShareGPTTags) -> Conversation | Preferenc
         if not isinstance(system, str):
             raise _FieldError("system", "must be a string")
         msgs.append(Message("system", system))
-    msgs += [_sharegpt_turn(turn, f"conversations[{i}]", tags, weight=0 if pairwise else 1)
-             for i, turn in enumerate(turns)]
+    pending: list[ToolCall] = []  # calls of the last function_call turn that await their observation
+    n_calls = 0
+    for i, turn in enumerate(turns):
+        where = f"conversations[{i}]"
+        message = _sharegpt_turn(turn, where, tags, weight=0 if pairwise else 1)
+        if message.role == "function_call":
+            calls = _sharegpt_calls(message.content, f"{where}.{tags.content_tag}", n_calls)
+            n_calls += len(calls)
+            message = Message("assistant", "", weight=message.weight, tool_calls=calls)
+            pending = list(calls)
+        elif message.role == "observation":
+            if not pending:
+                raise _FieldError(f"{where}.{tags.role_tag}", f"'{tags.observation_tag}' answers no earlier "
+                                  f"'{tags.function_tag}' turn")
+            message = Message("tool", message.content, tool_call_id=pending.pop(0).id)
+        msgs.append(message)
+    try:
+        check_tool_use(msgs[1:] if system is not None else msgs, tools, None, "conversations")
+    except _FieldError as e:
+        raise _FieldError(e.field.replace(".tool_calls", f".{tags.content_tag}").replace(
+            ".tool_call_id", f".{tags.role_tag}"), e.message.replace("tool message", f"'{tags.observation_tag}'"
+                                                                   " turn")) from None
     if pairwise:  # LLaMA-Factory's ranking rows: the prompt ends with a user turn; two answers follow
         if msgs[-1].role != "user":
             raise _FieldError(f"conversations[{len(turns) - 1}]", "a preference pair's prompt must end with a "
@@ -309,16 +450,18 @@ def _sharegpt_example(row: dict, tags: ShareGPTTags) -> Conversation | Preferenc
         for key, answer in zip(("chosen", "rejected"), answers):
             if answer.role != "assistant":
                 raise _FieldError(f"{key}.{tags.role_tag}", f"must be '{tags.assistant_tag}'")
-        return PreferencePair(tuple(msgs), answers[0].content, answers[1].content)
+        return PreferencePair(tuple(msgs), answers[0].content, answers[1].content, tuple(tools))
     try:
         _check_turns(msgs)
     except ValueError as e:
         raise _FieldError("conversations", str(e)) from None
-    return Conversation(tuple(msgs))
+    return Conversation(tuple(msgs), tuple(tools))
 
 
 def _sharegpt_turn(turn: Any, where: str, tags: ShareGPTTags, weight: int) -> Message:
-    roles = {tags.user_tag: "user", tags.assistant_tag: "assistant", tags.system_tag: "system"}
+    """One turn; `function_call` and `observation` turns keep those roles for the caller to resolve."""
+    roles = {tags.user_tag: "user", tags.assistant_tag: "assistant", tags.system_tag: "system",
+             tags.function_tag: "function_call", tags.observation_tag: "observation"}
     if not isinstance(turn, dict):
         raise _FieldError(where, "must be an object")
     extra = set(turn) - {tags.role_tag, tags.content_tag}
@@ -328,13 +471,58 @@ def _sharegpt_turn(turn: Any, where: str, tags: ShareGPTTags, weight: int) -> Me
     role, content = turn.get(tags.role_tag), turn.get(tags.content_tag)
     if role is None:
         raise _FieldError(f"{where}.{tags.role_tag}", "missing")
-    if role in (tags.observation_tag, tags.function_tag):
-        raise _FieldError(f"{where}.{tags.role_tag}", f"'{role}' (tool calling) is not supported yet")
     if role not in roles:
         raise _FieldError(f"{where}.{tags.role_tag}", f"unknown role '{role}'; expected one of {sorted(roles)}")
     if not isinstance(content, str):
         raise _FieldError(f"{where}.{tags.content_tag}", "missing or not a string")
     return Message(roles[role], content, weight)
+
+
+def _sharegpt_tools(value: Any) -> list[dict]:
+    """LLaMA-Factory's `tools` column (function schemas, as a list or its JSON text) as OpenAI tools."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise _FieldError("tools", f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(value, list):
+        raise _FieldError("tools", "must be a list of function schemas")
+    tools = []
+    for i, schema in enumerate(value):
+        if isinstance(schema, dict) and schema.get("type") == "function":  # already OpenAI's shape
+            schema = schema.get("function")
+        try:
+            tools.append(ToolDefinition(type="function", function=FunctionDefinition.model_validate(schema))
+                         .model_dump(exclude_none=True))
+        except ValidationError as e:
+            raise _FieldError(f"tools[{i}]" + (f".{field_path(e.errors()[0]['loc'])}" if e.errors()[0]["loc"]
+                                              else ""), e.errors()[0]["msg"]) from None
+    return tools
+
+
+def _sharegpt_calls(value: str, where: str, first_index: int) -> tuple[ToolCall, ...]:
+    """A `function_call` turn's value: one `{"name", "arguments"}` object, or a list of them."""
+    try:
+        decoded = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise _FieldError(where, f"not valid JSON ({e.msg} at column {e.colno})") from None
+    calls = decoded if isinstance(decoded, list) else [decoded]
+    out = []
+    for k, call in enumerate(calls):
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str) or "arguments" not in call:
+            raise _FieldError(where, 'must be {"name": ..., "arguments": {...}} or a list of them')
+        arguments = call["arguments"]
+        if isinstance(arguments, str):  # arguments as JSON text, as OpenAI sends them
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError as e:
+                raise _FieldError(where, f"arguments are not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(arguments, dict):
+            raise _FieldError(where, "arguments must be a JSON object")
+        out.append(ToolCall(f"call_{first_index + k}", call["name"], arguments))
+    return tuple(out)
 
 
 STAGE_KINDS = {"sft": "conversation", "pt": "text", "dpo": "preference"}
@@ -390,6 +578,8 @@ def parse_row(obj: Any, fmt: str, line: int, tags: ShareGPTTags = ShareGPTTags()
         return _ROW_SCHEMAS[fmt].model_validate(obj).to_example()
     except ValidationError as e:
         raise _RowFailure(_pydantic_errors(line, e)) from None
+    except _FieldError as e:  # checks across fields (tool calls and their results)
+        raise _RowFailure(RowError(line, e.field, e.message)) from None
 
 
 def load_dataset(

@@ -1,7 +1,8 @@
 """Tokenization with loss masks, and batching without wasted padding.
 
-Chat rows are rendered with the base model's own chat template. The loss covers exactly the
-assistant turns with weight 1: each turn's character span is found by rendering the
+Chat rows are rendered with the base model's own chat template (with the row's tools, if any: the
+same template the server renders requests with). The loss covers exactly the assistant turns with
+weight 1, tool calls included, never the tool results: each turn's character span is found by rendering the
 conversation up to that turn (with the generation prompt) and through it, and a token is
 labelled when it starts inside a span. This works for any prefix-consistent template, with
 or without `{% generation %}` markers. A preference pair (DPO) is two such conversations, the
@@ -79,14 +80,19 @@ class EncodingStats:
 
 def assistant_spans(tokenizer, conversation: Conversation) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans that carry loss."""
-    dicts = [{"role": m.role, "content": m.content} for m in conversation.messages]
-    full = tokenizer.apply_chat_template(dicts, tokenize=False)
+    dicts = [m.to_dict() for m in conversation.messages]
+    tools = list(conversation.tools) or None
+
+    def render(messages: list[dict], **kw) -> str:
+        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, **kw)
+
+    full = render(dicts)
     spans = []
     for i, message in enumerate(conversation.messages):
         if message.role != "assistant":
             continue
-        before = tokenizer.apply_chat_template(dicts[:i], tokenize=False, add_generation_prompt=True)
-        through = tokenizer.apply_chat_template(dicts[: i + 1], tokenize=False)
+        before = render(dicts[:i], add_generation_prompt=True)
+        through = render(dicts[: i + 1])
         if not (through.startswith(before) and full.startswith(through)):
             raise TemplateError("the chat template does not render conversations prefix-consistently")
         if message.weight:
@@ -114,10 +120,15 @@ def pack_text(tokenizer, docs: list[TextDocument], cutoff_len: int) -> list[Enco
 
 def encode_pair(tokenizer, pair: PreferencePair, cutoff_len: int) -> EncodedPair:
     def answer(text: str) -> Encoded:
-        enc = encode_conversation(tokenizer, Conversation(pair.prompt + (Message("assistant", text),)))
-        return Encoded(enc.input_ids[:cutoff_len], enc.labels[:cutoff_len])
+        return encode_conversation(tokenizer, Conversation(pair.prompt + (Message("assistant", text),), pair.tools))
 
-    return EncodedPair(answer(pair.preferred), answer(pair.non_preferred))
+    return _truncated(EncodedPair(answer(pair.preferred), answer(pair.non_preferred)), cutoff_len)
+
+
+def _truncated(enc: Encoded | EncodedPair, cutoff_len: int) -> Encoded | EncodedPair:
+    if isinstance(enc, EncodedPair):
+        return EncodedPair(_truncated(enc.chosen, cutoff_len), _truncated(enc.rejected, cutoff_len))
+    return Encoded(enc.input_ids[:cutoff_len], enc.labels[:cutoff_len])
 
 
 def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int) -> tuple[list, EncodingStats]:
@@ -133,8 +144,7 @@ def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int) -> tuple[list, 
                 else encode_conversation(tokenizer, example)
             if len(full) > cutoff_len:
                 stats.truncated += 1
-            pieces.append(encode_pair(tokenizer, example, cutoff_len) if isinstance(example, PreferencePair)
-                          else Encoded(full.input_ids[:cutoff_len], full.labels[:cutoff_len]))
+            pieces.append(_truncated(full, cutoff_len))
     out = []
     for enc in pieces:
         if enc.n_label_tokens == 0:

@@ -2,7 +2,8 @@
 
 A byte-level BPE tokenizer trained on a generated corpus plus a randomly initialised
 Qwen2-architecture causal LM (~4 M parameters, 16 MB) with a ChatML chat template whose
-assistant turns carry `{% generation %}` markers. Everything is seeded: the same call
+assistant turns carry `{% generation %}` markers, and which renders tools and tool calls as
+Qwen2.5 does (served with vLLM's `hermes` tool parser). Everything is seeded: the same call
 writes byte-identical files.
 
 The tokenizer is trained with the exact normaliser (NFC) and pre-tokeniser (Qwen2's split
@@ -20,19 +21,51 @@ DEFAULT_NAME = "ftserve-tiny"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VOCAB_SIZE = 4096
 
-# ChatML. The generation markers let `apply_chat_template(return_assistant_tokens_mask=True)`
-# (and TRL's assistant-only loss) find assistant tokens; ftserve's own masking does not need them.
+# ChatML with tools in the Qwen2.5 / Hermes style: the tools' JSON schemas in the system turn, calls
+# as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` in the assistant turn (vLLM's `hermes`
+# tool parser reads them back), results as `<tool_response>` blocks in a user turn. The generation
+# markers let `apply_chat_template(return_assistant_tokens_mask=True)` (and TRL's assistant-only
+# loss) find assistant tokens; ftserve's own masking does not need them. Arguments given as a JSON
+# string (OpenAI's wire form) are written as they are, a mapping as compact JSON.
+TOOLS_PROMPT = "# Tools\n\nYou may call these functions:\n<tools>"
+TOOL_CALL_FORMAT = (
+    "\n</tools>\n\nFor each call, write <tool_call>\n{\"name\": <function-name>, \"arguments\": "
+    "<args-json-object>}\n</tool_call>"
+)
 CHAT_TEMPLATE = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- '" + TOOLS_PROMPT.replace("\n", "\\n") + "' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '" + TOOL_CALL_FORMAT.replace("\n", "\\n").replace('"', '\\"') + "<|im_end|>\\n' }}"
+    "{%- endif %}"
     "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"
+    "{%- if message['role'] == 'system' and tools and loop.first %}"
+    "{%- elif message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{% generation %}"
+    "{{- message['content'] or '' }}"
+    "{%- for call in message['tool_calls'] or [] %}"
+    "{%- if call['function'] is defined %}{%- set call = call['function'] %}{%- endif %}"
+    "{%- if not loop.first or message['content'] %}{{- '\\n' }}{%- endif %}"
+    "{{- '<tool_call>\\n{\"name\": \"' + call['name'] + '\", \"arguments\": ' }}"
+    "{%- if call['arguments'] is string %}{{- call['arguments'] }}{%- else %}{{- call['arguments'] | tojson }}{%- endif %}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
     "{%- else %}"
-    "{{- message['content'] + '<|im_end|>' + '\\n' }}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+# Atomic, but ordinary text (not special): they stay in decoded output, where the tool parser looks.
+TOOL_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<tools>", "</tools>"]
 
 _WORDS = (
     "the a an of to and in is was for on with as by at from that this it be are or not have has "
@@ -60,6 +93,17 @@ def _corpus(seed: int, n: int = 20000) -> list[str]:
             words.insert(rnd.randrange(len(words)), str(rnd.randint(0, 99999)))
         sentence = " ".join(words).capitalize() + rnd.choice([".", "?", "!", ":", ","])
         lines.append(sentence)
+    # JSON as tool definitions and calls write it, so that it takes few tokens.
+    for _ in range(n // 10):
+        name = "_".join(rnd.choice(_WORDS) for _ in range(2))
+        key, value = rnd.choice(_WORDS), rnd.choice(vocabulary).capitalize()
+        lines.append(rnd.choice([
+            f'{{"type": "function", "function": {{"name": "{name}", "description": "{" ".join(words[:4])}", '
+            f'"parameters": {{"type": "object", "properties": {{"{key}": {{"type": "string"}}}}, '
+            f'"required": ["{key}"]}}}}}}',
+            f'<tool_call>\n{{"name": "{name}", "arguments": {{"{key}": "{value}"}}}}\n</tool_call>',
+            f'{{"{key}": "{value}", "{rnd.choice(_WORDS)}": {rnd.randint(0, 99)}}}',
+        ]))
     # Every printable ASCII character, so any English text stays short in tokens.
     lines.append("".join(chr(c) for c in range(32, 127)))
     return lines
@@ -102,6 +146,7 @@ def build_tokenizer(seed: int = 0):
     )
     # ChatML's markers must be atomic special tokens, never split into characters.
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    tokenizer.add_tokens(TOOL_TOKENS)
     return tokenizer
 
 

@@ -1,7 +1,9 @@
-"""The chat completions service: render with the model's chat template, generate, shape the answer."""
+"""The chat completions service: render with the model's chat template, generate, shape the answer
+(tool calls read out of it by tools.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 from service.errors import APIError, Kind
@@ -33,29 +35,33 @@ from service.inference.protocol import (
     ChoiceDelta,
     ChoiceLogprobs,
 )
+from service.inference.tools import ToolUse
 
 
 class ChatService(GenerationService):
     async def create(self, req: ChatCompletionRequest) -> ChatCompletion | AsyncIterator[str]:
         lora = await self.admit(req)
-        prompt_ids = self._render(req)
+        tools = ToolUse(req, self.engine.tokenizer)
+        tools.check_constraints()
+        prompt_ids = self._render(req, tools)
         self.check_prompt(prompt_ids, "messages")
         max_tokens = max_new_tokens(len(prompt_ids), req.max_completion_tokens or req.max_tokens,
                                     self.engine.max_model_len)
         n_logprobs = (req.top_logprobs or 0) if req.logprobs else None
-        params = sampling_params(req, max_tokens, n_logprobs, req.response_format)
+        params = sampling_params(req, max_tokens, n_logprobs, req.response_format,
+                                 structured=tools.structured_outputs())
         rid = request_id("chatcmpl")
         outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora), lora)
         if req.stream:
-            return guarded(self._stream(req, rid, len(prompt_ids), outputs))
-        return await self._complete(req, rid, len(prompt_ids), outputs)
+            return guarded(self._stream(req, rid, len(prompt_ids), outputs, tools))
+        return await self._complete(req, rid, len(prompt_ids), outputs, tools)
 
-    def _render(self, req: ChatCompletionRequest) -> list[int]:
+    def _render(self, req: ChatCompletionRequest, tools: ToolUse) -> list[int]:
         tokenizer = self.engine.tokenizer
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in req.messages]
+        messages = [_template_message(m) for m in req.messages]
         try:
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(messages, tools=tools.template_tools(), tokenize=False,
+                                                 add_generation_prompt=True)
         except Exception as e:  # noqa: BLE001 - templates raise what they like (e.g. on role order)
             raise APIError(Kind.INVALID_REQUEST, f"The messages cannot be rendered with the model's chat "
                            f"template: {e}", param="messages") from None
@@ -78,18 +84,22 @@ class ChatService(GenerationService):
         return dict(id=rid, created=created, model=req.model, choices=choices, service_tier=service_tier(
             req.service_tier), system_fingerprint=self.engine.fingerprint, **fields)
 
-    async def _complete(self, req, rid: str, n_prompt: int, outputs) -> ChatCompletion:
+    async def _complete(self, req, rid: str, n_prompt: int, outputs, tools: ToolUse) -> ChatCompletion:
         done = sorted((await self.accumulate(outputs)).values(), key=lambda c: c.index)
-        choices = [ChatCompletionChoice(index=c.index, message=ChatCompletionMessage(content=c.text),
-                                        logprobs=self._logprobs(req, c), finish_reason=finish_reason(c.finish_reason))
-                   for c in done]
+        choices = []
+        for c in done:
+            content, calls = tools.extract(c.text)
+            reason = finish_reason(c.finish_reason)
+            choices.append(ChatCompletionChoice(
+                index=c.index, message=ChatCompletionMessage(content=content, tool_calls=calls or None),
+                logprobs=self._logprobs(req, c), finish_reason="tool_calls" if calls and reason == "stop" else reason))
         n_completion = sum(len(c.token_ids) for c in done)
         self.count_tokens(req.model, n_prompt, n_completion)
         return ChatCompletion(**self._response(req, rid, now(), choices, usage=usage(n_prompt, n_completion),
                                                metadata=req.metadata,
                                                prompt_logprobs=prompt_logprobs(done[0].prompt_logprobs)))
 
-    async def _stream(self, req, rid: str, n_prompt: int, outputs) -> AsyncIterator[str]:
+    async def _stream(self, req, rid: str, n_prompt: int, outputs, tools: ToolUse) -> AsyncIterator[str]:
         created = now()
         include_usage, continuous = stream_usage(req)
         n_completion = 0
@@ -99,16 +109,22 @@ class ChatService(GenerationService):
                 fields["usage"] = usage(n_prompt, n_completion)
             return sse(ChatCompletionChunk(**self._response(req, rid, created, choices, **fields)))
 
+        readers = {}
         for i in range(req.n or 1):
+            readers[i] = tools.stream_reader()
             yield chunk([ChatCompletionChunkChoice(index=i, delta=ChoiceDelta(role="assistant", content=""))])
         async for output in outputs:
             choices = []
             for c in output.outputs:
                 n_completion += len(c.token_ids)
+                reader = readers[c.index]
+                content, calls = reader.feed(c.text, c.token_ids)
                 reason = finish_reason(c.finish_reason)
-                if c.text or reason:
+                if reason == "stop" and reader.called:
+                    reason = "tool_calls"
+                if content or calls or reason:
                     choices.append(ChatCompletionChunkChoice(
-                        index=c.index, delta=ChoiceDelta(content=c.text or None),
+                        index=c.index, delta=ChoiceDelta(content=content, tool_calls=calls or None),
                         logprobs=self._logprobs(req, c), finish_reason=reason))
             if choices:
                 yield chunk(choices)
@@ -116,3 +132,23 @@ class ChatService(GenerationService):
         if include_usage:
             yield chunk([], usage=usage(n_prompt, n_completion))
         yield DONE
+
+
+def _template_message(m) -> dict:
+    """A request message as the chat template takes it: tool-call arguments as a mapping (as in training,
+    so a call sent back renders exactly as the model wrote it)."""
+    out = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+            "name": c.function.name, "arguments": _decoded(c.function.arguments)}} for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _decoded(arguments: str):
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments  # rendered as the text it is
+    return value if isinstance(value, dict) else arguments

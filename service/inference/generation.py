@@ -177,8 +177,9 @@ def max_new_tokens(prompt_len: int, requested: int | None, max_model_len: int, p
 
 
 def sampling_params(req, max_tokens: int, logprobs: int | None, response_format: ResponseFormat | None = None,
-                    prompt_logprobs: int | None = None):
-    """OpenAI's sampling fields and vLLM's extensions -> vLLM SamplingParams (400 for what vLLM refuses)."""
+                    prompt_logprobs: int | None = None, structured=None):
+    """OpenAI's sampling fields and vLLM's extensions -> vLLM SamplingParams (400 for what vLLM refuses).
+    `structured`: a constraint that replaces response_format's and structured_outputs' (tool calls)."""
     from vllm import SamplingParams
     from vllm.exceptions import VLLMClientError
     from vllm.sampling_params import RequestOutputKind
@@ -212,7 +213,7 @@ def sampling_params(req, max_tokens: int, logprobs: int | None, response_format:
             logprobs=logprobs,
             prompt_logprobs=prompt_logprobs,
             logit_bias={int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None,
-            structured_outputs=_structured(response_format, req.structured_outputs),
+            structured_outputs=structured or _structured(response_format, req.structured_outputs),
             output_kind=RequestOutputKind.DELTA,  # also when not streaming: token timings for the metrics
             **extensions,
         )

@@ -11,11 +11,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from service.protocol import Sparse, Strict
+from trainer.data import ToolDefinition as ChatTool  # one class for a tool, trained and served: same rendering
 
 # Official request fields ftserve cannot honour yet: declared, so that the error can name them,
 # and answered 400 when set (a request is never answered as if they had been honoured).
-UNSUPPORTED_CHAT_FIELDS = ("audio", "function_call", "functions", "parallel_tool_calls", "prediction",
-                           "reasoning_effort", "tool_choice", "tools", "web_search_options")
+UNSUPPORTED_CHAT_FIELDS = ("audio", "function_call", "functions", "prediction", "reasoning_effort",
+                           "web_search_options")
 UNSUPPORTED_COMPLETION_FIELDS = ("suffix",)
 
 
@@ -25,11 +26,35 @@ class TextPart(Strict):
     text: str
 
 
+class CalledFunction(Strict):
+    name: Annotated[str, Field(min_length=1)]
+    arguments: str
+    """The arguments as JSON text, as the model wrote them."""
+
+
+class ToolCallIn(Strict):
+    """A tool call of an earlier assistant message, sent back in `messages`."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(Strict):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
     refusal: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a 'tool' message needs 'tool_call_id', the id of the call it answers")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("'tool_calls' is only allowed on assistant messages")
+        return self
 
     @field_validator("content", mode="before")
     @classmethod
@@ -45,6 +70,15 @@ class ChatMessage(Strict):
         if isinstance(self.content, list):
             return "".join(p.text for p in self.content)
         return self.content or ""
+
+
+class FunctionName(Strict):
+    name: str
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function"]
+    function: FunctionName
 
 
 class StreamOptions(Strict):
@@ -162,15 +196,15 @@ class ChatCompletionRequest(SamplingExtensions):
     top_p: TopP | None = 1.0
     user: str | None = None
     verbosity: Literal["low", "medium", "high"] | None = None
+    tools: Annotated[list[ChatTool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     # declared so that the error can name them; rejected when set
     audio: Any = None
     function_call: Any = None
     functions: Any = None
-    parallel_tool_calls: Any = None
     prediction: Any = None
     reasoning_effort: Any = None
-    tool_choice: Any = None
-    tools: Any = None
     web_search_options: Any = None
 
     def unsupported(self) -> str | None:
@@ -184,6 +218,28 @@ class ChatCompletionRequest(SamplingExtensions):
         if self.stream_options is not None and not self.stream:
             raise ValueError("'stream_options' is only allowed when 'stream' is true")
         return self
+
+    @field_validator("messages")
+    @classmethod
+    def _tool_results_answer_calls(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        calls: set[str] = set()
+        for i, m in enumerate(messages):
+            calls |= {c.id for c in m.tool_calls or []}
+            if m.role == "tool" and m.tool_call_id not in calls:
+                raise ValueError(f"messages[{i}] has role 'tool', but its tool_call_id '{m.tool_call_id}' answers "
+                                 "no 'tool_calls' of an earlier assistant message")
+        return messages
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_of_the_tools(cls, choice, info):
+        tools = info.data.get("tools")
+        if choice not in (None, "none") and not tools:
+            raise ValueError("'tool_choice' is only allowed when 'tools' are given")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in [t.function.name for t in tools]:
+            raise ValueError(f"it names '{choice.function.name}', which is not one of the tools "
+                             f"{[t.function.name for t in tools]}")
+        return choice
 
 
 class CompletionRequest(SamplingExtensions):
@@ -253,10 +309,22 @@ class ChoiceLogprobs(BaseModel):
     refusal: list[ChatCompletionTokenLogprob] | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str
+
+
+class ChatCompletionMessageToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatCompletionMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str | None = None
+    content: str | None = None  # null when the message is tool calls alone
     refusal: str | None = None
+    tool_calls: list[ChatCompletionMessageToolCall] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
@@ -284,10 +352,26 @@ class ChatCompletion(Sparse):
     """With `prompt_logprobs`: per prompt token, {token id: logprob} (the first is null)."""
 
 
+class ChoiceDeltaFunction(Sparse):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChoiceDeltaToolCall(Sparse):
+    """A piece of a streamed tool call: `id`, `type` and `function.name` in its first chunk, then
+    `function.arguments` in pieces; `index` says which call of the message it belongs to."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChoiceDeltaFunction | None = None
+
+
 class ChoiceDelta(Sparse):
     role: Literal["assistant"] | None = None
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[ChoiceDeltaToolCall] | None = None
 
 
 class ChatCompletionChunkChoice(BaseModel):

@@ -2,7 +2,8 @@
 
     .venv/clients/bin/python tests/conformance/clients_driver.py CLIENT BASE_URL MODEL [ARGS...]
 
-CLIENT: openai2 | langchain | litellm | lm_eval_mc TOKENIZER TASK_DIR | lm_eval_chat TASK_DIR
+CLIENT: openai2 | langchain | langchain_tools TOOLS_JSONL QUESTION | litellm | lm_eval_mc TOKENIZER TASK_DIR |
+        lm_eval_chat TASK_DIR
 """
 
 import json
@@ -44,6 +45,28 @@ def langchain(base: str, model: str) -> dict:
             "structured": structured.model_dump()}
 
 
+def langchain_tools(base: str, model: str, tools_file: str, question: str) -> dict:
+    """`bind_tools` on a model fine-tuned to call the tools; `with_structured_output(method="function_calling")`
+    (a named tool_choice) on the same model."""
+    from langchain_openai import ChatOpenAI
+    from pydantic import BaseModel
+
+    class Verdict(BaseModel):
+        ok: bool
+
+    tools = json.loads(open(tools_file).readline())["tools"]
+    llm = ChatOpenAI(base_url=base + "/v1", api_key="unused", model=model, temperature=0, max_tokens=64,
+                     max_retries=0)
+    called = llm.bind_tools(tools).invoke(question)
+    streamed = None
+    for chunk in llm.bind_tools(tools).stream(question):
+        streamed = chunk if streamed is None else streamed + chunk
+    structured = llm.with_structured_output(Verdict, method="function_calling").invoke("Is BLUE-51 a code?")
+    return {"tool_calls": [{"name": c["name"], "args": c["args"]} for c in called.tool_calls],
+            "streamed_tool_calls": [{"name": c["name"], "args": c["args"]} for c in streamed.tool_calls],
+            "structured": structured.model_dump()}
+
+
 def litellm_(base: str, model: str) -> dict:
     import litellm
 
@@ -77,7 +100,7 @@ def lm_eval_chat(base: str, model: str, task_dir: str) -> dict:
     return _evaluate("local-chat-completions", args, "ftserve_facts_gen", task_dir, apply_chat_template=True)
 
 
-CLIENTS = {"openai2": openai2, "langchain": langchain, "litellm": litellm_, "lm_eval_mc": lm_eval_mc,
+CLIENTS = {"openai2": openai2, "langchain": langchain, "langchain_tools": langchain_tools, "litellm": litellm_, "lm_eval_mc": lm_eval_mc,
            "lm_eval_chat": lm_eval_chat}
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ CHAT_FIELDS = {
     "seed": (3, 200), "stream_options": (None, 200),
     "reasoning_effort": ("low", 400), "web_search_options": ({}, 400), "audio": ({"voice": "alloy"}, 400),
     "prediction": ({"type": "content", "content": "x"}, 400), "function_call": ("auto", 400),
-    "functions": ([{"name": "f"}], 400), "tools": ([{"type": "function", "function": {"name": "f"}}], 400),
-    "tool_choice": ("auto", 400), "parallel_tool_calls": (True, 400),
+    "functions": ([{"name": "f"}], 400), "tools": ([{"type": "function", "function": {"name": "f"}}], 200),
+    "tool_choice": ("none", 200), "parallel_tool_calls": (True, 200),
 }
 COMPLETION_FIELDS = {
     "model": ("ftserve-tiny", 200), "prompt": ("Once upon", 200), "best_of": (1, 200), "echo": (True, 200),

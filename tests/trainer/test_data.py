@@ -10,6 +10,7 @@ from trainer.data import (
     PreferencePair,
     ShareGPTTags,
     TextDocument,
+    ToolCall,
     load_dataset,
 )
 
@@ -88,6 +89,90 @@ def test_llama_factory_pairwise_rows_become_preference_pairs(tmp_path):
     assert ds.examples == [PreferencePair((Message("user", "What is 2+2?", weight=0),), "4", "5")]
 
 
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def _call(call_id="c1", name="get_weather", arguments='{"city": "Paris"}'):
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+TOOL_ROW = {"messages": [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "tool_calls": [_call()]},
+    {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    {"role": "assistant", "content": "It is sunny."}], "tools": [WEATHER]}
+
+
+def test_tool_rows_in_openai_and_sharegpt_form_become_the_same_conversation(tmp_path):
+    openai = load_dataset(write_jsonl(tmp_path / "o.jsonl", [TOOL_ROW])).examples[0]
+    assert openai.tools == (WEATHER,)
+    assert openai.messages[1] == Message("assistant", "", tool_calls=(ToolCall("c1", "get_weather", {"city": "Paris"}),))
+    assert openai.messages[2] == Message("tool", "sunny", tool_call_id="c1")
+    sharegpt = write_jsonl(tmp_path / "s.jsonl", [{"conversations": [
+        {"from": "human", "value": "Weather in Paris?"},
+        {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": "Paris"}})},
+        {"from": "observation", "value": "sunny"},
+        {"from": "gpt", "value": "It is sunny."}], "tools": json.dumps([WEATHER["function"]])}])
+    other = load_dataset(sharegpt, tags=ShareGPTTags(assistant_tag="gpt")).examples[0]
+    assert other.tools == openai.tools
+    assert [m.to_dict() | {"tool_calls": None, "tool_call_id": None} for m in other.messages] == \
+        [m.to_dict() | {"tool_calls": None, "tool_call_id": None} for m in openai.messages]
+    assert other.messages[1].tool_calls[0].arguments == {"city": "Paris"}
+
+
+def _tool_row(**changes):
+    row = json.loads(json.dumps(TOOL_ROW))
+    for path, value in changes.items():
+        *keys, last = path.split("/")
+        node = row
+        for k in keys:
+            node = node[int(k) if k.isdigit() else k]
+        if value is None:
+            node.pop(int(last) if last.isdigit() else last)
+        else:
+            node[int(last) if last.isdigit() else last] = value
+    return row
+
+
+@pytest.mark.parametrize("row,expected", [
+    (_tool_row(**{"messages/1/tool_calls/0/function/arguments": "{city: Paris"}),
+     "line 2: messages[1].tool_calls[0].function.arguments: not valid JSON"),
+    (_tool_row(**{"messages/1/tool_calls/0/function/arguments": "[1, 2]"}),
+     "line 2: messages[1].tool_calls[0].function.arguments: must be a JSON object"),
+    (_tool_row(**{"messages/1/tool_calls/0/function/name": "get_time"}),
+     "line 2: messages[1].tool_calls[0].function.name: unknown tool 'get_time'; the row's tools are ['get_weather']"),
+    (_tool_row(**{"messages/2": None}),
+     "line 2: messages[1].tool_calls: call 'c1' has no tool message with its result before the next assistant"),
+    (_tool_row(**{"messages/2/tool_call_id": "c9"}), "line 2: messages[2].tool_call_id: 'c9' answers no earlier call"),
+    (_tool_row(**{"messages/2/tool_call_id": None}), "line 2: messages[2]: 'tool_call_id' is missing"),
+    (_tool_row(tools=None), "line 2: messages[1].tool_calls: the row calls tools but defines none"),
+    (_tool_row(**{"messages/1/tool_calls": [_call(), _call("c2")], "parallel_tool_calls": False}),
+     "line 2: messages[1].tool_calls: several calls in one turn, but parallel_tool_calls is false"),
+    (_tool_row(**{"messages/1/tool_calls": None}), "line 2: messages[1]: 'content' is missing"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{\"name\": \"get_weather\""},
+                        {"from": "observation", "value": "x"}, {"from": "assistant", "value": "a"}],
+      "tools": [WEATHER["function"]]}, "line 2: conversations[1].value: not valid JSON"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": json.dumps(
+        {"name": "get_time", "arguments": {}})}, {"from": "observation", "value": "x"}, {"from": "assistant", "value": "a"}],
+      "tools": [WEATHER["function"]]}, "line 2: conversations[1].value[0].function.name: unknown tool 'get_time'"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "observation", "value": "x"},
+                        {"from": "assistant", "value": "a"}], "tools": [WEATHER["function"]]},
+     "line 2: conversations[1].from: 'observation' answers no earlier 'function_call' turn"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": json.dumps(
+        {"name": "get_weather", "arguments": {}})}, {"from": "assistant", "value": "a"}], "tools": [WEATHER["function"]]},
+     "line 2: conversations[1].value: call 'call_0' has no 'observation' turn with its result"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "assistant", "value": "a"}], "tools": "[{"},
+     "line 2: tools: not valid JSON"),
+])
+def test_malformed_tool_rows_are_reported_with_line_and_field(tmp_path, row, expected):
+    good = TOOL_ROW if "messages" in row else {"conversations": [{"from": "human", "value": "q"},
+                                                                  {"from": "assistant", "value": "a"}]}
+    with pytest.raises(DataError) as e:
+        load_dataset(write_jsonl(tmp_path / "bad.jsonl", [good, row]))
+    assert str(e.value.first).startswith(expected), str(e.value.first)
+
+
 def test_plain_text_files_hold_one_document_per_paragraph(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("The zorblat valve opens.\nIt hums.\n\n\nThe quib gauge reads high.\n")
@@ -119,16 +204,17 @@ MALFORMED = [
     ("misspelt message key", {"messages": [U, {"role": "assistant", "contnet": "4"}]},
      "line 2: messages[1].contnet: unknown key"),
     ("unknown role", {"messages": [{"role": "bot", "content": "x"}, A]}, "line 2: messages[0].role: unknown role 'bot'"),
-    ("tool role", {"messages": [{"role": "tool", "content": "x"}, A]}, "line 2: messages[0].role: role 'tool'"),
+    ("function role", {"messages": [{"role": "function", "content": "x"}, A]},
+     "line 2: messages[0].role: role 'function' (the deprecated function calling) is not supported; use 'tool'"),
     ("no assistant turn", {"messages": [U]}, "line 2: messages: no assistant message"),
     ("all weights zero", {"messages": [U, {**A, "weight": 0}]}, "line 2: messages: every assistant message has weight 0"),
     ("weight out of range", {"messages": [U, {**A, "weight": 2}]}, "line 2: messages[1].weight: Input should be 0 or 1"),
     ("weight on user", {"messages": [{**U, "weight": 1}, A]}, "line 2: messages[0]: 'weight' is only allowed"),
     ("content wrong type", {"messages": [{"role": "user", "content": 7}, A]}, "line 2: messages[0].content"),
     ("empty messages", {"messages": []}, "line 2: messages: List should have at least 1 item"),
-    ("tools not supported", {"messages": [U, A], "tools": [{"type": "function"}]},
-     "line 2: tools: tool-calling training data is not supported yet"),
-    ("functions not supported", {"messages": [U, A], "functions": []}, "line 2: functions: tool-calling"),
+    ("tool without a function", {"messages": [U, A], "tools": [{"type": "function"}]},
+     "line 2: tools[0].function: Field required"),
+    ("functions not supported", {"messages": [U, A], "functions": []}, "line 2: functions: 'functions' (the deprecated"),
     ("not utf-8", b'{"messages": "\xff\xfe"}', "line 2: not valid UTF-8 text"),
 ]
 
@@ -168,7 +254,7 @@ def test_malformed_chat_rows_are_reported_with_line_and_field(tmp_path, row, exp
      "line 1: conversations[1].content _tag: unknown key"),
     ([{"conversations": [{"from": "human", "value": "q"}]}], "line 1: conversations: no assistant message"),
     ([{"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{}"}]}],
-     "line 1: conversations[1].from: 'function_call' (tool calling) is not supported yet"),
+     "line 1: conversations[1].value: must be {\"name\": ..., \"arguments\": {...}} or a list of them"),
     ([{"input": {"messages": [U]}, "preferred_output": [{"role": "assistant", "content": "4"}]}],
      "line 1: non_preferred_output: Field required"),
     ([{"text": ""}], "line 1: text: String should have at least 1 character"),
