@@ -2,7 +2,7 @@ import hashlib
 
 from transformers import AutoConfig, AutoTokenizer
 
-from trainer.tiny_model import build_tiny_model, build_tokenizer
+from trainer.tiny_model import TOOL_TOKENS, build_tiny_model, build_tokenizer
 
 SAMPLES = [
     "The secret code is BLUE-42.",
@@ -26,7 +26,7 @@ def test_build_is_deterministic(tiny_model, tmp_path):
 def test_token_ids_identical_after_save_and_load(tiny_model):
     in_memory = build_tokenizer()
     loaded = AutoTokenizer.from_pretrained(tiny_model)
-    assert len(loaded) == len(in_memory) == 4096
+    assert len(loaded) == len(in_memory) == 4096 + len(TOOL_TOKENS)
     for text in SAMPLES:
         assert loaded.encode(text) == in_memory.encode(text), text
         assert loaded.decode(loaded.encode(text)) == in_memory.decode(in_memory.encode(text))
@@ -36,6 +36,14 @@ def test_chatml_markers_are_single_special_tokens(tokenizer):
     ids = tokenizer.encode("<|im_start|>assistant\nok<|im_end|>")
     assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert ids[-1] == tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_tool_markers_are_single_tokens_that_stay_in_decoded_text(tokenizer):
+    text = '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>'
+    ids = tokenizer.encode(text)
+    assert ids[0] == tokenizer.convert_tokens_to_ids("<tool_call>")
+    assert ids[-1] == tokenizer.convert_tokens_to_ids("</tool_call>")
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text  # where vLLM's hermes parser reads calls
 
 
 def test_model_is_a_small_qwen2_with_chat_template(tiny_model, tokenizer):
