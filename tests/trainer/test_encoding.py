@@ -137,3 +137,21 @@ def test_collate_pads_only_to_the_longest_row():
     assert b["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert b["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
     assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_tool_rows_carry_loss_on_calls_and_answers_never_on_results(tokenizer, tmp_path):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    row = {"messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "SUNNY-RESULT"},
+        {"role": "assistant", "content": "It is sunny."}], "tools": tools}
+    (enc,), _ = encode_dataset(tokenizer, load_dataset(write_jsonl(tmp_path / "t.jsonl", [row])), 1024)
+    text = tokenizer.decode(enc.input_ids)
+    assert '"name": "get_weather"' in text and "SUNNY-RESULT" in text  # the tools are in the prompt
+    learnt = tokenizer.decode([i for i in enc.labels if i != IGNORE_INDEX])
+    # the call (arguments re-written as the template writes JSON), then the answer; never the result
+    assert learnt == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>' \
+        "It is sunny.<|im_end|>"
