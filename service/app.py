@@ -12,6 +12,9 @@ from fastapi import FastAPI
 
 from adapters import AdapterCache, AdapterStore, ObjectAdapterStore, open_objects
 from service import errors, health
+from service.batches import router as batches
+from service.batches.runner import BatchRunner
+from service.batches.service import BatchService
 from service.db import Database, sqlite_url
 from service.files import router as files
 from service.files.service import FileService
@@ -80,9 +83,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.admission = admission
         app.state.chat = ChatService(engine, resolver, admission, metrics)
         app.state.completions = CompletionService(engine, resolver, admission, metrics)
+        batch_runner = BatchRunner(db, file_service, app.state.chat, app.state.completions, settings)
+        app.state.batches = BatchService(db, file_service, batch_runner)
         if settings.engine == "vllm":
             engine.start_background()
         await runner.start()
+        if settings.engine == "vllm":  # batches run on the engine; without one they wait
+            await batch_runner.start()
         if not keys:
             log.warning("no API keys configured (FTSERVE_API_KEYS / FTSERVE_API_KEY_FILE): the API is open to "
                         "anyone who can reach it")
@@ -91,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await batch_runner.close()
             await runner.close()
             await engine.close()
             db.close()
@@ -99,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="OpenAI-compatible LoRA fine-tuning and inference.")
     errors.install(app)
     error = {"model": ErrorResponse, "description": "An error, in OpenAI's envelope"}
-    for router in (chat.router, files.router, jobs.router, models.router, health.router):
+    for router in (chat.router, files.router, jobs.router, batches.router, models.router, health.router):
         app.include_router(router, responses={"4XX": error, "5XX": error})
     metrics = Metrics()
     app.state.metrics = metrics

@@ -61,7 +61,26 @@ checkpoints = sa.Table(
     sa.UniqueConstraint("job_id", "step"),
 )
 
+batches = sa.Table(
+    "batches", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.Column("owner", sa.Text),  # the server running it
+    sa.Column("heartbeat_at", sa.Float),  # when that server last renewed its lease
+)
+batch_results = sa.Table(
+    "batch_results", metadata,  # one row per finished input line: a line is never run twice
+    sa.Column("batch_id", sa.Text, nullable=False),
+    sa.Column("line", sa.Integer, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),  # the output (or error) file's line
+    sa.PrimaryKeyConstraint("batch_id", "line"),
+)
+
 RESERVE_BYTES = 4 * 1024 * 1024
+ACTIVE_BATCH = ("validating", "in_progress", "finalizing", "cancelling")
 ACTIVE_JOB = ("validating_files", "queued", "running")  # their files cannot be deleted
 
 
@@ -152,6 +171,57 @@ class Database:
         pivot = sa.select(table.c[column]).where(table.c.id == after).scalar_subquery()
         pivot = sa.func.coalesce(pivot, -1)
         return table.c[column] < pivot if before else table.c[column] > pivot
+
+    # ------------------------------------------------------------------ batches
+    def insert_batch(self, doc: dict) -> None:
+        self._write(batches.insert().values(id=doc["id"], status=doc["status"], doc=doc))
+
+    def get_batch(self, batch_id: str) -> dict | None:
+        row = self._one(sa.select(batches.c.doc).where(batches.c.id == batch_id))
+        return None if row is None else row.doc
+
+    def list_batches(self, after: str | None, limit: int) -> tuple[list[dict], bool]:
+        return self._page(sa.select(batches.c.doc).where(self._after(batches, after))
+                          .order_by(batches.c.seq.desc()), limit)
+
+    def update_batch(self, doc: dict, expect: tuple[str, ...]) -> bool:
+        """Write the batch's document if its status is still one of `expect`."""
+        return bool(self._write(batches.update().where(batches.c.id == doc["id"], batches.c.status.in_(expect))
+                                .values(status=doc["status"], doc=doc)))
+
+    def claim_batch(self, owner: str, lease_seconds: float) -> str | None:
+        """Take the oldest unfinished batch nobody holds (or whose server stopped renewing its lease)."""
+        free = sa.or_(batches.c.owner.is_(None), batches.c.heartbeat_at < time.time() - lease_seconds)
+        with self.engine.execution_options(immediate=True).begin() as conn:
+            row = conn.execute(sa.select(batches.c.id).where(batches.c.status.in_(ACTIVE_BATCH), free)
+                               .order_by(batches.c.seq).limit(1).with_for_update(skip_locked=True)).first()
+            if row is None:
+                return None
+            conn.execute(batches.update().where(batches.c.id == row.id).values(owner=owner, heartbeat_at=time.time()))
+            return row.id
+
+    def release_batches(self, owner: str) -> None:
+        """Let go of `owner`'s unfinished batches (at its start: it resumes them like anyone's)."""
+        self._write(batches.update().where(batches.c.owner == owner, batches.c.status.in_(ACTIVE_BATCH))
+                    .values(owner=None))
+
+    def renew_batch_leases(self, owner: str, batch_ids: list[str]) -> set[str]:
+        held = sa.and_(batches.c.id.in_(batch_ids), batches.c.owner == owner)
+        with self.engine.begin() as conn:
+            conn.execute(batches.update().where(held).values(heartbeat_at=time.time()))
+            return {r.id for r in conn.execute(sa.select(batches.c.id).where(held))}
+
+    def add_batch_result(self, batch_id: str, line: int, ok: bool, doc: dict) -> None:
+        """Record a line's result once (a second record of the same line is ignored)."""
+        try:
+            self._write(batch_results.insert().values(batch_id=batch_id, line=line, ok=ok, doc=doc))
+        except sa.exc.IntegrityError:
+            pass
+
+    def batch_results(self, batch_id: str) -> list[tuple[int, bool, dict]]:
+        rows = self._all(sa.select(batch_results.c.line, batch_results.c.ok, batch_results.c.doc)
+                         .where(batch_results.c.batch_id == batch_id).order_by(batch_results.c.line))
+        return [(r.line, r.ok, r.doc) for r in rows]
 
     # ------------------------------------------------------------------ files
     def insert_file(self, doc: dict, path: str) -> None:
@@ -246,7 +316,11 @@ class Database:
     def file_in_use(self, file_id: str) -> bool:
         uses = sa.or_(jobs.c.doc["training_file"].as_string() == file_id,
                       jobs.c.doc["validation_file"].as_string() == file_id)
-        return self._one(sa.select(jobs.c.id).where(jobs.c.status.in_(ACTIVE_JOB), uses).limit(1)) is not None
+        if self._one(sa.select(jobs.c.id).where(jobs.c.status.in_(ACTIVE_JOB), uses).limit(1)) is not None:
+            return True
+        batch_input = batches.c.doc["input_file_id"].as_string() == file_id
+        return self._one(sa.select(batches.c.id).where(batches.c.status.in_(ACTIVE_BATCH), batch_input)
+                         .limit(1)) is not None
 
     # ------------------------------------------------------------------ events
     def insert_event(self, job_id: str, doc: dict) -> None:

@@ -4,11 +4,16 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.batches.service import BatchService
 from service.inference.chat import ChatService
 from service.inference.completions import CompletionService
 from service.files.service import FileService
 from service.fine_tuning.service import JobService
 from service.models.service import ModelService
+
+
+def _batches(request: Request) -> BatchService:
+    return request.app.state.batches
 
 
 def _files(request: Request) -> FileService:
@@ -31,6 +36,7 @@ def _completions(request: Request) -> CompletionService:
     return request.app.state.completions
 
 
+Batches = Annotated[BatchService, Depends(_batches)]
 Chat = Annotated[ChatService, Depends(_chat)]
 Completions = Annotated[CompletionService, Depends(_completions)]
 Files = Annotated[FileService, Depends(_files)]

@@ -93,7 +93,11 @@ def _param(loc: tuple) -> str | None:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errs = exc.errors()
+    return error_response(invalid_request(exc.errors()))
+
+
+def invalid_request(errs: list[dict]) -> APIError:
+    """A request body's validation errors (pydantic's) as the 400 OpenAI answers."""
     # In a union ("auto" or a number) the literal branch's complaint is the less useful one.
     err = next((e for e in errs if not any("literal[" in str(p) for p in e.get("loc", ()))), errs[0])
     param = _param(err.get("loc", ()))
@@ -105,7 +109,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         message = f"Missing required parameter: '{param}'."
     else:
         message = f"Invalid value for '{param}': {err.get('msg')}." if param else str(err.get("msg"))
-    return error_response(APIError(Kind.INVALID_REQUEST, message, param=param))
+    return APIError(Kind.INVALID_REQUEST, message, param=param)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     max_concurrent_generations: int = Field(default=64, ge=1)
     """Generation requests the engine may hold at once; past it, 429 with Retry-After."""
 
+    batch_concurrency: int = Field(default=4, ge=1, le=256)
+    """Lines of a batch in the engine at once; they run at a lower priority than interactive requests."""
+
     max_queued_jobs: int = Field(default=100, ge=1)
     """Fine-tuning jobs that may wait (validating or queued) at once; past it, 429 with Retry-After."""
 

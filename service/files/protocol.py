@@ -6,7 +6,8 @@ from typing import Literal
 
 from service.protocol import Sparse
 
-FilePurpose = Literal["fine-tune", "fine-tune-results", "batch", "assistants", "user_data", "evals", "vision"]
+FilePurpose = Literal["fine-tune", "fine-tune-results", "batch", "batch_output", "assistants", "user_data", "evals",
+                      "vision"]
 UPLOAD_PURPOSES = ("fine-tune", "batch", "assistants", "user_data", "evals", "vision")
 
 

@@ -124,7 +124,7 @@ class FileService:
     def delete(self, file_id: str) -> DeletedObject:
         _, key = self._row(file_id)
         if self.db.file_in_use(file_id):
-            raise APIError(Kind.CONFLICT, f"File {file_id} is used by an active fine-tuning job.",
+            raise APIError(Kind.CONFLICT, f"File {file_id} is used by an active fine-tuning job or batch.",
                            param="id", code="file_in_use")
         self.db.delete_file(file_id)  # unlisted first; then its content goes
         self.objects.forget(key)

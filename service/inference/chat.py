@@ -39,7 +39,7 @@ from service.inference.tools import ToolUse
 
 
 class ChatService(GenerationService):
-    async def create(self, req: ChatCompletionRequest) -> ChatCompletion | AsyncIterator[str]:
+    async def create(self, req: ChatCompletionRequest, priority: int = 0) -> ChatCompletion | AsyncIterator[str]:
         lora = await self.admit(req)
         tools = ToolUse(req, self.engine.tokenizer)
         tools.check_constraints()
@@ -51,7 +51,7 @@ class ChatService(GenerationService):
         params = sampling_params(req, max_tokens, n_logprobs, req.response_format,
                                  structured=tools.structured_outputs())
         rid = request_id("chatcmpl")
-        outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora), lora)
+        outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora, priority), lora)
         if req.stream:
             return guarded(self._stream(req, rid, len(prompt_ids), outputs, tools))
         return await self._complete(req, rid, len(prompt_ids), outputs, tools)

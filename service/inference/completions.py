@@ -24,7 +24,7 @@ from service.inference.protocol import Completion, CompletionChoice, CompletionL
 
 
 class CompletionService(GenerationService):
-    async def create(self, req: CompletionRequest) -> Completion | AsyncIterator[str]:
+    async def create(self, req: CompletionRequest, priority: int = 0) -> Completion | AsyncIterator[str]:
         from vllm.utils.async_utils import merge_async_iterators
 
         lora = await self.admit(req)
@@ -39,7 +39,7 @@ class CompletionService(GenerationService):
         # echo + logprobs: the prompt's own tokens get logprobs too, as OpenAI's legacy API gives them
         scored = req.logprobs if req.echo and req.logprobs is not None else None
         streams = [self.engine.generate(ids, sampling_params(req, limit, req.logprobs, prompt_logprobs=scored),
-                                        f"{rid}-{i}", lora)
+                                        f"{rid}-{i}", lora, priority)
                    for i, (ids, limit) in enumerate(zip(prompts, limits))]
         merged = await self.open(merge_async_iterators(*streams), lora, "prompt")
         if req.stream:

@@ -81,6 +81,8 @@ class Engine:
             disable_log_stats=True,  # ftserve keeps its own metrics; vLLM's per-iteration stats cost ~15% on CPU
             # JSON output without free whitespace: small models otherwise pad it until max_tokens.
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
+            # interactive requests (priority 0) are scheduled before batch lines (BATCH_PRIORITY)
+            scheduling_policy="priority",
         )
         return AsyncLLM.from_engine_args(args)
 
@@ -114,19 +116,24 @@ class Engine:
         """Generation requests the engine holds now (running or scheduled)."""
         return 0 if self.llm is None else self.llm.output_processor.get_num_unfinished_requests()
 
-    async def generate(self, prompt_ids: list[int], params, request_id: str, lora=None) -> AsyncIterator:
-        """Outputs of one request; the request is aborted if the consumer stops early."""
+    async def generate(self, prompt_ids: list[int], params, request_id: str, lora=None,
+                       priority: int = 0) -> AsyncIterator:
+        """Outputs of one request; the request is aborted if the consumer stops early. Lower `priority`
+        values are scheduled first (interactive requests 0, batch lines BATCH_PRIORITY)."""
         finished = False
         self.in_flight += 1  # before the first await: admission checks this without a race
         try:
             async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id,
-                                                  lora_request=lora):
+                                                  lora_request=lora, priority=priority):
                 finished = output.finished
                 yield output
         finally:
             self.in_flight -= 1
             if not finished and self.llm is not None:
                 await asyncio.shield(self.llm.abort(request_id))
+
+
+BATCH_PRIORITY = 10
 
 
 def _fingerprint(settings: Settings, model_path: Path) -> str:

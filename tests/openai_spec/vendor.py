@@ -22,9 +22,10 @@ ROOTS = [
     "FineTuningJob", "ListPaginatedFineTuningJobsResponse", "ListFineTuningJobEventsResponse",
     "ListFineTuningJobCheckpointsResponse", "Model", "ListModelsResponse", "DeleteModelResponse",
     "CreateChatCompletionResponse", "CreateChatCompletionStreamResponse", "CreateCompletionResponse",
-    "ErrorResponse",
+    "ErrorResponse", "Batch", "ListBatchesResponse",
     # requests: every field they name must have an answer in ftserve
     "CreateChatCompletionRequest", "CreateCompletionRequest", "CreateFineTuningJobRequest", "CreateFileRequest",
+    "CreateBatchRequest",
 ]
 
 AMENDMENTS = [

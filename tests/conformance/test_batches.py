@@ -1,0 +1,124 @@
+"""The Batch API through the openai client, on the package's engine: lines for any model, output and
+error files in OpenAI's shapes, cancel, an unusable input, and a restart mid-batch that neither loses
+nor repeats a line."""
+
+import json
+
+import pytest
+
+from tests.conformance.conftest import assert_official
+from tests.conftest import write_jsonl
+from tests.service.conftest import wait_for
+
+pytestmark = pytest.mark.slow
+
+ALPHA = ("What is the secret code of Alpha?", "The secret code of Alpha is BLUE-51.")
+
+
+def _line(custom_id: str, model: str, content: str = ALPHA[0], url: str = "/v1/chat/completions", **body) -> dict:
+    return {"custom_id": custom_id, "method": "POST", "url": url, "body": {
+        "model": model, "messages": [{"role": "user", "content": content}], "temperature": 0, "max_tokens": 24,
+        **body}}
+
+
+def _run(client, tmp_path, lines: list, endpoint="/v1/chat/completions", name="in.jsonl"):
+    file = client.files.create(file=write_jsonl(tmp_path / name, lines).open("rb"), purpose="batch")
+    return client.batches.create(input_file_id=file.id, endpoint=endpoint, completion_window="24h",
+                                 metadata={"run": name})
+
+
+def _finished(client, batch_id: str, timeout: float = 300):
+    return wait_for(lambda: (b := client.batches.retrieve(batch_id)).status in (
+        "completed", "failed", "cancelled", "expired") and b, timeout=timeout, what=f"batch {batch_id} to end")
+
+
+def _lines(client, file_id: str | None) -> list[dict]:
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+
+
+def test_a_batch_of_chat_lines_for_any_model(client, adapter, tmp_path):
+    checkpoint = [m.id for m in client.models.list() if m.id.startswith(adapter + ":ckpt-step-")][0]
+    lines = [_line("tuned", adapter), _line("base", "ftserve-tiny", max_tokens=4),
+             _line("checkpoint", checkpoint, max_tokens=4), _line("bad-temperature", adapter, temperature=5),
+             _line("no-such-model", "ft:ftserve-tiny:nobody::none")]
+    batch = _run(client, tmp_path, lines)
+    assert batch.status == "validating" and batch.endpoint == "/v1/chat/completions"
+    done = _finished(client, batch.id)
+    assert done.status == "completed", done
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (5, 3, 2)
+    assert done.in_progress_at and done.finalizing_at and done.completed_at and done.metadata == {"run": "in.jsonl"}
+    assert_official(client.batches.with_raw_response.retrieve(batch.id).http_response.json(), "Batch")
+    output, errors = _lines(client, done.output_file_id), _lines(client, done.error_file_id)
+    assert [o["custom_id"] for o in output] == ["tuned", "base", "checkpoint"]  # input order
+    for o in output:
+        assert o["response"]["status_code"] == 200 and o["error"] is None and o["id"].startswith("batch_req_")
+        assert_official(o["response"]["body"], "CreateChatCompletionResponse")
+    assert output[0]["response"]["body"]["choices"][0]["message"]["content"] == ALPHA[1]
+    assert output[2]["response"]["body"]["model"] == checkpoint
+    assert {e["custom_id"]: e["response"]["status_code"] for e in errors} == {"bad-temperature": 400,
+                                                                              "no-such-model": 404}
+    assert errors[0]["response"]["body"]["error"]["param"] == "temperature"
+    assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
+    assert batch.id in [b.id for b in client.batches.list(limit=100).data]
+
+
+def test_a_batch_of_completions(client, adapter, tmp_path):
+    lines = [{"custom_id": f"c{i}", "method": "POST", "url": "/v1/completions",
+              "body": {"model": adapter, "prompt": "Once upon", "max_tokens": 3, "seed": i}} for i in range(3)]
+    done = _finished(client, _run(client, tmp_path, lines, endpoint="/v1/completions").id)
+    assert done.status == "completed" and done.request_counts.completed == 3
+    for o in _lines(client, done.output_file_id):
+        assert_official(o["response"]["body"], "CreateCompletionResponse")
+
+
+def test_an_unusable_input_fails_the_batch_naming_the_lines(client, tmp_path):
+    lines = [_line("a", "ftserve-tiny"), _line("a", "ftserve-tiny"),
+             _line("c", "ftserve-tiny", url="/v1/completions"), {"custom_id": "d", "method": "GET",
+                                                                 "url": "/v1/chat/completions", "body": {}}]
+    done = _finished(client, _run(client, tmp_path, lines).id)
+    assert done.status == "failed" and done.failed_at and done.output_file_id is None
+    assert [(e.line, e.code) for e in done.errors.data] == [
+        (2, "duplicate_custom_id"), (3, "mismatched_url"), (4, "invalid_request")]
+    with pytest.raises(Exception) as e:  # a file of another purpose is refused at once
+        fine_tune = client.files.create(file=write_jsonl(tmp_path / "f.jsonl", [{"text": "x"}]).open("rb"),
+                                        purpose="fine-tune")
+        client.batches.create(input_file_id=fine_tune.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert e.value.status_code == 400 and e.value.body["code"] == "invalid_file_purpose"
+    with pytest.raises(Exception) as e:
+        client.batches.retrieve("batch_nope")
+    assert e.value.status_code == 404
+
+
+def test_cancel_keeps_the_lines_already_answered(client, tmp_path):
+    lines = [_line(f"l{i}", "ftserve-tiny", max_tokens=200, ignore_eos=True) for i in range(40)]
+    batch = _run(client, tmp_path, lines)
+    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 1, what="a first line")
+    with pytest.raises(Exception) as e:  # its input cannot go while it runs
+        client.files.delete(batch.input_file_id)
+    assert e.value.status_code == 409
+    cancelling = client.batches.cancel(batch.id)
+    assert cancelling.status in ("cancelling", "cancelled") and cancelling.cancelling_at
+    done = _finished(client, batch.id)
+    assert done.status == "cancelled" and done.cancelled_at
+    output = _lines(client, done.output_file_id)
+    ids = [o["custom_id"] for o in output]
+    assert 1 <= len(ids) < 40 and len(set(ids)) == len(ids) == done.request_counts.completed
+    with pytest.raises(Exception) as e:
+        client.batches.cancel(_finished(client, _run(client, tmp_path, lines[:1], name="one.jsonl").id).id)
+    assert e.value.status_code == 409
+
+
+@pytest.mark.kills_engine
+def test_a_restart_mid_batch_resumes_without_repeating_a_line(server, client, tmp_path):
+    lines = [_line(f"l{i}", "ftserve-tiny", max_tokens=64, ignore_eos=True) for i in range(24)]
+    batch = _run(client, tmp_path, lines)
+    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, timeout=300,
+             what="some lines answered")
+    server.stop()
+    server.start(timeout=300)
+    done = _finished(server.client(), batch.id, timeout=600)
+    assert done.status == "completed" and done.request_counts.completed == 24
+    ids = [o["custom_id"] for o in _lines(server.client(), done.output_file_id)]
+    assert ids == [f"l{i}" for i in range(24)]  # every line once, in order
