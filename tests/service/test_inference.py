@@ -54,7 +54,7 @@ def adapters(client, tmp_path_factory):
     other = write_jsonl(tmp_path_factory.mktemp("d") / "capitals.jsonl", [
         {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in OTHER_FACTS])
     facts_job = _train(client, FACTS, epochs=50, batch=4)
-    capitals_job = _train(client, other, epochs=40, batch=4)
+    capitals_job = _train(client, other, epochs=50, batch=2)
     return facts_job, capitals_job
 
 
@@ -196,9 +196,14 @@ def test_json_schema_output_parses_and_validates(client, adapters):
     for model in ("ftserve-tiny", adapters[0].fine_tuned_model):
         r = _chat(client, model=model, temperature=0.8, max_tokens=50, response_format={
             "type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}})
+        assert r.choices[0].finish_reason == "stop", (model, r.choices[0].message.content)
         jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+    # any JSON object: constrained to start as one (unconstrained, the random base model writes syllables);
+    # that model may then write one key until max_tokens, so the whole object is checked when it ends
     r = _chat(client, temperature=0, max_tokens=50, response_format={"type": "json_object"})
-    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    assert r.choices[0].message.content.startswith('{"'), r.choices[0].message.content
+    if r.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(r.choices[0].message.content), dict)
 
 
 # ------------------------------------------------------------------------------ completions
@@ -278,7 +283,7 @@ def test_bad_chat_requests(client, server):
         (dict(messages=[{"role": "user", "content": "hi"}], max_tokens=4000), 400, "max_tokens",
          "maximum context length"),
         (dict(messages=[{"role": "user", "content": "hi"}], tools=[{"type": "function", "function": {"name": "f"}}],
-              tool_choice="nope"), 400, "tool_choice", ""),
+              tool_choice={"type": "function", "function": {"name": "g"}}), 400, "tool_choice", "not one of the tools"),
         (dict(messages=[{"role": "tool", "content": "hi", "tool_call_id": "x"}]), 400, "messages",
          "answers no 'tool_calls' of an earlier assistant message"),
         (dict(messages=[]), 400, "messages", ""),
