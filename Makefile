@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make serve` and `make test`. Both install .venv first.
-.PHONY: install serve demo-train test bench-train bench-serve bench-reliability bench-scale bench-adapter-load bench-ray openapi
+.PHONY: install serve demo-train test bench-train bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch openapi
 
 install:
 	@scripts/install.sh
@@ -33,6 +33,9 @@ bench-scale: install
 
 bench-adapter-load: install
 	.venv/bin/python bench/adapter_load.py
+
+bench-batch: install
+	.venv/bin/python bench/batch.py
 
 bench-ray: install
 	.venv/bin/python bench/ray_training.py
