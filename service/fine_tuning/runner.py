@@ -188,7 +188,7 @@ class JobRunner:
                 if (valid_format == "plaintext") != (data_format == "plaintext"):
                     raise _Invalid("invalid_validation_file", "validation_file: a .txt validation file goes with a "
                                    ".txt training file, and JSONL with JSONL", "validation_file")
-            if job.model != self.settings.base_model_name:  # training on from a fine-tuned model: a copy of it
+            if self._parent(job) is not None:  # training on from a fine-tuned model: a copy of it
                 await asyncio.to_thread(self._store_parent, job)
             p = plan(hp, n_examples, {**self._local_paths(job), "served_model_name": self.settings.base_model_name,
                                       "seed": job.seed, "num_threads": self.settings.trainer_threads,
@@ -226,7 +226,7 @@ class JobRunner:
         except DataError as e:
             raise _Invalid(code, str(e), param) from None
         if STAGE_KINDS[stage] != ds.kind:
-            method = {"sft": "supervised", "pt": "continued_pretraining", "dpo": "dpo"}
+            method = {s: m for m, s in STAGES.items()}
             fits = {kind: method[s] for s, kind in STAGE_KINDS.items()}[ds.kind]
             raise _Invalid(code, f"{param}: method {method[stage]} trains on {STAGE_KINDS[stage]} data, and this "
                            f"file holds {ds.kind} data ({ds.format} rows); use method {fits} for it", param)
@@ -239,6 +239,10 @@ class JobRunner:
                 self._tokenizer = AutoTokenizer.from_pretrained(self.base_model_path)
             return len(pack_text(self._tokenizer, ds.examples, max_seq_len or DEFAULT_CUTOFF)), data_format
         return len(ds.examples), data_format
+
+    def _parent(self, job) -> str | None:
+        """The fine-tuned model (or checkpoint) a job trains on from; None when it starts from the base."""
+        return job.model if job.model != self.settings.base_model_name else None
 
     def _store_parent(self, job) -> None:
         """The model a job trains on from, copied under the job's prefix: a later change to it does not
@@ -286,7 +290,7 @@ class JobRunner:
         """The trainer spec's paths on this server: base model, training files, run directory, and the
         adapter it trains on from."""
         parent = None
-        if job.model != self.settings.base_model_name:
+        if self._parent(job) is not None:
             parent = str(self.objects.fetch_tree(f"jobs/{job.id}/parent", self.run_dir(job.id) / "parent"))
         return dict(model_name_or_path=str(self.base_model_path), output_dir=str(self.run_dir(job.id)),
                     dataset=str(self.files.path(job.training_file)),
@@ -471,10 +475,8 @@ class JobRunner:
             if not self._mine(job_id, "running"):
                 return
             await self._publish_checkpoint_locked(job_id, model_name, done["steps"], adapter, done.get("metrics", {}))
-            job = self.store.get(job_id)
-            parent = job.model if job.model != self.settings.base_model_name else None
             await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id,
-                                    step=done["steps"], replace=True, parent=parent)
+                                    step=done["steps"], replace=True, parent=self._parent(self.store.get(job_id)))
             results = self.files.create_internal(self._results_csv(job_id), "step_metrics.csv",
                                                  "fine-tune-results")
             self.store.update(job_id, expect=("running",), status="succeeded", fine_tuned_model=model_name,
@@ -517,7 +519,10 @@ def _hyperparameters(method: dict | None):
     return Method.model_validate(method or {"type": "supervised"}).settings.hyperparameters
 
 
+STAGES = {"supervised": "sft", "continued_pretraining": "pt", "dpo": "dpo"}  # method type -> trainer stage
+
+
 def _stage(method: dict | None) -> str:
     """The trainer's stage for a job's method."""
-    return {"continued_pretraining": "pt", "dpo": "dpo"}.get((method or {}).get("type"), "sft")
+    return STAGES[(method or {}).get("type", "supervised")]
 

@@ -37,6 +37,7 @@ class ToolUse:
     req: ChatCompletionRequest
     tokenizer: object
     _vllm_request: object = field(default=None, repr=False)
+    _whole_output_parser: object = field(default=None, repr=False)
 
     @property
     def active(self) -> bool:
@@ -64,9 +65,15 @@ class ToolUse:
         return self._vllm_request
 
     def parser(self):
+        """A new parser: a streamed choice needs its own (it keeps state); whole outputs share one."""
         from vllm.tool_parsers.hermes_tool_parser import Hermes2ProToolParser
 
         return Hermes2ProToolParser(self.tokenizer, self._request().tools)
+
+    def _shared_parser(self):
+        if self._whole_output_parser is None:
+            self._whole_output_parser = self.parser()
+        return self._whole_output_parser
 
     def structured_outputs(self):
         """The structural tag that constrains the output, or None (free text)."""
@@ -79,7 +86,7 @@ class ToolUse:
         forced = self.req.tool_choice not in (None, "auto")
         single = self.req.parallel_tool_calls is False
         level = ToolStrictLevel.PARAMETER if forced else ToolStrictLevel.FUNCTION if single else ToolStrictLevel.AUTO
-        tag = self.parser().get_structural_tag(self._request(), reasoning=False, strict_level=level)
+        tag = self._shared_parser().get_structural_tag(self._request(), reasoning=False, strict_level=level)
         if tag is None:
             return None
         if single:
@@ -97,7 +104,7 @@ class ToolUse:
         """A whole output -> (its text before any call, its calls)."""
         if not self.active:
             return text, []
-        found = self.parser().extract_tool_calls(text, self._request())
+        found = self._shared_parser().extract_tool_calls(text, self._request())
         if not found.tools_called:
             return text, []
         calls = [ChatCompletionMessageToolCall(id=c.id, function=FunctionCall(
