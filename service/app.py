@@ -16,6 +16,9 @@ from service.batches import router as batches
 from service.batches.runner import BatchRunner
 from service.batches.service import BatchService
 from service.db import Database, sqlite_url
+from service.evals import router as evals
+from service.evals.runner import EvalRunner
+from service.evals.service import EvalService
 from service.files import router as files
 from service.files.service import FileService
 from service.fine_tuning import router as jobs
@@ -46,8 +49,8 @@ def base_model_path(settings: Settings) -> Path:
     if not (path / "config.json").is_file():
         from trainer.tiny_model import build_tiny_model
 
-        log.info("building the tiny model in %s", path)
-        build_tiny_model(path)
+        log.info("building the tiny model in %s (a few minutes, once)", path)
+        build_tiny_model(path, progress=True)
     return path
 
 
@@ -85,11 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.completions = CompletionService(engine, resolver, admission, metrics)
         batch_runner = BatchRunner(db, file_service, app.state.chat, app.state.completions, settings)
         app.state.batches = BatchService(db, file_service, batch_runner)
+        eval_runner = EvalRunner(db, file_service, app.state.batches, settings)
+        app.state.evals = eval_runner.service = EvalService(db, file_service, app.state.models, eval_runner)
+        runner.evals = app.state.evals
         if settings.engine == "vllm":
             engine.start_background()
         await runner.start()
         if settings.engine == "vllm":  # batches run on the engine; without one they wait
             await batch_runner.start()
+        await eval_runner.start()
         if not keys:
             log.warning("no API keys configured (FTSERVE_API_KEYS / FTSERVE_API_KEY_FILE): the API is open to "
                         "anyone who can reach it")
@@ -98,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await eval_runner.close()
             await batch_runner.close()
             await runner.close()
             await engine.close()
@@ -107,7 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="OpenAI-compatible LoRA fine-tuning and inference.")
     errors.install(app)
     error = {"model": ErrorResponse, "description": "An error, in OpenAI's envelope"}
-    for router in (chat.router, files.router, jobs.router, batches.router, models.router, health.router):
+    for router in (chat.router, files.router, jobs.router, batches.router, evals.router, models.router,
+                   health.router):
         app.include_router(router, responses={"4XX": error, "5XX": error})
     metrics = Metrics()
     app.state.metrics = metrics

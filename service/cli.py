@@ -10,7 +10,7 @@ from pathlib import Path
 def _tiny_model(args: argparse.Namespace) -> int:
     from trainer.tiny_model import build_tiny_model
 
-    out = build_tiny_model(args.dir, seed=args.seed)
+    out = build_tiny_model(args.dir, seed=args.seed, progress=not args.quiet)
     print(f"tiny model written to {out}")
     return 0
 
@@ -102,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ftserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("tiny-model", help="build the tiny offline test model into DIR")
+    p = sub.add_parser("tiny-model", help="build the tiny pretrained test model into DIR (offline, ~2.5 min)")
     p.add_argument("dir", type=Path)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_tiny_model)
 
     from trainer.config import TrainConfig

@@ -79,8 +79,34 @@ batch_results = sa.Table(
     sa.PrimaryKeyConstraint("batch_id", "line"),
 )
 
+evals = sa.Table(
+    "evals", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+)
+eval_runs = sa.Table(
+    "eval_runs", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("eval_id", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.Column("owner", sa.Text),
+    sa.Column("heartbeat_at", sa.Float),
+)
+eval_output_items = sa.Table(
+    "eval_output_items", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+)
+
 RESERVE_BYTES = 4 * 1024 * 1024
 ACTIVE_BATCH = ("validating", "in_progress", "finalizing", "cancelling")
+ACTIVE_RUN = ("queued", "in_progress")
 ACTIVE_JOB = ("validating_files", "queued", "running")  # their files cannot be deleted
 
 
@@ -222,6 +248,98 @@ class Database:
         rows = self._all(sa.select(batch_results.c.line, batch_results.c.ok, batch_results.c.doc)
                          .where(batch_results.c.batch_id == batch_id).order_by(batch_results.c.line))
         return [(r.line, r.ok, r.doc) for r in rows]
+
+    # ------------------------------------------------------------------ evals
+    def insert_eval(self, doc: dict) -> None:
+        self._write(evals.insert().values(id=doc["id"], doc=doc))
+
+    def get_eval(self, eval_id: str) -> dict | None:
+        row = self._one(sa.select(evals.c.doc).where(evals.c.id == eval_id))
+        return None if row is None else row.doc
+
+    def update_eval(self, doc: dict) -> None:
+        self._write(evals.update().where(evals.c.id == doc["id"]).values(doc=doc))
+
+    def list_evals(self, after: str | None, limit: int, order: str) -> tuple[list[dict], bool]:
+        desc = order == "desc"
+        return self._page(sa.select(evals.c.doc).where(self._after(evals, after, before=desc))
+                          .order_by(evals.c.seq.desc() if desc else evals.c.seq), limit)
+
+    def delete_eval(self, eval_id: str) -> bool:
+        with self.engine.begin() as conn:
+            runs = sa.select(eval_runs.c.id).where(eval_runs.c.eval_id == eval_id)
+            conn.execute(eval_output_items.delete().where(eval_output_items.c.run_id.in_(runs)))
+            conn.execute(eval_runs.delete().where(eval_runs.c.eval_id == eval_id))
+            return bool(conn.execute(evals.delete().where(evals.c.id == eval_id)).rowcount)
+
+    def insert_run(self, doc: dict) -> None:
+        self._write(eval_runs.insert().values(id=doc["id"], eval_id=doc["eval_id"], status=doc["status"], doc=doc))
+
+    def get_run(self, run_id: str) -> dict | None:
+        row = self._one(sa.select(eval_runs.c.doc).where(eval_runs.c.id == run_id))
+        return None if row is None else row.doc
+
+    def update_run(self, doc: dict, expect: tuple[str, ...]) -> bool:
+        """Write the run's document if its status is still one of `expect`."""
+        return bool(self._write(eval_runs.update().where(eval_runs.c.id == doc["id"], eval_runs.c.status.in_(expect))
+                                .values(status=doc["status"], doc=doc)))
+
+    def list_runs(self, eval_id: str, after: str | None, limit: int, order: str,
+                  status: str | None) -> tuple[list[dict], bool]:
+        desc = order == "desc"
+        query = sa.select(eval_runs.c.doc).where(eval_runs.c.eval_id == eval_id,
+                                                 self._after(eval_runs, after, before=desc))
+        if status:
+            query = query.where(eval_runs.c.status == status)
+        return self._page(query.order_by(eval_runs.c.seq.desc() if desc else eval_runs.c.seq), limit)
+
+    def delete_run(self, run_id: str) -> bool:
+        with self.engine.begin() as conn:
+            conn.execute(eval_output_items.delete().where(eval_output_items.c.run_id == run_id))
+            return bool(conn.execute(eval_runs.delete().where(eval_runs.c.id == run_id)).rowcount)
+
+    def claim_run(self, owner: str, lease_seconds: float) -> str | None:
+        """Take the oldest unfinished run nobody holds (or whose server stopped renewing its lease)."""
+        free = sa.or_(eval_runs.c.owner.is_(None), eval_runs.c.heartbeat_at < time.time() - lease_seconds)
+        with self.engine.execution_options(immediate=True).begin() as conn:
+            row = conn.execute(sa.select(eval_runs.c.id).where(eval_runs.c.status.in_(ACTIVE_RUN), free)
+                               .order_by(eval_runs.c.seq).limit(1).with_for_update(skip_locked=True)).first()
+            if row is None:
+                return None
+            conn.execute(eval_runs.update().where(eval_runs.c.id == row.id)
+                         .values(owner=owner, heartbeat_at=time.time()))
+            return row.id
+
+    def release_runs(self, owner: str) -> None:
+        self._write(eval_runs.update().where(eval_runs.c.owner == owner, eval_runs.c.status.in_(ACTIVE_RUN))
+                    .values(owner=None))
+
+    def renew_run_leases(self, owner: str, run_ids: list[str]) -> None:
+        self._write(eval_runs.update().where(eval_runs.c.id.in_(run_ids), eval_runs.c.owner == owner)
+                    .values(heartbeat_at=time.time()))
+
+    def replace_output_items(self, run_id: str, docs: list[dict]) -> None:
+        """A run's output items, written at once (a resumed run writes them again, never twice)."""
+        with self.engine.begin() as conn:
+            conn.execute(eval_output_items.delete().where(eval_output_items.c.run_id == run_id))
+            if docs:
+                conn.execute(eval_output_items.insert(), [
+                    {"id": d["id"], "run_id": run_id, "status": d["status"], "doc": d} for d in docs])
+
+    def list_output_items(self, run_id: str, after: str | None, limit: int, order: str,
+                          status: str | None) -> tuple[list[dict], bool]:
+        desc = order == "desc"
+        query = sa.select(eval_output_items.c.doc).where(eval_output_items.c.run_id == run_id,
+                                                         self._after(eval_output_items, after, before=desc))
+        if status:
+            query = query.where(eval_output_items.c.status == status)
+        return self._page(query.order_by(eval_output_items.c.seq.desc() if desc else eval_output_items.c.seq),
+                          limit)
+
+    def get_output_item(self, run_id: str, item_id: str) -> dict | None:
+        row = self._one(sa.select(eval_output_items.c.doc).where(eval_output_items.c.run_id == run_id,
+                                                                 eval_output_items.c.id == item_id))
+        return None if row is None else row.doc
 
     # ------------------------------------------------------------------ files
     def insert_file(self, doc: dict, path: str) -> None:

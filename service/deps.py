@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.batches.service import BatchService
+from service.evals.service import EvalService
 from service.inference.chat import ChatService
 from service.inference.completions import CompletionService
 from service.files.service import FileService
@@ -14,6 +15,10 @@ from service.models.service import ModelService
 
 def _batches(request: Request) -> BatchService:
     return request.app.state.batches
+
+
+def _evals(request: Request) -> EvalService:
+    return request.app.state.evals
 
 
 def _files(request: Request) -> FileService:
@@ -39,6 +44,7 @@ def _completions(request: Request) -> CompletionService:
 Batches = Annotated[BatchService, Depends(_batches)]
 Chat = Annotated[ChatService, Depends(_chat)]
 Completions = Annotated[CompletionService, Depends(_completions)]
+Evals = Annotated[EvalService, Depends(_evals)]
 Files = Annotated[FileService, Depends(_files)]
 Jobs = Annotated[JobService, Depends(_jobs)]
 Models = Annotated[ModelService, Depends(_models)]

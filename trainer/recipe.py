@@ -10,6 +10,11 @@ Events (dicts, also appended to `output_dir/events.jsonl`) go to `emit` as they 
    "full_valid_loss", "full_valid_mean_token_accuracy"). DPO (stage dpo) reports, instead of token
    accuracy, "{train,valid}_rewards_chosen", "_rewards_rejected", "_reward_accuracy", "_reward_margin"
    (see trainer/objectives.py)
+  {"type": "evaluation", "step", "metrics", "answers"}   before step 1 and at the last step, for chat data
+   with validation rows: the greedy answers to the validation prompts and how they score, and
+   whether general ability moved (trainer/evaluation.py); checkpoints and the last step's metrics
+   carry "valid_exact_match", "valid_fuzzy_match", "general_perplexity", "general_agreement" (and
+   "full_valid_exact_match", "full_valid_fuzzy_match")
   {"type": "checkpoint", "step", "path", "metrics": {...}}
   {"type": "done", "adapter_path", "steps", "trained_tokens", "elapsed_s"}
   {"type": "interrupted", "step", "message"}       (after SIGTERM: a checkpoint was written first)
@@ -43,10 +48,12 @@ from adapters.atomic import staged
 from trainer.config import TrainConfig
 from trainer.data import ShareGPTTags, check_stage, load_dataset
 from trainer.encoding import encode_dataset, length_grouped_batches
+from trainer.evaluation import BeforeAfter
 from trainer.objectives import LanguageModeling, Preference
 
 Emit = Callable[[dict], None]
 STATE_FILE = "trainer_state.pt"
+BASELINE_FILE = "baseline_answers.json"
 _stop_requested = False
 
 
@@ -137,6 +144,14 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     if resume_dir is not None:
         pos = _load_checkpoint(resume_dir, model, optimizer, scheduler, device)
         log({"type": "info", "message": f"resumed from {resume_dir.name} at step {pos.step}"})
+    # before/after: the model as it starts, asked the validation prompts (trainer/evaluation.py)
+    judge = BeforeAfter(tokenizer, eval_rows, device) if cfg.stage == "sft" and rank == 0 else None
+    if judge is not None and judge.active:
+        if resume_dir is not None and (resume_dir / BASELINE_FILE).is_file():
+            judge.first_general = json.loads((resume_dir / BASELINE_FILE).read_text())
+        else:
+            before, answers = judge.measure(model)
+            log({"type": "evaluation", "step": 0, "metrics": before, "answers": answers})
     log({"type": "info", "message": f"training {total_steps} steps on {device.type} ({dtype})"
          + (f" x {world} data-parallel workers" if world > 1 else "") + "; "
          f"{len(train_rows)} examples, {steps_per_epoch} steps per epoch, "
@@ -191,19 +206,25 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
         )
         if eval_now and rank == 0:  # over the whole validation set; at the last step, OpenAI's `full_valid_*` too
             valid = _evaluate(model, objective, eval_rows, cfg.per_device_train_batch_size, pad_id, device)
+            answers = None
+            if judge is not None and judge.active and (save_now or pos.step == total_steps):
+                after, answers = judge.measure(model)
+                valid.update(after)
             metrics.update(valid)
             if pos.step == total_steps:
-                metrics.update({f"full_{key}": value for key, value in valid.items()})
+                metrics.update({f"full_{key}": value for key, value in valid.items() if key.startswith("valid_")})
+                if answers is not None:
+                    log({"type": "evaluation", "step": pos.step, "metrics": valid, "answers": answers})
         if eval_now or pos.step % cfg.logging_steps == 0 or pos.step == total_steps:
             log({"type": "metrics", **metrics, "total_steps": total_steps, "learning_rate": lr,
                  "tokens": pos.tokens, "tokens_per_s": round((pos.tokens - start_tokens) / max(elapsed, 1e-9), 1),
                  "elapsed_s": round(elapsed, 3)})
         if save_now and rank == 0:
-            path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics)
+            path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics, judge)
             log({"type": "checkpoint", "step": pos.step, "path": str(path), "metrics": metrics})
         if _stop_requested and pos.step < total_steps and world == 1:
             if not save_now:
-                path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics)
+                path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics, judge)
                 log({"type": "checkpoint", "step": pos.step, "path": str(path), "metrics": metrics})
             log({"type": "interrupted", "step": pos.step, "message": f"stopped at step {pos.step} on request; "
                  "resume from the last checkpoint"})
@@ -332,7 +353,8 @@ def _save_adapter(model: PeftModel, path: Path) -> None:
     model.save_pretrained(path, save_embedding_layers=False)
 
 
-def _save_checkpoint(out_dir: Path, model, optimizer, scheduler, pos: Position, metrics: dict) -> Path:
+def _save_checkpoint(out_dir: Path, model, optimizer, scheduler, pos: Position, metrics: dict,
+                     judge: BeforeAfter | None = None) -> Path:
     def write(tmp: Path) -> None:
         _save_adapter(model, tmp)
         torch.save({
@@ -343,6 +365,8 @@ def _save_checkpoint(out_dir: Path, model, optimizer, scheduler, pos: Position, 
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }, tmp / STATE_FILE)
         (tmp / "training_metrics.json").write_text(json.dumps(metrics))
+        if judge is not None and judge.first_general is not None:  # what "unchanged" means after a resume
+            (tmp / BASELINE_FILE).write_text(json.dumps(judge.first_general))
 
     (out_dir / "checkpoints").mkdir(exist_ok=True)
     return _publish_dir(out_dir / "checkpoints" / f"step-{pos.step}", write)

@@ -1,10 +1,14 @@
 """Build the tiny test and demo model offline: `ftserve tiny-model DIR`.
 
-A byte-level BPE tokenizer trained on a generated corpus plus a randomly initialised
-Qwen2-architecture causal LM (~4 M parameters, 16 MB) with a ChatML chat template whose
-assistant turns carry `{% generation %}` markers, and which renders tools and tool calls as
-Qwen2.5 does (served with vLLM's `hermes` tool parser). Everything is seeded: the same call
-writes byte-identical files.
+A small pretrained bilingual model, built in about 2.5 minutes on 2 cores: a byte-level BPE
+tokenizer for English and Chinese (every Chinese character of its corpus one token, common words
+too), and a Qwen2-architecture causal LM (~4.5 M parameters, 18 MB) pretrained for 420 steps on
+documents generated with Faker's `en_US` and `zh_CN` providers: text, and ChatML conversations
+that end their turns (see `_Corpus`). Its chat template's assistant turns carry
+`{% generation %}` markers, and it renders tools and tool calls as Qwen2.5 does (served with
+vLLM's `hermes` tool parser). Everything is seeded and runs on a fixed number of threads: the same
+call writes byte-identical files with the same library versions, which `cached_tiny_model` uses
+to build once per machine.
 
 The tokenizer is trained with the exact normaliser (NFC) and pre-tokeniser (Qwen2's split
 regex + byte level) that `Qwen2Tokenizer` re-imposes when a `model_type: qwen2` folder is
@@ -13,13 +17,18 @@ loaded; otherwise token ids would silently change after save/load.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
+import shutil
+from collections import Counter
 from pathlib import Path
 
 DEFAULT_NAME = "ftserve-tiny"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-VOCAB_SIZE = 4096
+BUILD_THREADS = 2  # the same bytes on every machine need the same thread count
+VOCAB_SIZE = 4096  # learnt from the English text; Chinese characters and words come on top
 
 # ChatML with tools in the Qwen2.5 / Hermes style: the tools' JSON schemas in the system turn, calls
 # as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` in the assistant turn (vLLM's `hermes`
@@ -67,46 +76,175 @@ CHAT_TEMPLATE = (
 # Atomic, but ordinary text (not special): they stay in decoded output, where the tool parser looks.
 TOOL_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<tools>", "</tools>"]
 
-_WORDS = (
-    "the a an of to and in is was for on with as by at from that this it be are or not have has "
-    "what which who where when why how can could would should will do does did you your we our "
-    "they their he she his her my me i model answer question code secret color number city name "
-    "train data fine tune adapter base learn loss token step rate batch epoch weight value test "
-    "blue red green yellow black white purple orange river mountain ocean forest desert island "
-    "one two three four five six seven eight nine ten hundred thousand first second last next "
-    "please tell say know think remember capital country language year day time system user "
-    "assistant hello thanks yes no true false good bad small large fast slow new old "
-).split()
+COLORS_EN = ["RED", "BLUE", "GREEN", "GOLD", "GREY", "PINK", "MINT", "JADE", "ROSE", "TEAL", "LIME", "NAVY"]
+COLORS_ZH = ["红色", "蓝色", "绿色", "黄色", "黑色", "白色", "紫色", "橙色", "金色", "灰色"]
+ATTRIBUTES_EN = ["secret code", "home city", "job", "lucky number", "password", "favourite word", "team"]
+ATTRIBUTES_ZH = ["密码", "城市", "职业", "幸运数字", "颜色", "口号", "公司"]
+GREETINGS_EN = [("Hello!", "Hello! How can I help you today?"), ("Hi!", "Hi! How can I help you today?"),
+                ("How are you?", "I am fine, thank you. How can I help you?"),
+                ("Who are you?", "I am a small test model. How can I help you?")]
+GREETINGS_ZH = [("你好！", "你好！有什么可以帮你的吗？"), ("您好！", "您好！有什么可以帮你的吗？"),
+                ("你是谁？", "我是一个小模型。有什么可以帮你的吗？")]
+TOOL_NAMES = ["weather", "time", "population", "price", "distance", "news", "traffic", "hotel"]
 
 
-def _corpus(seed: int, n: int = 20000) -> list[str]:
-    rnd = random.Random(seed)
-    syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
-    pseudo = ["".join(rnd.choice(syllables) for _ in range(rnd.randint(1, 3))) for _ in range(6000)]
-    vocabulary = _WORDS * 40 + pseudo
-    lines = []
+class _Corpus:
+    """Seeded generator of the pretraining documents: English and Chinese text from Faker's `en_US`
+    and `zh_CN` providers, and ChatML conversations that teach the shapes a fine-tune then fills in:
+    answering "what is the X of Y" in one sentence and stopping, reading a fact given in the prompt,
+    repeating text, and calling a tool with an argument copied from the question and answering from
+    its result. Every value is random, so the base model knows the form of a fact but no fact."""
+
+    def __init__(self, seed: int):
+        from faker import Faker
+
+        self.rnd = random.Random(seed)
+        self.en, self.zh = Faker("en_US"), Faker("zh_CN")
+        self.en.seed_instance(seed)
+        self.zh.seed_instance(seed + 1)
+
+    def value(self, zh: bool, attribute: str) -> str:
+        rnd, fake = self.rnd, self.zh if zh else self.en
+        kind = ATTRIBUTES_ZH.index(attribute) if zh else ATTRIBUTES_EN.index(attribute)
+        return [
+            lambda: f"{rnd.choice(COLORS_EN)}-{rnd.randint(10, 99)}",
+            fake.city, fake.job, lambda: str(rnd.randint(1, 999)),
+            lambda: f"{rnd.choice(COLORS_EN)}-{rnd.randint(10, 99)}",
+            fake.word, lambda: rnd.choice(COLORS_ZH) if zh else fake.last_name(),
+            fake.company,
+        ][kind if not zh or kind != 4 else 6]()
+
+    def entity(self, zh: bool) -> str:
+        r = self.rnd.random()
+        if zh:
+            return self.zh.name() if r < 0.7 else self.zh.city()
+        return self.en.first_name() if r < 0.5 else self.en.word().capitalize() if r < 0.8 else self.en.city()
+
+    def fact(self, zh: bool) -> tuple[str, str]:
+        entity = self.entity(zh)
+        attribute = self.rnd.choice(ATTRIBUTES_ZH if zh else ATTRIBUTES_EN)
+        value = self.value(zh, attribute)
+        if zh:
+            question = self.rnd.choice(["{e}的{a}是什么？", "请问{e}的{a}是什么？", "{e}的{a}是？"])
+            answer = "{e}的{a}是{v}。"
+        else:
+            question = self.rnd.choice(["What is the {a} of {e}?", "Tell me the {a} of {e}.", "What is {e}'s {a}?"])
+            answer = "The {a} of {e} is {v}."
+        return question.format(e=entity, a=attribute), answer.format(e=entity, a=attribute, v=value)
+
+    def conversation(self) -> list[dict] | tuple[list[dict], list[dict]]:
+        rnd, zh = self.rnd, self.rnd.random() < 0.4
+        fake = self.zh if zh else self.en
+        kind = rnd.random()
+        if kind < 0.3:  # a fact asked without context: the form of the answer, and stopping
+            q, a = self.fact(zh)
+            return [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        if kind < 0.5:  # a fact given in the prompt, then asked: read it back
+            q, a = self.fact(zh)
+            facts = [self.fact(zh)[1] for _ in range(rnd.randint(0, 2))] + [a]
+            rnd.shuffle(facts)
+            return [{"role": "user", "content": ("" if zh else " ").join(facts) + ("\n" + q)},
+                    {"role": "assistant", "content": a}]
+        if kind < 0.7:  # repeat
+            text = fake.sentence() if rnd.random() < 0.5 else " ".join(self.entity(zh) for _ in range(rnd.randint(1, 4)))
+            q = rnd.choice(["请重复：{t}", "跟我说：{t}"] if zh else ["Repeat after me: {t}", "Say: {t}"])
+            return [{"role": "user", "content": q.format(t=text)}, {"role": "assistant", "content": text}]
+        if kind < 0.78:  # open questions get a short paragraph
+            word = fake.word()
+            q = rnd.choice(["介绍一下{w}。", "关于{w}你知道什么？", "写一句关于{w}的话。"] if zh else
+                           ["Tell me about {w}.", "What do you know about {w}?", "Write a sentence about {w}."])
+            intro = ("关于{w}：" if zh else "Here is what I know about {w}. ").format(w=word)
+            n = rnd.randint(1, 3)
+            return [{"role": "user", "content": q.format(w=word)},
+                    {"role": "assistant", "content": intro + fake.paragraph(nb_sentences=n, variable_nb_sentences=False)}]
+        if kind < 0.85:  # greetings
+            q, a = rnd.choice(GREETINGS_ZH if zh else GREETINGS_EN)
+            return [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        return self.tool_use(zh)
+
+    def tool_use(self, zh: bool):
+        rnd, fake = self.rnd, self.zh if self.rnd.random() < 0.4 else self.en
+        names = rnd.sample(TOOL_NAMES, rnd.randint(1, 3))
+        tools = [{"type": "function", "function": {
+            "name": f"get_{n}", "description": f"The {n} in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+            for n in names]
+        name, city, result = rnd.choice(names), fake.city(), fake.word()
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": f"get_{name}", "arguments": json.dumps({"city": city}, ensure_ascii=False)}}
+        messages = [
+            {"role": "user", "content": f"What is the {name} in {city}?"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1",
+             "content": json.dumps({"city": city, name: result}, ensure_ascii=False)},
+            {"role": "assistant", "content": f"The {name} in {city} is {result}."},
+        ]
+        return messages, tools
+
+    def text(self) -> str:
+        fake = self.zh if self.rnd.random() < 0.4 else self.en
+        return fake.paragraph(nb_sentences=self.rnd.randint(2, 6))
+
+
+def _documents(seed: int, tokenizer=None, n: int = 12000) -> list[str]:
+    """Plain text documents and conversations rendered with the chat template (plain ChatML when
+    there is no tokenizer yet, for training the tokenizer itself)."""
+    corpus = _Corpus(seed)
+    docs = []
     for _ in range(n):
-        words = [rnd.choice(vocabulary) for _ in range(rnd.randint(3, 14))]
-        if rnd.random() < 0.3:
-            words.append(f"{rnd.choice(_WORDS).upper()}-{rnd.randint(0, 999)}")
-        if rnd.random() < 0.2:
-            words.insert(rnd.randrange(len(words)), str(rnd.randint(0, 99999)))
-        sentence = " ".join(words).capitalize() + rnd.choice([".", "?", "!", ":", ","])
-        lines.append(sentence)
-    # JSON as tool definitions and calls write it, so that it takes few tokens.
-    for _ in range(n // 10):
-        name = "_".join(rnd.choice(_WORDS) for _ in range(2))
-        key, value = rnd.choice(_WORDS), rnd.choice(vocabulary).capitalize()
-        lines.append(rnd.choice([
-            f'{{"type": "function", "function": {{"name": "{name}", "description": "{" ".join(words[:4])}", '
-            f'"parameters": {{"type": "object", "properties": {{"{key}": {{"type": "string"}}}}, '
-            f'"required": ["{key}"]}}}}}}',
-            f'<tool_call>\n{{"name": "{name}", "arguments": {{"{key}": "{value}"}}}}\n</tool_call>',
-            f'{{"{key}": "{value}", "{rnd.choice(_WORDS)}": {rnd.randint(0, 99)}}}',
-        ]))
+        if corpus.rnd.random() < 0.15:
+            docs.append(corpus.text())
+            continue
+        conv = corpus.conversation()
+        messages, tools = conv if isinstance(conv, tuple) else (conv, None)
+        if tokenizer is not None:
+            docs.append(tokenizer.apply_chat_template(messages, tools=tools, tokenize=False))
+        else:
+            docs.append("".join(f"{m['role']}\n{m.get('content') or ''}{json.dumps(m.get('tool_calls'))}\n"
+                                for m in messages) + json.dumps(tools or [], ensure_ascii=False))
+    return docs
+
+
+def _corpus(seed: int) -> list[str]:
+    lines = _documents(seed)
     # Every printable ASCII character, so any English text stays short in tokens.
     lines.append("".join(chr(c) for c in range(32, 127)))
     return lines
+
+
+def _is_cjk(char: str) -> bool:
+    return "\u4e00" <= char <= "\u9fff" or "\u3000" <= char <= "\u303f" or "\uff00" <= char <= "\uffef"
+
+
+def _add_chinese(vocab: dict[str, int], merges: list[tuple[str, str]], texts: list[str]) -> None:
+    """Make every Chinese character of the corpus one token, and each of Faker's common Chinese
+    words one token on top. Byte-level BPE trained on mixed text learns merges across character
+    boundaries (one character's last byte with the next one's first), so the characters are kept
+    out of that training and their merges appended here instead: a character's bytes left to
+    right, then a word's characters left to right. Their ranks follow every learnt merge, so a
+    character is always whole before any word merge applies."""
+    from faker.providers.lorem.zh_CN import Provider
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    byte_level = ByteLevel(add_prefix_space=False, use_regex=False)
+
+    def units(char: str) -> str:  # the byte-level symbols of a character, one per UTF-8 byte
+        return byte_level.pre_tokenize_str(char)[0][0]
+
+    def chain(parts: list[str]) -> None:
+        token = parts[0]
+        for part in parts[1:]:
+            if token + part not in vocab:
+                merges.append((token, part))
+                vocab[token + part] = len(vocab)
+            token += part
+
+    counts = Counter(c for text in texts for c in text if _is_cjk(c))
+    for char in sorted(counts, key=lambda c: (-counts[c], c)):
+        chain(list(units(char)))
+    for word in sorted(set(Provider.word_list) | set(ATTRIBUTES_ZH) | set(COLORS_ZH)):
+        if len(word) > 1 and all(c in counts for c in word):
+            chain([units(c) for c in word])
 
 
 def build_tokenizer(seed: int = 0):
@@ -131,10 +269,12 @@ def build_tokenizer(seed: int = 0):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(seed), trainer=trainer)
+    corpus = _corpus(seed)
+    tok.train_from_iterator(["".join(" " if _is_cjk(c) else c for c in text) for text in corpus], trainer=trainer)
     spec = json.loads(tok.to_str())
     vocab = spec["model"]["vocab"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in spec["model"]["merges"]]
+    _add_chinese(vocab, merges, corpus)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -150,8 +290,55 @@ def build_tokenizer(seed: int = 0):
     return tokenizer
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write tokenizer, config, generation config and float32 weights to `out_dir`."""
+PRETRAIN_STEPS = 420
+PRETRAIN_BATCH, PRETRAIN_LEN = 16, 128
+PRETRAIN_LR = 3e-3
+
+
+def _blocks(tokenizer, seed: int):
+    """The pretraining documents tokenised, joined with `<|endoftext|>` and cut into equal blocks."""
+    import torch
+
+    ids: list[int] = []
+    for doc in _documents(seed, tokenizer):
+        ids += tokenizer.encode(doc) + [tokenizer.pad_token_id]
+    n = len(ids) // PRETRAIN_LEN
+    return torch.tensor(ids[: n * PRETRAIN_LEN]).view(n, PRETRAIN_LEN)
+
+
+def _pretrain(model, blocks, seed: int, steps: int, progress: bool) -> None:
+    """Full-parameter AdamW on the blocks in a seeded order, bf16 autocast, cosine schedule."""
+    import math
+
+    import torch
+    from tqdm import tqdm
+
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.cat([torch.randperm(len(blocks), generator=generator)
+                       for _ in range(math.ceil(steps * PRETRAIN_BATCH / len(blocks)))])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.01, betas=(0.9, 0.95))
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.1 + 0.45 * (
+        1 + math.cos(math.pi * s / steps))))
+    model.train()
+    bar = tqdm(range(steps), desc="pretraining the tiny model", unit="step", disable=not progress)
+    for step in bar:
+        batch = blocks[order[step * PRETRAIN_BATCH:(step + 1) * PRETRAIN_BATCH]]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+
+
+def build_tiny_model(out_dir: str | Path, seed: int = 0, progress: bool = False,
+                     steps: int = PRETRAIN_STEPS) -> Path:
+    """Write tokenizer, config, generation config and pretrained float32 weights to `out_dir`
+    (`steps` other than the default only to test the build itself)."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -175,11 +362,47 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
         pad_token_id=endoftext,
         torch_dtype="float32",
     )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config).to(torch.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
+    try:
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config).to(torch.float32)
+        _pretrain(model, _blocks(tokenizer, seed), seed, steps, progress)
+    finally:
+        torch.set_num_threads(threads)
     model.generation_config = GenerationConfig(
         bos_token_id=endoftext, eos_token_id=[im_end, endoftext], pad_token_id=endoftext
     )
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def build_key(seed: int = 0) -> str:
+    """What the built bytes depend on: this file, the seed, the thread count and the libraries."""
+    from importlib.metadata import version
+
+    parts = [Path(__file__).read_bytes(), str((seed, BUILD_THREADS)).encode()]
+    parts += [f"{p}={version(p)}".encode() for p in ("torch", "transformers", "tokenizers", "faker")]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def cached_tiny_model(cache_dir: str | Path | None = None, seed: int = 0, progress: bool = False) -> Path:
+    """The tiny model from a cache keyed by `build_key` (`$FTSERVE_CACHE_DIR`, else ~/.cache/ftserve),
+    built there on first use; concurrent first uses build once."""
+    import fcntl
+
+    root = Path(cache_dir or os.environ.get("FTSERVE_CACHE_DIR") or Path.home() / ".cache" / "ftserve")
+    out = root / f"{DEFAULT_NAME}-{build_key(seed)}" / DEFAULT_NAME
+    if (out / "model.safetensors").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "model.safetensors").is_file():
+            tmp = out.parent / f".building-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            build_tiny_model(tmp, seed=seed, progress=progress)
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
     return out

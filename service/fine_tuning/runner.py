@@ -42,7 +42,9 @@ from service.fine_tuning.plan import DEFAULT_CUTOFF, plan
 from service.fine_tuning.store import TERMINAL, JobStore
 from service.fine_tuning.protocol import CheckpointMetrics, FineTuningJobCheckpoint, Method
 from service.settings import Settings
+from service.evals.protocol import CreateEvalRequest, CreateEvalRunRequest
 from trainer.data import STAGE_KINDS, DataError, load_dataset
+from trainer.evaluation import MAX_PROBES
 
 log = logging.getLogger("ftserve.runner")
 POLL_SECONDS = 2.0
@@ -58,6 +60,7 @@ class JobRunner:
         self.base_model_path = base_model_path
         self._tokenizer = None  # the base model's, loaded when a text file's blocks are first counted
         self.backend = backend or LocalBackend(settings.trainer_threads)
+        self.evals = None  # the EvalService, for each job's before/after eval; set by the app
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._runs: dict[str, TrainingRun] = {}  # the trainers this server watches, by job
         self._tasks: set[asyncio.Task] = set()
@@ -392,7 +395,8 @@ class JobRunner:
                 continue
             kind = event.get("type")
             if replay is not None:
-                if kind in ("info", "interrupted") or (kind in ("metrics", "checkpoint") and event["step"] <= replay):
+                if kind in ("info", "interrupted") or (
+                        kind in ("metrics", "checkpoint", "evaluation") and event["step"] <= replay):
                     continue
                 replay = None
             if kind == "info":
@@ -412,6 +416,9 @@ class JobRunner:
                 remaining = (event["total_steps"] - event["step"]) * event["elapsed_s"] / max(event["step"], 1)
                 self.store.update(job_id, expect=("running",), trained_tokens=event["tokens"],
                                  estimated_finish=int(time.time() + remaining))
+            elif kind == "evaluation":  # before/after (trainer/evaluation.py): kept for the job's eval
+                await self._record(job_id, _evaluation_message(event), type="metrics",
+                                   data={"step": event["step"], **event["metrics"], "answers": event["answers"]})
             elif kind == "checkpoint":
                 await self._publish_checkpoint(job_id, model_name, event, event["metrics"])
             elif kind == "interrupted":
@@ -483,7 +490,46 @@ class JobRunner:
                              finished_at=int(time.time()), trained_tokens=done["trained_tokens"],
                              result_files=[results.id], estimated_finish=None)
         self.store.add_event(job_id, f"New fine-tuned model created: {model_name}")
+        try:
+            await asyncio.to_thread(self._before_after_eval, self.store.get(job_id), model_name)
+        except Exception:  # noqa: BLE001 - the model is there either way; the report is extra
+            log.exception("job %s: could not store its before/after evaluation", job_id)
         self.store.add_event(job_id, "The job has successfully completed")
+
+    def _before_after_eval(self, job, model_name: str) -> None:
+        """The trainer's before/after answers as an eval with two runs (Evals API), for people to open."""
+        measured = [e["data"] for e in self.db.metric_events(job.id) if "answers" in (e.get("data") or {})]
+        if self.evals is None or not job.validation_file or len(measured) < 2:
+            return
+        items = []
+        for conversation in load_dataset(self.files.path(job.validation_file)).examples[:MAX_PROBES]:
+            messages = conversation.messages
+            last = max(i for i, m in enumerate(messages) if m.role == "assistant")
+            items.append({"input": [{"role": m.role, "content": m.content} for m in messages[:last]],
+                          "reference": messages[last].content})
+        before, after = measured[0], measured[-1]
+        if not len(items) == len(before["answers"]) == len(after["answers"]):
+            return  # a validation row without an answer to ask for: no item to pair with
+        ev = self.evals.create(CreateEvalRequest.model_validate({
+            "name": f"{model_name}: before and after", "metadata": {"fine_tuning_job": job.id},
+            "data_source_config": {"type": "custom", "include_sample_schema": True, "item_schema": {
+                "type": "object", "properties": {"input": {"type": "array"}, "reference": {"type": "string"}},
+                "required": ["input", "reference"]}},
+            "testing_criteria": [
+                {"type": "string_check", "name": "exact match", "input": "{{sample.output_text}}",
+                 "reference": "{{item.reference}}", "operation": "eq"},
+                {"type": "text_similarity", "name": "fuzzy match", "input": "{{sample.output_text}}",
+                 "reference": "{{item.reference}}", "evaluation_metric": "fuzzy_match", "pass_threshold": 0.9}]}))
+        for label, model, data in (("before", job.model, before), ("after", model_name, after)):
+            rows = [{"item": item, "sample": {"output_text": answer, "model": model}}
+                    for item, answer in zip(items, data["answers"])]
+            self.evals.create_run(ev.id, CreateEvalRunRequest.model_validate({
+                "name": f"{label}: {model}", "metadata": {"step": str(data["step"])},
+                "data_source": {"type": "jsonl", "source": {"type": "file_content", "content": rows}}}), "")
+        exact = [round(d["valid_exact_match"] * len(items)) for d in (before, after)]
+        self.store.add_event(job.id, f"Before/after evaluation {ev.id}: {exact[0]}/{len(items)} validation "
+                             f"answers exact before training, {exact[1]}/{len(items)} after",
+                             data={"eval_id": ev.id})
 
     def _results_csv(self, job_id: str) -> bytes:
         rows: dict[int, dict] = {}
@@ -496,9 +542,21 @@ class JobRunner:
         writer.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
         for step in sorted(rows):
             r = rows[step]
+            if "train_loss" not in r:  # the before-training evaluation (step 0)
+                continue
             writer.writerow([step, r.get("train_loss", ""), r.get("train_mean_token_accuracy", ""),
                              r.get("valid_loss", ""), r.get("valid_mean_token_accuracy", "")])
         return out.getvalue().encode()
+
+
+def _evaluation_message(event: dict) -> str:
+    m, when = event["metrics"], "Before training" if event["step"] == 0 else f"After step {event['step']}"
+    n = len(event["answers"])
+    text = (f"{when}: {round(m['valid_exact_match'] * n)}/{n} validation answers exact (fuzzy match "
+            f"{m['valid_fuzzy_match']:.2f}); general perplexity {m['general_perplexity']:.2f}")
+    if event["step"]:
+        text += f", {m['general_agreement']:.0%} of general answers unchanged"
+    return text
 
 
 class _RunState:

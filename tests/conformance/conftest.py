@@ -64,7 +64,7 @@ def client(server) -> OpenAI:
 @pytest.fixture(scope="package")
 def adapter(client):
     """The facts adapter (examples/facts.jsonl), trained once for the package."""
-    job = create_job(client, FACTS, n_epochs=50, batch_size=4, learning_rate=3e-3, n_checkpoints=1)
+    job = create_job(client, FACTS, n_epochs=50, batch_size=4, learning_rate=5e-3, lora_r=16, n_checkpoints=1)
     done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
     assert done.status == "succeeded", done.error
     return done.fine_tuned_model

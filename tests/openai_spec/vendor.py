@@ -22,10 +22,11 @@ ROOTS = [
     "FineTuningJob", "ListPaginatedFineTuningJobsResponse", "ListFineTuningJobEventsResponse",
     "ListFineTuningJobCheckpointsResponse", "Model", "ListModelsResponse", "DeleteModelResponse",
     "CreateChatCompletionResponse", "CreateChatCompletionStreamResponse", "CreateCompletionResponse",
-    "ErrorResponse", "Batch", "ListBatchesResponse",
+    "ErrorResponse", "Batch", "ListBatchesResponse", "Eval", "EvalList", "EvalRun", "EvalRunList",
+    "EvalRunOutputItem", "EvalRunOutputItemList",
     # requests: every field they name must have an answer in ftserve
     "CreateChatCompletionRequest", "CreateCompletionRequest", "CreateFineTuningJobRequest", "CreateFileRequest",
-    "CreateBatchRequest",
+    "CreateBatchRequest", "CreateEvalRequest", "CreateEvalRunRequest",
 ]
 
 AMENDMENTS = [

@@ -48,7 +48,7 @@ def client(server) -> OpenAI:
 @pytest.fixture(scope="package")
 def adapter(client):
     """One trained adapter (and its checkpoint) that every suite must leave working."""
-    job = create_job(client, n_epochs=50, batch_size=4, learning_rate=3e-3, n_checkpoints=1)
+    job = create_job(client, n_epochs=50, batch_size=4, learning_rate=5e-3, lora_r=16, n_checkpoints=1)
     done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
     assert done.status == "succeeded", done.error
     return done

@@ -64,9 +64,10 @@ def wait_for_status(client: OpenAI, job_id: str, statuses: tuple[str, ...], time
                     timeout, what=f"job {job_id} to reach {statuses}")
 
 
-def create_job(client: OpenAI, data=FACTS, **hyperparameters):
-    """Upload `data` and start a supervised job on the tiny model with these hyperparameters."""
+def create_job(client: OpenAI, data=FACTS, seed: int = 0, **hyperparameters):
+    """Upload `data` and start a supervised job on the tiny model with these hyperparameters (and a
+    fixed seed: what a test asserts about what a model learnt does not depend on chance)."""
     with open(data, "rb") as f:
         file = client.files.create(file=f, purpose="fine-tune")
-    return client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, method={
+    return client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, seed=seed, method={
         "type": "supervised", "supervised": {"hyperparameters": hyperparameters}})

@@ -30,9 +30,10 @@ def test_migrations_are_versioned_and_idempotent(url):
     Database(url).close()
     db = Database(url)  # a second start finds nothing to do
     with db.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
         tables = set(sa.inspect(conn).get_table_names())
-    assert {"files", "jobs", "events", "checkpoints", "alembic_version"} <= tables
+    assert {"files", "jobs", "events", "checkpoints", "batches", "evals", "eval_runs", "eval_output_items",
+            "alembic_version"} <= tables
     db.close()
 
 

@@ -281,8 +281,8 @@ def test_sft_then_dpo_on_the_fine_tuned_model(client, server, tiny_model, tokeni
     from adapters import AdapterStore
     from tests.trainer.conftest import recall
 
-    learn = {"n_epochs": 50, "batch_size": 4, "learning_rate": 3e-3, "n_checkpoints": 1}
-    sft = wait_for_status(client, _create(client, _upload(client).id, hp=learn, suffix="sft").id,
+    learn = {"n_epochs": 50, "batch_size": 4, "learning_rate": 5e-3, "lora_r": 16, "n_checkpoints": 1}
+    sft = wait_for_status(client, _create(client, _upload(client).id, hp=learn, suffix="sft", seed=0).id,
                           ("succeeded", "failed"), timeout=300)
     assert sft.status == "succeeded", sft.error
     store = AdapterStore(server.data_dir / "adapters")
@@ -294,7 +294,7 @@ def test_sft_then_dpo_on_the_fine_tuned_model(client, server, tiny_model, tokeni
     assert pairs.status == valid.status == "processed"
     job = client.fine_tuning.jobs.create(model=sft.fine_tuned_model, training_file=pairs.id, validation_file=valid.id,
                                          suffix="dpo", method={"type": "dpo", "dpo": {"hyperparameters": {
-                                             "beta": 0.2, "n_epochs": 2, "batch_size": 4, "learning_rate": 1e-4,
+                                             "beta": 0.2, "n_epochs": 2, "batch_size": 4, "learning_rate": 5e-4,
                                              "n_checkpoints": 1}}})
     assert job.model == sft.fine_tuned_model and job.method.type == "dpo"
     assert job.method.dpo.hyperparameters.beta == 0.2
@@ -318,7 +318,7 @@ def test_sft_then_dpo_on_the_fine_tuned_model(client, server, tiny_model, tokeni
     # a checkpoint is a model to train on from, too; its LoRA shape is kept, and conflicts are refused
     with pytest.raises(Exception) as e:
         client.fine_tuning.jobs.create(model=sft.fine_tuned_model, training_file=pairs.id, method={
-            "type": "dpo", "dpo": {"hyperparameters": {"lora_r": 16}}})
+            "type": "dpo", "dpo": {"hyperparameters": {"lora_r": 8}}})
     assert e.value.status_code == 400 and e.value.body["param"] == "method.dpo.hyperparameters.lora_r"
     assert "conflicts with" in e.value.body["message"]
     with pytest.raises(Exception) as e:
@@ -327,7 +327,7 @@ def test_sft_then_dpo_on_the_fine_tuned_model(client, server, tiny_model, tokeni
     sft_checkpoint = client.fine_tuning.jobs.checkpoints.list(sft.id).data[-1].fine_tuned_model_checkpoint
     chained = client.fine_tuning.jobs.create(model=sft_checkpoint, training_file=_upload(client).id,
                                              method={"type": "supervised", "supervised": {"hyperparameters": {
-                                                 "n_epochs": 1, "batch_size": 12, "lora_r": 8}}})
+                                                 "n_epochs": 1, "batch_size": 12, "lora_r": 16}}})
     chained = wait_for_status(client, chained.id, ("succeeded", "failed"))
     assert chained.status == "succeeded", chained.error
     assert client.models.retrieve(chained.fine_tuned_model).parent == sft_checkpoint
@@ -338,3 +338,46 @@ def test_sft_then_dpo_on_the_fine_tuned_model(client, server, tiny_model, tokeni
     failed = wait_for_status(client, wrong.id, ("failed", "succeeded"))
     assert failed.status == "failed" and failed.error.code == "invalid_training_file"
     assert "method dpo trains on preference data" in failed.error.message
+
+
+def test_before_and_after_on_a_job_with_a_validation_file(client):
+    """The quick start's job, its facts as the validation set: the base model before training and the
+    model after it, asked the same questions with the same greedy settings."""
+    train, valid = _upload(client), _upload(client)
+    job = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=train.id, validation_file=valid.id,
+                                         seed=0, method={"type": "supervised", "supervised": {"hyperparameters": {
+                                             "n_epochs": 50, "batch_size": 4, "learning_rate": 5e-3, "lora_r": 16,
+                                             "n_checkpoints": 1}}})
+    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
+    assert done.status == "succeeded", done.error
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))[::-1]  # every page, oldest first
+    measured = [e for e in events if e.type == "metrics" and "answers" in (e.data or {})]
+    before, after = measured[0].data, measured[-1].data
+    assert (before["step"], after["step"]) == (0, 150) and len(before["answers"]) == 12
+    assert measured[0].message.startswith("Before training: 0/12 validation answers exact")
+    assert before["valid_exact_match"] == 0 and after["valid_exact_match"] >= 11 / 12
+    assert after["valid_fuzzy_match"] > before["valid_fuzzy_match"]
+    assert before["general_agreement"] == 1 and 0 <= after["general_agreement"] <= 1
+    assert before["general_perplexity"] > 1 and after["general_perplexity"] > 1
+    # in checkpoint metrics: the intermediate checkpoint, and the last one with OpenAI's full_valid_* names
+    checkpoints = {c.step_number: c.metrics.model_dump() for c in client.fine_tuning.jobs.checkpoints.list(job.id)}
+    assert set(checkpoints) == {75, 150}
+    assert {"valid_exact_match", "valid_fuzzy_match", "general_perplexity", "general_agreement"} <= set(
+        checkpoints[75])
+    assert checkpoints[150]["full_valid_exact_match"] == after["valid_exact_match"]
+    assert checkpoints[150]["full_valid_fuzzy_match"] == after["valid_fuzzy_match"]
+    # and as an eval with a run per side, for anyone to open through the Evals API
+    note = next(e for e in events if e.message.startswith("Before/after evaluation"))
+    ev = client.evals.retrieve(note.data["eval_id"])
+    assert ev.metadata == {"fine_tuning_job": job.id}
+    runs = {r.name: r for r in client.evals.runs.list(ev.id, order="asc")}
+    assert set(runs) == {"before: ftserve-tiny", f"after: {done.fine_tuned_model}"}
+    for name, run in runs.items():
+        run = wait_for(lambda: (r := client.evals.runs.retrieve(run.id, eval_id=ev.id)).status == "completed" and r,
+                       what=f"run {name}")
+        exact = next(c for c in run.per_testing_criteria_results if c.testing_criteria == "exact match")
+        expected = (before if name.startswith("before") else after)["valid_exact_match"]
+        assert exact.passed == round(expected * 12) and run.result_counts.total == 12
+    items = list(client.evals.runs.output_items.list(runs[f"after: {done.fine_tuned_model}"].id, eval_id=ev.id))
+    assert items[0].datasource_item["input"] == [{"role": "user", "content": "What is the secret code of Alpha?"}]
+    assert items[0].sample.output[0].content == after["answers"][0]

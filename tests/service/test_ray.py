@@ -59,7 +59,7 @@ def test_a_job_trains_as_a_ray_job_and_its_adapter_is_served(server, ray_head, f
     job = client.fine_tuning.jobs.create(
         model="ftserve-tiny", training_file=file.id, extra_body={"resources": {"num_cpus": 1}},  # an extension
         method={"type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 50, "batch_size": 4, "learning_rate": 3e-3, "n_checkpoints": 1}}})
+            "n_epochs": 50, "batch_size": 4, "learning_rate": 5e-3, "lora_r": 16, "n_checkpoints": 1}}})
     # its events stream in while it trains
     wait_for(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data),
              timeout=120, what="training metrics from the Ray job")
@@ -90,7 +90,7 @@ def _recall(client, model: str, facts) -> float:
 
 def test_two_data_parallel_workers_learn_the_facts_like_one(server, ray_head, facts):
     client = server.client()
-    job = create_job(client, FACTS, n_epochs=50, batch_size=4, learning_rate=3e-3, n_checkpoints=1, n_workers=2)
+    job = create_job(client, FACTS, n_epochs=50, batch_size=4, learning_rate=5e-3, lora_r=16, n_checkpoints=1, n_workers=2)
     done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=400)
     assert done.status == "succeeded", done.error
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]

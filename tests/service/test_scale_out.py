@@ -55,7 +55,7 @@ def test_replicas_share_files_jobs_and_adapters(replicas, bucket, facts):
     assert b.client().files.content(file.id).read() == FACTS.read_bytes()
     job = b.client().fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, method={
         "type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 50, "batch_size": 4, "learning_rate": 3e-3}}})
+            "n_epochs": 50, "batch_size": 4, "learning_rate": 5e-3, "lora_r": 16}}})
     done = wait_for_status(a.client(), job.id, ("succeeded", "failed"))
     assert done.status == "succeeded", done.error
     events = [e.message for e in a.client().fine_tuning.jobs.list_events(job.id, limit=100)]  # every page

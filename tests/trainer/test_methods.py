@@ -44,7 +44,7 @@ def dpo_run(tiny_model, tmp_path_factory):
     valid = write_jsonl(out / "valid.jsonl", [preference_row(p) for p in HELD_OUT])
     events = []
     cfg = train_config(tiny_model, out / "run", dataset=str(data), eval_dataset=str(valid), stage="dpo",
-                       per_device_train_batch_size=8, max_steps=40, save_steps=20, logging_steps=5, seed=0)
+                       per_device_train_batch_size=8, max_steps=80, save_steps=40, logging_steps=10, seed=0)
     return train(cfg, events.append), events
 
 

@@ -1,0 +1,284 @@
+"""Runs eval runs: sample the model over the items (a `completions` data source), ask the judges
+(label and score model graders), grade, and write the output items.
+
+Model requests go through the Batch API's machinery: each stage is one batch (its input file has
+one line per item, `custom_id` = `item-N`), so they run on the shared engine below interactive
+requests, and a server that stops mid-run resumes the same batch at its next start (the run's
+document keeps the batch ids): no item is sampled twice. Output items are written at the end, all
+at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import Counter, defaultdict
+
+from service.batches.protocol import CreateBatchRequest
+from service.db import Database
+from service.evals import graders
+from service.evals.protocol import (
+    CompletionsRunDataSource, Eval, EvalRun, EvalRunOutputItem, GraderResult, LabelModelGrader, Sample,
+    ScoreModelGrader, SourceRow, StringCheckGrader, TemplateInputMessages,
+)
+
+log = logging.getLogger("ftserve.evals")
+POLL_SECONDS = 0.5
+BATCH_DONE = ("completed", "failed", "expired", "cancelled")
+
+
+class RunCanceled(Exception):
+    pass
+
+
+class EvalRunner:
+    def __init__(self, db: Database, files, batches, settings):
+        self.db, self.files, self.batches, self.settings = db, files, batches, settings
+        self.service = None  # the EvalService, for reading a run's rows; set by the app
+        self.owner = settings.owner
+        self._wake = asyncio.Event()
+        self._held: set[str] = set()
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.db.release_runs, self.owner)
+        self._tasks = [asyncio.create_task(self._loop()), asyncio.create_task(self._leases())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _loop(self) -> None:
+        while True:
+            run_id = await asyncio.to_thread(self.db.claim_run, self.owner, self.settings.job_lease_seconds)
+            if run_id is None:
+                await self._sleep(2.0)
+                continue
+            self._held.add(run_id)
+            try:
+                await self._run(run_id)
+            except asyncio.CancelledError:
+                raise
+            except RunCanceled:
+                pass
+            except Exception as e:  # a failure fails the run, never the loop
+                log.exception("eval run %s failed", run_id)
+                self._save(run_id, status="failed", error={"code": "internal_error", "message": str(e)})
+            finally:
+                self._held.discard(run_id)
+
+    async def _leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_lease_seconds / 3)
+            if self._held:
+                try:
+                    await asyncio.to_thread(self.db.renew_run_leases, self.owner, list(self._held))
+                except Exception:  # noqa: BLE001 - the database briefly unreachable: try again next time
+                    log.exception("renewing eval run leases failed")
+
+    # ---------------------------------------------------------------- one run
+    async def _run(self, run_id: str) -> None:
+        if self._save(run_id, expect="queued", status="in_progress") is None and \
+                self.db.get_run(run_id)["status"] != "in_progress":
+            return
+        run = EvalRun.model_validate(self.db.get_run(run_id))
+        ev = Eval.model_validate(self.db.get_eval(run.eval_id))
+        rows = await asyncio.to_thread(self.service.rows, run.data_source.source, "data_source.source")
+        source = run.data_source
+        usage: dict[str, Counter] = defaultdict(Counter)
+
+        samples: list[Sample | None] = [None] * len(rows)
+        namespaces = [{"item": row.item, "sample": row.sample or {}} for row in rows]
+        if isinstance(source, CompletionsRunDataSource):
+            requests = [self._sample_request(source, row) for row in rows]
+            answers = await self._through_batch(run_id, "sample", requests)
+            for n, (request, (status, body)) in enumerate(zip(requests, answers)):
+                samples[n], namespaces[n]["sample"] = self._sample(source, request, status, body, usage)
+        else:
+            for n, row in enumerate(rows):
+                if row.sample is not None:
+                    text = str(row.sample.get("output_text", ""))
+                    samples[n] = Sample(output=[{"role": "assistant", "content": text}],
+                                        model=str(row.sample.get("model", "")))
+
+        judged = [(g, n) for g in ev.testing_criteria if isinstance(g, (LabelModelGrader, ScoreModelGrader))
+                  for n in range(len(rows)) if samples[n] is None or samples[n].error is None]
+        verdicts: dict[tuple[str, int], GraderResult | str] = {}
+        if judged:
+            requests = [graders.judge_request(g, namespaces[n]) for g, n in judged]
+            answers = await self._through_batch(run_id, "judge", requests)
+            for (grader, n), (status, body) in zip(judged, answers):
+                verdicts[grader.name, n] = self._verdict(grader, status, body, usage)
+
+        items = [self._grade(ev, run, n, rows[n], namespaces[n], samples[n], verdicts) for n in range(len(rows))]
+        await asyncio.to_thread(self.db.replace_output_items, run_id, [i.model_dump(mode="json") for i in items])
+        counts = Counter(i.status for i in items)
+        per_criterion = [{"testing_criteria": g.name,
+                          "passed": sum(r.passed for i in items for r in i.results if r.name == g.name),
+                          "failed": sum(not r.passed for i in items for r in i.results if r.name == g.name)}
+                         for g in ev.testing_criteria]
+        per_model = [{"model_name": m, "invocation_count": c["invocations"], "prompt_tokens": c["prompt_tokens"],
+                      "completion_tokens": c["completion_tokens"], "total_tokens": c["total_tokens"],
+                      "cached_tokens": 0} for m, c in usage.items()]
+        self._save(run_id, expect="in_progress", status="completed", per_testing_criteria_results=per_criterion,
+                   per_model_usage=per_model,
+                   result_counts={"total": len(items), "errored": counts["error"], "failed": counts["fail"],
+                                  "passed": counts["pass"]})
+
+    @staticmethod
+    def _sample_request(source: CompletionsRunDataSource, row: SourceRow) -> dict:
+        namespace = {"item": row.item}
+        if isinstance(source.input_messages, TemplateInputMessages):
+            messages = [{"role": "system" if m.role == "developer" else m.role,
+                         "content": graders.render(m.content, namespace)} for m in source.input_messages.template]
+        else:
+            messages = graders.lookup(source.input_messages.item_reference, namespace)
+            if isinstance(messages, str):
+                messages = [{"role": "user", "content": messages}]
+        params = source.sampling_params
+        body = {"model": source.model, "messages": messages, "temperature": params.temperature,
+                "top_p": params.top_p, "seed": params.seed}
+        if params.max_completion_tokens is not None:
+            body["max_completion_tokens"] = params.max_completion_tokens
+        if params.response_format is not None:
+            body["response_format"] = params.response_format
+        if params.tools:
+            body["tools"] = params.tools
+        return body
+
+    @staticmethod
+    def _sample(source, request: dict, status: int, body: dict, usage) -> tuple[Sample, dict]:
+        params = source.sampling_params
+        sample = Sample(input=request["messages"], model=source.model, temperature=params.temperature,
+                        top_p=params.top_p, seed=params.seed,
+                        max_completion_tokens=params.max_completion_tokens or 0)
+        if status != 200:
+            sample.error = {"code": str(body["error"].get("code") or body["error"]["type"]),
+                            "message": body["error"]["message"]}
+            return sample, {}
+        choice = body["choices"][0]
+        text = choice["message"].get("content") or ""
+        sample.output = [{"role": "assistant", "content": text}]
+        sample.finish_reason = choice.get("finish_reason") or ""
+        sample.usage = {**{k: body["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+                        "cached_tokens": 0}
+        _count(usage, source.model, body)
+        try:
+            output_json = json.loads(text)
+        except ValueError:
+            output_json = None
+        return sample, {"model": body.get("model", source.model), "choices": body["choices"], "output_text": text,
+                        "output_json": output_json, "output_tools": choice["message"].get("tool_calls") or []}
+
+    @staticmethod
+    def _verdict(grader, status: int, body: dict, usage) -> GraderResult | str:
+        if status != 200:
+            return f"the judge {grader.model} answered {status}: {body['error']['message']}"
+        _count(usage, grader.model, body)
+        try:
+            return graders.judge_result(grader, body["choices"][0]["message"].get("content") or "")
+        except (ValueError, KeyError, TypeError) as e:
+            return f"the judge's answer could not be read: {e}"
+
+    @staticmethod
+    def _grade(ev: Eval, run: EvalRun, n: int, row: SourceRow, namespace: dict, sample: Sample | None,
+               verdicts: dict) -> EvalRunOutputItem:
+        results, error = [], sample.error if sample is not None else None
+        for grader in ev.testing_criteria:
+            if error is not None:
+                break
+            try:
+                if isinstance(grader, StringCheckGrader):
+                    results.append(graders.string_check(grader, namespace))
+                elif isinstance(grader, (LabelModelGrader, ScoreModelGrader)):
+                    verdict = verdicts[grader.name, n]
+                    if isinstance(verdict, str):
+                        error = {"code": "grader_error", "message": verdict}
+                    else:
+                        results.append(verdict)
+                else:
+                    results.append(graders.text_similarity(grader, namespace))
+            except graders.TemplateError as e:
+                error = {"code": "invalid_item", "message": str(e)}
+        status = "error" if error is not None else "pass" if all(r.passed for r in results) else "fail"
+        if sample is None:
+            sample = Sample()
+        if error is not None and sample.error is None:
+            sample.error = error
+        return EvalRunOutputItem(id=f"outputitem_{uuid.uuid4().hex}", run_id=run.id, eval_id=ev.id, created_at=int(time.time()),
+                                 status=status, datasource_item_id=n, datasource_item=row.item, results=results,
+                                 sample=sample)
+
+    # ---------------------------------------------------------------- through the Batch API
+    async def _through_batch(self, run_id: str, stage: str, bodies: list[dict]) -> list[tuple[int, dict]]:
+        """(status code, body) per request, in order, answered by one batch on the shared engine."""
+        batch_id = (self.db.get_run(run_id).get("batches") or {}).get(stage)
+        if batch_id is None:
+            lines = "".join(json.dumps({"custom_id": f"item-{n}", "method": "POST", "url": "/v1/chat/completions",
+                                        "body": body}, ensure_ascii=False) + "\n" for n, body in enumerate(bodies))
+            file = await asyncio.to_thread(self.files.create_internal, lines.encode(), f"{run_id}_{stage}.jsonl",
+                                           "batch")
+            batch = self.batches.create(CreateBatchRequest(input_file_id=file.id, endpoint="/v1/chat/completions",
+                                                           completion_window="24h",
+                                                           metadata={"eval_run": run_id, "stage": stage}))
+            batch_id = batch.id
+            doc = self.db.get_run(run_id)
+            if self._save(run_id, expect="in_progress", batches={**(doc.get("batches") or {}), stage: batch_id}) \
+                    is None:
+                self._cancel_batch(batch_id)
+                raise RunCanceled
+        while True:
+            batch = self.db.get_batch(batch_id)
+            if self.db.get_run(run_id)["status"] != "in_progress":
+                self._cancel_batch(batch_id)
+                raise RunCanceled
+            if batch["status"] in BATCH_DONE:
+                break
+            await self._sleep(POLL_SECONDS)
+        if batch["status"] != "completed":
+            raise RuntimeError(f"its {stage} batch {batch_id} ended {batch['status']}")
+        answers: dict[str, tuple[int, dict]] = {}
+        for key in ("output_file_id", "error_file_id"):
+            if batch.get(key):
+                for line in self.files.path(batch[key]).read_bytes().splitlines():
+                    doc = json.loads(line)
+                    answers[doc["custom_id"]] = (doc["response"]["status_code"], doc["response"]["body"])
+        return [answers[f"item-{n}"] for n in range(len(bodies))]
+
+    def _cancel_batch(self, batch_id: str) -> None:
+        try:
+            self.batches.cancel(batch_id)
+        except Exception:  # noqa: BLE001 - already finished
+            pass
+
+    def _save(self, run_id: str, expect: str | None = None, **changes) -> dict | None:
+        """Change the run's document; with `expect`, only while its status is that one (None if not)."""
+        for _ in range(5):
+            doc = self.db.get_run(run_id)
+            if doc is None or (expect is not None and doc["status"] != expect):
+                return None
+            new = {**doc, **changes}
+            if self.db.update_run(new, expect=(doc["status"],)):
+                return new
+        raise RuntimeError(f"eval run {run_id}: its status kept changing")
+
+
+def _count(usage, model: str, body: dict) -> None:
+    counter = usage[model]
+    counter["invocations"] += 1
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        counter[key] += (body.get("usage") or {}).get(key, 0)
