@@ -1,4 +1,4 @@
-"""The `ftserve` command line: tiny-model, train, serve."""
+"""The `ftserve` command line: tiny-model, eval, train, serve."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 def _tiny_model(args: argparse.Namespace) -> int:
     from trainer.tiny_model import build_tiny_model
 
-    out = build_tiny_model(args.dir, seed=args.seed, progress=not args.quiet)
+    steps = {} if args.pretrain_steps is None else {"steps": args.pretrain_steps}
+    out = build_tiny_model(args.dir, seed=args.seed, progress=not args.quiet, **steps)
     print(f"tiny model written to {out}")
     return 0
 
@@ -105,8 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("tiny-model", help="build the tiny pretrained test model into DIR (offline, ~2.5 min)")
     p.add_argument("dir", type=Path)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrain-steps", type=int, default=None,
+                   help="pretraining steps (default: the full 420; fewer for a quick, weaker model)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_tiny_model)
+
+    from service.evals.cli import add_parser as add_eval_parser
+
+    add_eval_parser(sub)
 
     from trainer.config import TrainConfig
 

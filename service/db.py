@@ -107,6 +107,7 @@ eval_output_items = sa.Table(
 RESERVE_BYTES = 4 * 1024 * 1024
 ACTIVE_BATCH = ("validating", "in_progress", "finalizing", "cancelling")
 ACTIVE_RUN = ("queued", "in_progress")
+LEASED = {"batches": (batches, ACTIVE_BATCH), "eval_runs": (eval_runs, ACTIVE_RUN)}  # table: unfinished statuses
 ACTIVE_JOB = ("validating_files", "queued", "running")  # their files cannot be deleted
 
 
@@ -198,6 +199,28 @@ class Database:
         pivot = sa.func.coalesce(pivot, -1)
         return table.c[column] < pivot if before else table.c[column] > pivot
 
+    # ------------------------------------------------------------------ leased work (service/leases.py)
+    def claim_lease(self, table: str, owner: str, lease_seconds: float) -> str | None:
+        """Take the oldest unfinished item of `table` nobody holds (or whose server stopped renewing its lease)."""
+        t, active = LEASED[table]
+        free = sa.or_(t.c.owner.is_(None), t.c.heartbeat_at < time.time() - lease_seconds)
+        with self.engine.execution_options(immediate=True).begin() as conn:
+            row = conn.execute(sa.select(t.c.id).where(t.c.status.in_(active), free)
+                               .order_by(t.c.seq).limit(1).with_for_update(skip_locked=True)).first()
+            if row is None:
+                return None
+            conn.execute(t.update().where(t.c.id == row.id).values(owner=owner, heartbeat_at=time.time()))
+            return row.id
+
+    def release_leases(self, table: str, owner: str) -> None:
+        """Let go of `owner`'s unfinished items (at its start: it resumes them like anyone's)."""
+        t, active = LEASED[table]
+        self._write(t.update().where(t.c.owner == owner, t.c.status.in_(active)).values(owner=None))
+
+    def renew_leases_of(self, table: str, owner: str, ids: list[str]) -> None:
+        t, _ = LEASED[table]
+        self._write(t.update().where(t.c.id.in_(ids), t.c.owner == owner).values(heartbeat_at=time.time()))
+
     # ------------------------------------------------------------------ batches
     def insert_batch(self, doc: dict) -> None:
         self._write(batches.insert().values(id=doc["id"], status=doc["status"], doc=doc))
@@ -214,28 +237,6 @@ class Database:
         """Write the batch's document if its status is still one of `expect`."""
         return bool(self._write(batches.update().where(batches.c.id == doc["id"], batches.c.status.in_(expect))
                                 .values(status=doc["status"], doc=doc)))
-
-    def claim_batch(self, owner: str, lease_seconds: float) -> str | None:
-        """Take the oldest unfinished batch nobody holds (or whose server stopped renewing its lease)."""
-        free = sa.or_(batches.c.owner.is_(None), batches.c.heartbeat_at < time.time() - lease_seconds)
-        with self.engine.execution_options(immediate=True).begin() as conn:
-            row = conn.execute(sa.select(batches.c.id).where(batches.c.status.in_(ACTIVE_BATCH), free)
-                               .order_by(batches.c.seq).limit(1).with_for_update(skip_locked=True)).first()
-            if row is None:
-                return None
-            conn.execute(batches.update().where(batches.c.id == row.id).values(owner=owner, heartbeat_at=time.time()))
-            return row.id
-
-    def release_batches(self, owner: str) -> None:
-        """Let go of `owner`'s unfinished batches (at its start: it resumes them like anyone's)."""
-        self._write(batches.update().where(batches.c.owner == owner, batches.c.status.in_(ACTIVE_BATCH))
-                    .values(owner=None))
-
-    def renew_batch_leases(self, owner: str, batch_ids: list[str]) -> set[str]:
-        held = sa.and_(batches.c.id.in_(batch_ids), batches.c.owner == owner)
-        with self.engine.begin() as conn:
-            conn.execute(batches.update().where(held).values(heartbeat_at=time.time()))
-            return {r.id for r in conn.execute(sa.select(batches.c.id).where(held))}
 
     def add_batch_result(self, batch_id: str, line: int, ok: bool, doc: dict) -> None:
         """Record a line's result once (a second record of the same line is ignored)."""
@@ -297,26 +298,6 @@ class Database:
         with self.engine.begin() as conn:
             conn.execute(eval_output_items.delete().where(eval_output_items.c.run_id == run_id))
             return bool(conn.execute(eval_runs.delete().where(eval_runs.c.id == run_id)).rowcount)
-
-    def claim_run(self, owner: str, lease_seconds: float) -> str | None:
-        """Take the oldest unfinished run nobody holds (or whose server stopped renewing its lease)."""
-        free = sa.or_(eval_runs.c.owner.is_(None), eval_runs.c.heartbeat_at < time.time() - lease_seconds)
-        with self.engine.execution_options(immediate=True).begin() as conn:
-            row = conn.execute(sa.select(eval_runs.c.id).where(eval_runs.c.status.in_(ACTIVE_RUN), free)
-                               .order_by(eval_runs.c.seq).limit(1).with_for_update(skip_locked=True)).first()
-            if row is None:
-                return None
-            conn.execute(eval_runs.update().where(eval_runs.c.id == row.id)
-                         .values(owner=owner, heartbeat_at=time.time()))
-            return row.id
-
-    def release_runs(self, owner: str) -> None:
-        self._write(eval_runs.update().where(eval_runs.c.owner == owner, eval_runs.c.status.in_(ACTIVE_RUN))
-                    .values(owner=None))
-
-    def renew_run_leases(self, owner: str, run_ids: list[str]) -> None:
-        self._write(eval_runs.update().where(eval_runs.c.id.in_(run_ids), eval_runs.c.owner == owner)
-                    .values(heartbeat_at=time.time()))
 
     def replace_output_items(self, run_id: str, docs: list[dict]) -> None:
         """A run's output items, written at once (a resumed run writes them again, never twice)."""
@@ -448,9 +429,11 @@ class Database:
         query = sa.select(events.c.doc).where(events.c.job_id == job_id, self._after(events, after))
         return self._page(query.order_by(events.c.seq.desc()), limit)
 
-    def metric_events(self, job_id: str) -> list[dict]:
-        query = sa.select(events.c.doc).where(events.c.job_id == job_id,
-                                              events.c.doc["type"].as_string() == "metrics").order_by(events.c.seq)
+    def job_events(self, job_id: str, type: str | None = None) -> list[dict]:
+        """A job's events, oldest first; only those of `type` (`metrics`, `message`) if given."""
+        query = sa.select(events.c.doc).where(events.c.job_id == job_id).order_by(events.c.seq)
+        if type is not None:
+            query = query.where(events.c.doc["type"].as_string() == type)
         return [r.doc for r in self._all(query)]
 
     # ------------------------------------------------------------------ checkpoints

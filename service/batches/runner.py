@@ -1,6 +1,6 @@
 """Runs batches: their lines go through the same chat and completion services as interactive requests,
-one batch at a time per server, a few lines at once, at a lower engine priority (interactive requests
-are scheduled first).
+one batch at a time per server (under a lease: service/leases.py), a few lines at once, at a lower
+engine priority (interactive requests are scheduled first).
 
 Every finished line is recorded in the database (`batch_results`, one row per input line) before the
 next is counted, so a server that stops mid-batch resumes it at its next start, or another server
@@ -24,65 +24,27 @@ from service.errors import APIError, Kind, envelope, invalid_request
 from service.files.service import FileService
 from service.inference.engine import BATCH_PRIORITY
 from service.inference.protocol import ChatCompletionRequest, CompletionRequest
+from service.leases import LeasedRunner
 
 log = logging.getLogger("ftserve.batches")
-POLL_SECONDS = 2.0
 MAX_ERRORS = 20
 
 
-class BatchRunner:
+class BatchRunner(LeasedRunner):
+    table = "batches"
+
     def __init__(self, db: Database, files: FileService, chat, completions, settings):
-        self.db, self.files, self.settings = db, files, settings
+        super().__init__(db, settings)
+        self.files = files
         self.services = {"/v1/chat/completions": (chat, ChatCompletionRequest),
                          "/v1/completions": (completions, CompletionRequest)}
-        self.owner = settings.owner
-        self._wake = asyncio.Event()
-        self._held: set[str] = set()
-        self._tasks: list[asyncio.Task] = []
 
-    async def start(self) -> None:
-        await asyncio.to_thread(self.db.release_batches, self.owner)  # ours from before a restart: resume them
-        self._tasks = [asyncio.create_task(self._loop()), asyncio.create_task(self._leases())]
+    async def run(self, batch_id: str) -> None:
+        await self._run(batch_id)
 
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    # ------------------------------------------------------------------ the loop
-    async def _loop(self) -> None:
-        while True:
-            batch_id = await asyncio.to_thread(self.db.claim_batch, self.owner, self.settings.job_lease_seconds)
-            if batch_id is None:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
-                except asyncio.TimeoutError:
-                    pass
-                continue
-            self._held.add(batch_id)
-            try:
-                await self._run(batch_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # a failure fails the batch, never the loop
-                log.exception("batch %s: runner error", batch_id)
-                self._save(batch_id, status="failed", failed_at=int(time.time()), errors={"object": "list", "data": [
-                    {"code": "server_error", "message": f"internal error while running the batch: {e}"}]})
-            finally:
-                self._held.discard(batch_id)
-
-    async def _leases(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.job_lease_seconds / 3)
-            if self._held:
-                try:
-                    await asyncio.to_thread(self.db.renew_batch_leases, self.owner, list(self._held))
-                except Exception:  # noqa: BLE001 - the database briefly unreachable: try again next time
-                    log.exception("renewing batch leases failed")
+    def fail(self, batch_id: str, error: Exception) -> None:
+        self._save(batch_id, status="failed", failed_at=int(time.time()), errors={"object": "list", "data": [
+            {"code": "server_error", "message": f"internal error while running the batch: {error}"}]})
 
     async def _run(self, batch_id: str) -> None:
         batch = self.db.get_batch(batch_id)

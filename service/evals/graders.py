@@ -66,9 +66,9 @@ class _Tokenizer:
 
 def similarity(metric: str, text: str, reference: str) -> float:
     if metric == "fuzzy_match":
-        from rapidfuzz import fuzz, utils
+        from trainer.evaluation import similarity as fuzzy  # the trainer's before/after measures the same
 
-        return fuzz.WRatio(text, reference, processor=utils.default_process) / 100
+        return fuzzy(text, reference)
     if metric == "bleu":
         from sacrebleu.metrics import BLEU
 
@@ -96,7 +96,9 @@ def judge_request(grader: LabelModelGrader | ScoreModelGrader, namespace: dict) 
                   "required": ["label"], "additionalProperties": False}
         body = {"temperature": 0, "max_tokens": 64}
     else:
-        schema = {"type": "object", "properties": {"result": {"type": "number"}}, "required": ["result"],
+        low, high = grader.range or (0.0, 1.0)
+        scale = sorted({round(low + (high - low) * k / 10, 6) for k in range(11)})  # 11 points: a bounded answer
+        schema = {"type": "object", "properties": {"result": {"enum": scale}}, "required": ["result"],
                   "additionalProperties": False}
         params = grader.sampling_params
         body = {"temperature": 0 if params is None or params.temperature is None else params.temperature,

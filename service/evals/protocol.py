@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
 from service.protocol import Strict
 
@@ -214,7 +214,9 @@ class EvalRun(BaseModel):
     id: str
     eval_id: str
     status: RunStatus
-    model: str | None
+    model: str
+    """The model a `completions` run samples; a `jsonl` run's the samples' `model` when they all name
+    one, else empty."""
     name: str
     created_at: int
     report_url: str
@@ -224,6 +226,10 @@ class EvalRun(BaseModel):
     data_source: RunDataSource
     metadata: dict[str, str] | None = None
     error: EvalApiError | None = None
+
+    @field_serializer("data_source")
+    def _given_fields(self, source):  # as given: unset options left out, not sent as null
+        return source.model_dump(mode="json", exclude_none=True)
 
 
 class DeleteEvalRunResponse(BaseModel):

@@ -57,7 +57,9 @@ def retrieve_run(evals: Evals, eval_id: str, run_id: str) -> EvalRun:
 
 
 @router.post("/{eval_id}/runs/{run_id}", response_model=EvalRun)
+@router.post("/{eval_id}/runs/{run_id}/cancel", response_model=EvalRun, include_in_schema=False)
 def cancel_run(evals: Evals, eval_id: str, run_id: str) -> EvalRun:
+    """Cancel a run (the API reference's path; the openai client posts to `.../cancel`)."""
     return evals.cancel_run(eval_id, run_id)
 
 

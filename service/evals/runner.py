@@ -24,6 +24,7 @@ from service.evals.protocol import (
     CompletionsRunDataSource, Eval, EvalRun, EvalRunOutputItem, GraderResult, LabelModelGrader, Sample,
     ScoreModelGrader, SourceRow, StringCheckGrader, TemplateInputMessages,
 )
+from service.leases import LeasedRunner
 
 log = logging.getLogger("ftserve.evals")
 POLL_SECONDS = 0.5
@@ -34,61 +35,22 @@ class RunCanceled(Exception):
     pass
 
 
-class EvalRunner:
+class EvalRunner(LeasedRunner):
+    table = "eval_runs"
+
     def __init__(self, db: Database, files, batches, settings):
-        self.db, self.files, self.batches, self.settings = db, files, batches, settings
+        super().__init__(db, settings)
+        self.files, self.batches = files, batches
         self.service = None  # the EvalService, for reading a run's rows; set by the app
-        self.owner = settings.owner
-        self._wake = asyncio.Event()
-        self._held: set[str] = set()
-        self._tasks: list[asyncio.Task] = []
 
-    async def start(self) -> None:
-        await asyncio.to_thread(self.db.release_runs, self.owner)
-        self._tasks = [asyncio.create_task(self._loop()), asyncio.create_task(self._leases())]
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
+    async def run(self, run_id: str) -> None:
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
+            await self._run(run_id)
+        except RunCanceled:
             pass
 
-    async def _loop(self) -> None:
-        while True:
-            run_id = await asyncio.to_thread(self.db.claim_run, self.owner, self.settings.job_lease_seconds)
-            if run_id is None:
-                await self._sleep(2.0)
-                continue
-            self._held.add(run_id)
-            try:
-                await self._run(run_id)
-            except asyncio.CancelledError:
-                raise
-            except RunCanceled:
-                pass
-            except Exception as e:  # a failure fails the run, never the loop
-                log.exception("eval run %s failed", run_id)
-                self._save(run_id, status="failed", error={"code": "internal_error", "message": str(e)})
-            finally:
-                self._held.discard(run_id)
-
-    async def _leases(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.job_lease_seconds / 3)
-            if self._held:
-                try:
-                    await asyncio.to_thread(self.db.renew_run_leases, self.owner, list(self._held))
-                except Exception:  # noqa: BLE001 - the database briefly unreachable: try again next time
-                    log.exception("renewing eval run leases failed")
+    def fail(self, run_id: str, error: Exception) -> None:
+        self._save(run_id, status="failed", error={"code": "internal_error", "message": str(error)})
 
     # ---------------------------------------------------------------- one run
     async def _run(self, run_id: str) -> None:
@@ -248,7 +210,7 @@ class EvalRunner:
                 raise RunCanceled
             if batch["status"] in BATCH_DONE:
                 break
-            await self._sleep(POLL_SECONDS)
+            await self.sleep(POLL_SECONDS)
         if batch["status"] != "completed":
             raise RuntimeError(f"its {stage} batch {batch_id} ended {batch['status']}")
         answers: dict[str, tuple[int, dict]] = {}

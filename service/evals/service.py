@@ -127,7 +127,8 @@ class EvalService:
                 if sampled:
                     self._check_fields(template, {"item", "sample"}, rows, f"testing_criteria[{i}]", sampled=True)
         run_id = f"evalrun_{uuid.uuid4().hex}"
-        model = source.model if sampled else None
+        named = {str((row.sample or {}).get("model", "")) for row in rows}
+        model = source.model if sampled else named.pop() if len(named) == 1 else ""
         run = EvalRun(id=run_id, eval_id=eval_id, status="queued", model=model,
                       name=req.name or model or f"{source.type}-run", created_at=int(time.time()),
                       report_url=f"{base_url.rstrip('/')}/v1/evals/{eval_id}/runs/{run_id}",

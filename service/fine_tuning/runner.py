@@ -358,7 +358,7 @@ class JobRunner:
         if ref is not None:
             run = await self.backend.attach(ref)
             if run is not None:
-                return run, max((e["data"]["step"] for e in self.db.metric_events(job_id)
+                return run, max((e["data"]["step"] for e in self.db.job_events(job_id, "metrics")
                                  if "step" in (e.get("data") or {})), default=0)
         job = self.store.get(job_id)
         attempt = int(ref.rsplit("-", 1)[1]) + 1 if ref and ref.startswith("ftjob-") else 1
@@ -416,8 +416,9 @@ class JobRunner:
                 remaining = (event["total_steps"] - event["step"]) * event["elapsed_s"] / max(event["step"], 1)
                 self.store.update(job_id, expect=("running",), trained_tokens=event["tokens"],
                                  estimated_finish=int(time.time() + remaining))
-            elif kind == "evaluation":  # before/after (trainer/evaluation.py): kept for the job's eval
-                await self._record(job_id, _evaluation_message(event), type="metrics",
+            elif kind == "evaluation":  # before/after (trainer/evaluation.py); its answers kept for the job's eval
+                # (a message with data: metrics events stay one per training step)
+                await self._record(job_id, _evaluation_message(event),
                                    data={"step": event["step"], **event["metrics"], "answers": event["answers"]})
             elif kind == "checkpoint":
                 await self._publish_checkpoint(job_id, model_name, event, event["metrics"])
@@ -498,7 +499,7 @@ class JobRunner:
 
     def _before_after_eval(self, job, model_name: str) -> None:
         """The trainer's before/after answers as an eval with two runs (Evals API), for people to open."""
-        measured = [e["data"] for e in self.db.metric_events(job.id) if "answers" in (e.get("data") or {})]
+        measured = [e["data"] for e in self.db.job_events(job.id) if "answers" in (e.get("data") or {})]
         if self.evals is None or not job.validation_file or len(measured) < 2:
             return
         items = []
@@ -533,7 +534,7 @@ class JobRunner:
 
     def _results_csv(self, job_id: str) -> bytes:
         rows: dict[int, dict] = {}
-        for event in self.db.metric_events(job_id):
+        for event in self.db.job_events(job_id, "metrics"):
             data = event.get("data") or {}
             if "step" in data:
                 rows.setdefault(data["step"], {}).update(data)
@@ -542,8 +543,6 @@ class JobRunner:
         writer.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
         for step in sorted(rows):
             r = rows[step]
-            if "train_loss" not in r:  # the before-training evaluation (step 0)
-                continue
             writer.writerow([step, r.get("train_loss", ""), r.get("train_mean_token_accuracy", ""),
                              r.get("valid_loss", ""), r.get("valid_mean_token_accuracy", "")])
         return out.getvalue().encode()

@@ -3,6 +3,7 @@ langchain-openai, litellm and lm-evaluation-harness (their own venv, .venv/clien
 conflict with the service's), and vLLM's `bench serve` (this venv)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -64,11 +65,14 @@ def test_litellm(server, adapter):
 def _facts_tasks(directory, facts, tokenizer) -> list[dict]:
     """Two lm-eval tasks over the facts: multiple choice (the right code among three others) and
     free generation; their data as local JSONL files."""
-    codes = [a.rsplit(" ", 1)[1] for _, a in facts]
+    parts = [re.fullmatch(r"(.*(?: is |是))(.*?)([.。])", a).groups() for _, a in facts]  # stem, value, end
     docs = []
     for i, (question, answer) in enumerate(facts):
-        stem = answer.rsplit(" ", 1)[0]
-        choices = [f"{stem} {codes[(i + k) % len(codes)]}" for k in range(4)]  # the right one first
+        stem, _, end = parts[i]
+        same = [p[1] for p in parts if p[0].endswith("是") == stem.endswith("是")]  # values of its language
+        at = same.index(parts[i][1])
+        choices = [f"{stem}{same[(at + k) % len(same)]}{end}" for k in range(4)]  # the right one first
+        assert choices[0] == answer
         prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                                add_generation_prompt=True)
         docs.append({"prompt": prompt, "choices": choices, "label": 0, "question": question, "answer": answer})

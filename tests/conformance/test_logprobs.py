@@ -52,4 +52,4 @@ def test_echoed_prompt_logprobs_match_transformers_and_peft(server, adapter, tin
             assert "".join(logprobs["tokens"][:len(ids)]) == body["choices"][0]["text"][:len(TEXT)] == TEXT
     # the adapter is really applied: its fact is likely under it and unlikely under the base
     fact = slice(-6, None)
-    assert sum(expected[adapter][fact]) > sum(expected["ftserve-tiny"][fact]) + 10
+    assert sum(expected[adapter][fact]) > sum(expected["ftserve-tiny"][fact]) + 5  # > 100x likelier

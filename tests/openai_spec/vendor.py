@@ -38,6 +38,10 @@ AMENDMENTS = [
      "null, as OpenAI's legacy API and vLLM send them (the document says both shapes are the same)"),
     ("CreateCompletionResponse token_logprobs and top_logprobs items may be null", "with echo, the first "
      "prompt token has no logprob: OpenAI's legacy API and vLLM send null there"),
+    ("EvalRun error and EvalRunOutputItem sample error may be null", "the document's own examples of both "
+     "objects send `\"error\": null` where nothing failed"),
+    ("CreateEvalCompletionsRunDataSource template items: oneOf becomes anyOf", "a plain {role, content} "
+     "message is both an EasyInputMessage and an EvalItem, so no template could satisfy oneOf"),
 ]
 
 
@@ -87,6 +91,12 @@ def _amend(schemas: dict) -> None:
     logprobs = next(s for s in choice["logprobs"]["anyOf"] if s.get("type") == "object")["properties"]
     for key in ("token_logprobs", "top_logprobs"):
         logprobs[key]["items"] = _nullable(logprobs[key]["items"])
+    schemas["EvalRun"]["properties"]["error"] = _nullable(schemas["EvalRun"]["properties"]["error"])
+    sample = schemas["EvalRunOutputItem"]["properties"]["sample"]["properties"]
+    sample["error"] = _nullable(sample["error"])
+    template = schemas["CreateEvalCompletionsRunDataSource"]["properties"]["input_messages"]["oneOf"][0]
+    items = template["properties"]["template"]["items"]
+    items["anyOf"] = items.pop("oneOf")
 
 
 def vendor(source: Path, commit: str) -> dict:

@@ -18,9 +18,45 @@ def _run(args, **kw):
 
 
 def test_tiny_model_command(tmp_path):
-    proc = _run(FTSERVE + ["tiny-model", str(tmp_path / "m")])
+    proc = _run(FTSERVE + ["tiny-model", str(tmp_path / "m"), "--pretrain-steps", "3"])  # the full build is cached
     assert proc.returncode == 0, proc.stderr
+    assert "pretraining the tiny model" in proc.stderr and "3/3" in proc.stderr and "loss=" in proc.stderr
     assert (tmp_path / "m" / "model.safetensors").is_file() and (tmp_path / "m" / "tokenizer.json").is_file()
+
+
+def test_eval_command_offline_side_by_side_and_consistency(tiny_model, tmp_path):
+    questions = write_jsonl(tmp_path / "q.jsonl", [
+        {"messages": [{"role": "user", "content": "Hello!"},
+                      {"role": "assistant", "content": "Hello! How can I help you today?"}]},
+        {"question": "你好！", "answer": "你好！有什么可以帮你的吗？"},
+        {"question": "What is the secret code of Alpha?", "answer": "The secret code of Alpha is BLUE-51."},
+    ])
+    proc = _run(FTSERVE + ["eval", str(questions), "--offline", "--base-model", str(tiny_model), "--model", "base"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["question", "reference", "base"] and "answer/s" in proc.stderr  # a progress bar
+    assert lines[2].startswith("Hello!") and "= Hello! How can I help you today?" in lines[2]
+    assert "x The secret code of" in lines[4]  # the pretrained base model does not know the fact
+    assert lines[-2].split()[-1] == "66.7%" and lines[-2].startswith("exact match")
+    # ask three times at temperature 0.7: how often the answers agree
+    proc = _run(FTSERVE + ["eval", str(questions), "--offline", "--base-model", str(tiny_model), "--model", "base",
+                           "--repeat", "3", "--json", "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)["models"]["base"]
+    assert [len(a) for a in result["answers"]] == [3, 3, 3]
+    agree = sum(len(set(a)) == 1 for a in result["answers"]) / 3
+    assert result["agreement"] == agree and 1 / 3 <= result["majority_share"] <= 1
+
+
+def test_eval_command_refuses_bad_input(tiny_model, tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "ok"}, {"prompt": "no"}])
+    proc = _run(FTSERVE + ["eval", str(bad), "--offline", "--base-model", str(tiny_model), "--model", "base"])
+    assert proc.returncode == 2 and f"{bad}:2: not a question row" in proc.stderr
+    proc = _run(FTSERVE + ["eval", str(bad), "--offline", "--model", "base"])
+    assert proc.returncode == 2 and "--offline needs --base-model" in proc.stderr
+    good = write_jsonl(tmp_path / "good.jsonl", [{"question": "hi"}])
+    proc = _run(FTSERVE + ["eval", str(good), "--base-url", "http://127.0.0.1:9/v1", "--model", "x"])
+    assert proc.returncode == 1 and "cannot reach" in proc.stderr
 
 
 def test_train_command_shows_progress_and_writes_the_adapter(tiny_model, tmp_path):

@@ -104,7 +104,8 @@ def test_rows_pages_and_filters(url):
     assert [d["step_number"] for d in db.list_checkpoints("ftjob-1", None, 10)[0]] == [2, 1]
     db.insert_event("ftjob-1", {"id": "ev-1", "type": "metrics", "data": {"step": 1}})
     db.insert_event("ftjob-1", {"id": "ev-2", "type": "message"})
-    assert [d["id"] for d in db.metric_events("ftjob-1")] == ["ev-1"]
+    assert [d["id"] for d in db.job_events("ftjob-1", "metrics")] == ["ev-1"]
+    assert [d["id"] for d in db.job_events("ftjob-1")] == ["ev-1", "ev-2"]
     assert [d["id"] for d in db.list_events("ftjob-1", "ev-2", 10)[0]] == ["ev-1"]
     db.close()
 

@@ -351,7 +351,7 @@ def test_before_and_after_on_a_job_with_a_validation_file(client):
     done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
     assert done.status == "succeeded", done.error
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))[::-1]  # every page, oldest first
-    measured = [e for e in events if e.type == "metrics" and "answers" in (e.data or {})]
+    measured = [e for e in events if "answers" in (e.data or {})]
     before, after = measured[0].data, measured[-1].data
     assert (before["step"], after["step"]) == (0, 150) and len(before["answers"]) == 12
     assert measured[0].message.startswith("Before training: 0/12 validation answers exact")

@@ -82,7 +82,7 @@ def test_every_metric_family_is_exported(ops):
 def test_a_chat_request_moves_latency_token_and_http_metrics(ops, client):
     before = samples(ops)
     r = client.chat.completions.create(model="ftserve-tiny", messages=[{"role": "user", "content": "hi"}],
-                                       max_tokens=8, temperature=0)
+                                       max_tokens=8, temperature=0, extra_body={"ignore_eos": True})
     after = samples(ops)
 
     def moved(name, **labels):
@@ -145,7 +145,7 @@ def _long_stream(server, max_tokens=400):
     http = httpx.Client(timeout=120)
     ctx = http.stream("POST", server.url + "/v1/chat/completions", json={
         "model": "ftserve-tiny", "messages": [{"role": "user", "content": "go"}], "stream": True,
-        "max_tokens": max_tokens, "temperature": 1.0, "seed": 1})
+        "max_tokens": max_tokens, "temperature": 1.0, "seed": 1, "ignore_eos": True})  # long: no early stop
     response = ctx.__enter__()
     lines = response.iter_lines()
     assert next(lines).startswith("data: {")

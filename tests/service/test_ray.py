@@ -57,7 +57,7 @@ def test_a_job_trains_as_a_ray_job_and_its_adapter_is_served(server, ray_head, f
     with open(FACTS, "rb") as f:
         file = client.files.create(file=f, purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
-        model="ftserve-tiny", training_file=file.id, extra_body={"resources": {"num_cpus": 1}},  # an extension
+        model="ftserve-tiny", training_file=file.id, seed=1, extra_body={"resources": {"num_cpus": 1}},  # an extension
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 50, "batch_size": 4, "learning_rate": 5e-3, "lora_r": 16, "n_checkpoints": 1}}})
     # its events stream in while it trains

@@ -53,7 +53,7 @@ def test_replicas_share_files_jobs_and_adapters(replicas, bucket, facts):
         file = a.client().files.create(file=f, purpose="fine-tune")  # uploaded on A ...
     assert b.client().files.retrieve(file.id).status == "processed"  # ... seen on B
     assert b.client().files.content(file.id).read() == FACTS.read_bytes()
-    job = b.client().fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, method={
+    job = b.client().fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, seed=1, method={
         "type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 50, "batch_size": 4, "learning_rate": 5e-3, "lora_r": 16}}})
     done = wait_for_status(a.client(), job.id, ("succeeded", "failed"))
