@@ -24,6 +24,16 @@ clients_done=true
 if [ "${1:-}" = clients ] && ! { [ -f "$clients_stamp" ] && [ "$(cat "$clients_stamp")" = "$clients_want" ]; }; then
   clients_done=false
 fi
+if [ "${1:-}" = clients ] && ! command -v chromium >/dev/null 2>&1; then
+  # The dashboard's browser test drives Debian's Chromium (Playwright with executable_path: no download).
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium for the dashboard test ..." >&2
+    apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null 2>&1; } \
+      || echo "could not install chromium: the dashboard test will be skipped" >&2
+  else
+    echo "no chromium and no root to install it: the dashboard test will be skipped" >&2
+  fi
+fi
 if $service_done && $clients_done; then exit 0; fi
 
 python=${PYTHON:-python3}

@@ -20,6 +20,7 @@ from service.evals import router as evals
 from service.evals.runner import EvalRunner
 from service.evals.service import EvalService
 from service.files import router as files
+from service.ui import router as ui
 from service.files.service import FileService
 from service.fine_tuning import router as jobs
 from service.fine_tuning.backends import open_backend
@@ -118,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (chat.router, files.router, jobs.router, batches.router, evals.router, models.router,
                    health.router):
         app.include_router(router, responses={"4XX": error, "5XX": error})
+    app.include_router(ui.router)  # the dashboard: its page, then its files
+    app.mount("/ui", ui.static, name="ui")
     metrics = Metrics()
     app.state.metrics = metrics
     # outermost last: every response gets its request id, metrics see every request, auth runs before

@@ -73,10 +73,11 @@ class CatchAll:
             await errors.unexpected(scope, exc)(scope, receive, send)
 
 OPEN_PATHS = ("/health", "/ready", "/metrics")
+OPEN_PREFIXES = ("/ui",)  # the dashboard's own files: it asks for a key, then calls the API with it
 
 
 class APIKeyAuth:
-    """`Authorization: Bearer KEY` on every route but the probes and /metrics."""
+    """`Authorization: Bearer KEY` on every route but the probes, /metrics and the dashboard's files."""
 
     def __init__(self, app, keys: list[str]):
         self.app = app
@@ -87,7 +88,8 @@ class APIKeyAuth:
         return any([hmac.compare_digest(presented, key) for key in self.keys])
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS or \
+                scope["path"].startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
         header = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")

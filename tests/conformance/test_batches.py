@@ -112,10 +112,17 @@ def test_cancel_keeps_the_lines_already_answered(client, tmp_path):
 
 @pytest.mark.kills_engine
 def test_a_restart_mid_batch_resumes_without_repeating_a_line(server, client, tmp_path):
+    """Killed outright (kill -9) with lines in flight, then stopped the polite way: each time the
+    restarted server resumes the batch from the lines it has not answered."""
     lines = [_line(f"l{i}", "ftserve-tiny", max_tokens=64, ignore_eos=True) for i in range(24)]
     batch = _run(client, tmp_path, lines)
     wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, timeout=300,
              what="some lines answered")
+    server.kill()
+    server.start(timeout=300)
+    assert server.client().batches.retrieve(batch.id).status == "in_progress"
+    wait_for(lambda: server.client().batches.retrieve(batch.id).request_counts.completed >= 10, timeout=300,
+             what="more lines answered after the kill")
     server.stop()
     server.start(timeout=300)
     done = _finished(server.client(), batch.id, timeout=600)

@@ -1,0 +1,1 @@
+"""The dashboard at /ui: static pages that use only the public HTTP API."""
