@@ -12,7 +12,11 @@ requests (max_tokens 8, one at a time), the time to the first content chunk:
   interactive  while the same N requests are sent as ordinary interactive requests, with the same
                concurrency: what the batch would cost without the Batch API's lower priority
 
-Writes bench/results/batch.json with the median and p90 of each and the ratios to idle.
+and the throughput of the N lines (completion tokens per second, from the first line sent to the
+last answered) run as a batch and run as interactive requests.
+
+Writes bench/results/batch.json with the median and p90 of each, the ratios to idle, and the two
+throughputs with their ratio.
 """
 
 from __future__ import annotations
@@ -73,9 +77,10 @@ def main() -> None:
     a = ap.parse_args()
 
     from tests.service.server import Server
+    from trainer.tiny_model import cached_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
-    server = Server(work / "data", batch_concurrency=CONCURRENCY).start(timeout=600)
+    server = Server(work / "data", model=cached_tiny_model(), batch_concurrency=CONCURRENCY).start(timeout=600)
     try:
         http = httpx.Client(base_url=server.url, timeout=300)
         for _ in range(3):
@@ -86,6 +91,7 @@ def main() -> None:
         lines = "".join(json.dumps({"custom_id": f"l{i}", "method": "POST", "url": "/v1/chat/completions",
                                     "body": LINE}) + "\n" for i in range(a.lines))
         file = http.post("/v1/files", files={"file": ("in.jsonl", lines.encode())}, data={"purpose": "batch"}).json()
+        batch_started = time.perf_counter()
         batch = http.post("/v1/batches", json={"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
                                                "completion_window": "24h"}).json()
 
@@ -96,11 +102,16 @@ def main() -> None:
             time.sleep(0.2)
         with_batch = _probe(http, a.probes, batch_running)
         while batch_running():
-            time.sleep(0.5)
+            time.sleep(0.2)
+        batch_seconds = time.perf_counter() - batch_started
+        done = http.get(f"/v1/batches/{batch['id']}").json()
+        output = http.get(f"/v1/files/{done['output_file_id']}/content").text.splitlines()
+        batch_tokens = sum(json.loads(line)["response"]["body"]["usage"]["completion_tokens"] for line in output)
 
         # the same load as interactive requests
         remaining = list(range(a.lines))
         lock = threading.Lock()
+        interactive_tokens = []
 
         def worker() -> None:
             with httpx.Client(base_url=server.url, timeout=300) as c:
@@ -109,15 +120,18 @@ def main() -> None:
                         if not remaining:
                             return
                         remaining.pop()
-                    c.post("/v1/chat/completions", json=LINE)
+                    r = c.post("/v1/chat/completions", json=LINE)
+                    interactive_tokens.append(r.json()["usage"]["completion_tokens"])
 
         threads = [threading.Thread(target=worker) for _ in range(CONCURRENCY)]
+        interactive_started = time.perf_counter()
         for t in threads:
             t.start()
         time.sleep(1.0)
         with_interactive = _probe(http, a.probes, lambda: any(t.is_alive() for t in threads))
         for t in threads:
             t.join()
+        interactive_seconds = time.perf_counter() - interactive_started
     finally:
         server.stop()
 
@@ -125,6 +139,11 @@ def main() -> None:
 
     result = {"idle": _stats(idle), "batch": _stats(with_batch), "interactive": _stats(with_interactive)}
     result["batch_vs_idle"] = round(result["batch"]["median_ms"] / result["idle"]["median_ms"], 2)
+    result["throughput"] = {"batch_tokens_per_s": round(batch_tokens / batch_seconds, 1),
+                            "interactive_tokens_per_s": round(sum(interactive_tokens) / interactive_seconds, 1),
+                            "tokens": [batch_tokens, sum(interactive_tokens)]}
+    result["throughput"]["batch_vs_interactive"] = round(
+        result["throughput"]["batch_tokens_per_s"] / result["throughput"]["interactive_tokens_per_s"], 2)
     result["interactive_vs_idle"] = round(result["interactive"]["median_ms"] / result["idle"]["median_ms"], 2)
     result["setup"] = {"model": "ftserve tiny-model", "lines": a.lines, "line_max_tokens": 128,
                        "batch_concurrency": CONCURRENCY, "probe": "streamed chat, max_tokens 8, one at a time",
