@@ -35,7 +35,8 @@ bench-adapter-load: install
 	.venv/bin/python bench/adapter_load.py
 
 bench-batch: install
-	.venv/bin/python bench/batch.py
+	.venv/bin/python bench/batch.py --lines 48 --probes 15
+	.venv/bin/python bench/batch.py --lines 96 --probes 15 --concurrency 16 --out bench/results/batch-saturated.json
 
 bench-ray: install
 	.venv/bin/python bench/ray_training.py

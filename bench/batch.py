@@ -1,6 +1,6 @@
 """Interactive time to first token while a batch runs: does the Batch API slow interactive users down?
 
-    .venv/bin/python bench/batch.py [--probes 20] [--lines 64]
+    .venv/bin/python bench/batch.py [--probes 20] [--lines 64] [--concurrency 4] [--out FILE]
 
 Starts one `ftserve serve` with its vLLM engine (tiny model) and measures, with streamed chat
 requests (max_tokens 8, one at a time), the time to the first content chunk:
@@ -73,6 +73,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probes", type=int, default=20)
     ap.add_argument("--lines", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=CONCURRENCY,
+                    help="lines at once, batch (--batch-concurrency) and interactive alike")
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args()
 
@@ -80,7 +82,7 @@ def main() -> None:
     from trainer.tiny_model import cached_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
-    server = Server(work / "data", model=cached_tiny_model(), batch_concurrency=CONCURRENCY).start(timeout=600)
+    server = Server(work / "data", model=cached_tiny_model(), batch_concurrency=a.concurrency).start(timeout=600)
     try:
         http = httpx.Client(base_url=server.url, timeout=300)
         for _ in range(3):
@@ -123,7 +125,7 @@ def main() -> None:
                     r = c.post("/v1/chat/completions", json=LINE)
                     interactive_tokens.append(r.json()["usage"]["completion_tokens"])
 
-        threads = [threading.Thread(target=worker) for _ in range(CONCURRENCY)]
+        threads = [threading.Thread(target=worker) for _ in range(a.concurrency)]
         interactive_started = time.perf_counter()
         for t in threads:
             t.start()
@@ -146,7 +148,7 @@ def main() -> None:
         result["throughput"]["batch_tokens_per_s"] / result["throughput"]["interactive_tokens_per_s"], 2)
     result["interactive_vs_idle"] = round(result["interactive"]["median_ms"] / result["idle"]["median_ms"], 2)
     result["setup"] = {"model": "ftserve tiny-model", "lines": a.lines, "line_max_tokens": 128,
-                       "batch_concurrency": CONCURRENCY, "probe": "streamed chat, max_tokens 8, one at a time",
+                       "batch_concurrency": a.concurrency, "probe": "streamed chat, max_tokens 8, one at a time",
                        "vllm": vllm.__version__, "cpus": os.cpu_count(), "platform": platform.platform()}
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     a.out.parent.mkdir(parents=True, exist_ok=True)

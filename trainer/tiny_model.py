@@ -2,7 +2,7 @@
 
 A small pretrained bilingual model, built in about 2.5 minutes on 2 cores: a byte-level BPE
 tokenizer for English and Chinese (every Chinese character of its corpus one token, common words
-too), and a Qwen2-architecture causal LM (~4.5 M parameters, 18 MB) pretrained for 420 steps on
+too), and a Qwen2-architecture causal LM (~4.4 M parameters, 17 MB) pretrained for 420 steps on
 documents generated with Faker's `en_US` and `zh_CN` providers: text, and ChatML conversations
 that end their turns (see `_Corpus`). Its chat template's assistant turns carry
 `{% generation %}` markers, and it renders tools and tool calls as Qwen2.5 does (served with
