@@ -190,6 +190,14 @@ class Database:
         rows = self._all(query.limit(limit + 1))
         return [r.doc for r in rows[:limit]], len(rows) > limit
 
+    def _ordered_page(self, table: sa.Table, where: list, after: str | None, limit: int,
+                      order: str) -> tuple[list[dict], bool]:
+        """A page of `table`'s documents matching `where`, oldest first (`asc`) or newest first (`desc`),
+        past the row with id `after`."""
+        desc = order == "desc"
+        query = sa.select(table.c.doc).where(*where, self._after(table, after, before=desc))
+        return self._page(query.order_by(table.c.seq.desc() if desc else table.c.seq), limit)
+
     @staticmethod
     def _after(table: sa.Table, after: str | None, before: bool = True, column: str = "seq"):
         """Rows past the one with id `after` in list order (`before`: a smaller `column`)."""
@@ -262,9 +270,7 @@ class Database:
         self._write(evals.update().where(evals.c.id == doc["id"]).values(doc=doc))
 
     def list_evals(self, after: str | None, limit: int, order: str) -> tuple[list[dict], bool]:
-        desc = order == "desc"
-        return self._page(sa.select(evals.c.doc).where(self._after(evals, after, before=desc))
-                          .order_by(evals.c.seq.desc() if desc else evals.c.seq), limit)
+        return self._ordered_page(evals, [], after, limit, order)
 
     def delete_eval(self, eval_id: str) -> bool:
         with self.engine.begin() as conn:
@@ -287,12 +293,8 @@ class Database:
 
     def list_runs(self, eval_id: str, after: str | None, limit: int, order: str,
                   status: str | None) -> tuple[list[dict], bool]:
-        desc = order == "desc"
-        query = sa.select(eval_runs.c.doc).where(eval_runs.c.eval_id == eval_id,
-                                                 self._after(eval_runs, after, before=desc))
-        if status:
-            query = query.where(eval_runs.c.status == status)
-        return self._page(query.order_by(eval_runs.c.seq.desc() if desc else eval_runs.c.seq), limit)
+        where = [eval_runs.c.eval_id == eval_id] + ([eval_runs.c.status == status] if status else [])
+        return self._ordered_page(eval_runs, where, after, limit, order)
 
     def delete_run(self, run_id: str) -> bool:
         with self.engine.begin() as conn:
@@ -309,13 +311,8 @@ class Database:
 
     def list_output_items(self, run_id: str, after: str | None, limit: int, order: str,
                           status: str | None) -> tuple[list[dict], bool]:
-        desc = order == "desc"
-        query = sa.select(eval_output_items.c.doc).where(eval_output_items.c.run_id == run_id,
-                                                         self._after(eval_output_items, after, before=desc))
-        if status:
-            query = query.where(eval_output_items.c.status == status)
-        return self._page(query.order_by(eval_output_items.c.seq.desc() if desc else eval_output_items.c.seq),
-                          limit)
+        where = [eval_output_items.c.run_id == run_id] + ([eval_output_items.c.status == status] if status else [])
+        return self._ordered_page(eval_output_items, where, after, limit, order)
 
     def get_output_item(self, run_id: str, item_id: str) -> dict | None:
         row = self._one(sa.select(eval_output_items.c.doc).where(eval_output_items.c.run_id == run_id,
@@ -331,11 +328,7 @@ class Database:
         return (row.doc, row.path) if row else None
 
     def list_files(self, purpose: str | None, after: str | None, limit: int, order: str) -> tuple[list[dict], bool]:
-        desc = order == "desc"
-        query = sa.select(files.c.doc).where(self._after(files, after, before=desc))
-        if purpose:
-            query = query.where(files.c.purpose == purpose)
-        return self._page(query.order_by(files.c.seq.desc() if desc else files.c.seq.asc()), limit)
+        return self._ordered_page(files, [files.c.purpose == purpose] if purpose else [], after, limit, order)
 
     def delete_file(self, file_id: str) -> bool:
         return self._write(files.delete().where(files.c.id == file_id)) > 0
