@@ -33,9 +33,12 @@ from service.inference.completions import CompletionService
 from service.inference.engine import AdapterResolver, Engine
 from service.inference.generation import Admission
 from service.metrics import Metrics
-from service.middleware import APIKeyAuth, CatchAll, HTTPMetrics, RequestId, UploadLimit
+from service.middleware import Auth, CatchAll, HTTPMetrics, RequestId, UploadLimit
 from service.models import router as models
 from service.models.service import ModelService
+from service.projects import router as projects
+from service.projects.keys import Keyring, load_secret
+from service.projects.service import Access, ProjectService
 from service.protocol import ErrorResponse
 from service.settings import Settings
 
@@ -58,7 +61,12 @@ def base_model_path(settings: Settings) -> Path:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.data_dir = settings.data_dir.resolve()
-    keys = settings.load_api_keys()  # read once: the key file is a mounted Secret
+    keys = settings.load_api_keys()  # read once: the key files are mounted Secrets
+    admin_key = settings.load_admin_key()
+    if admin_key and settings.database_url and not settings.load_key_secret():
+        raise SystemExit("With an admin key and a shared database (--database-url), give every server the same "
+                         "key secret (FTSERVE_KEY_SECRET or --key-secret-file): service account keys are "
+                         "checked under it, by any server.")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -72,18 +80,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             adapters = ObjectAdapterStore(objects, cache)
         else:
             adapters = AdapterStore(settings.adapters_dir)
+        secret = load_secret(settings.load_key_secret(), settings.key_secret_path)
+        app.state.keyring = keyring = await asyncio.to_thread(Keyring, db, secret, keys, admin_key)
+        access = Access(db, adapters)
+        app.state.projects = ProjectService(db, keyring, adapters)
         file_service = FileService(db, objects, settings.max_upload_bytes)
         store = JobStore(db)
         runner = JobRunner(store, file_service, adapters, objects, settings, model_path, open_backend(settings))
         app.state.settings, app.state.db, app.state.adapters, app.state.objects = settings, db, adapters, objects
         app.state.files, app.state.runner = file_service, runner
-        app.state.jobs = JobService(store, file_service, settings, runner)
-        app.state.models = ModelService(adapters, settings, int(time.time()))
+        app.state.jobs = JobService(store, file_service, settings, runner, access)
+        app.state.models = ModelService(adapters, access, settings, int(time.time()))
         engine = Engine(settings, model_path)
         metrics = app.state.metrics
-        resolver = AdapterResolver(adapters, engine, settings, metrics)
+        resolver = AdapterResolver(adapters, access, engine, settings, metrics)
         app.state.engine = engine
-        admission = Admission(settings.max_concurrent_generations)
+        admission = Admission(settings.max_concurrent_generations, settings.project_max_generations)
         app.state.admission = admission
         app.state.chat = ChatService(engine, resolver, admission, metrics)
         app.state.completions = CompletionService(engine, resolver, admission, metrics)
@@ -92,15 +104,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         eval_runner = EvalRunner(db, file_service, app.state.batches, settings)
         app.state.evals = eval_runner.service = EvalService(db, file_service, app.state.models, eval_runner)
         runner.evals = app.state.evals
+        runner.metrics = metrics
         if settings.engine == "vllm":
             engine.start_background()
         await runner.start()
         if settings.engine == "vllm":  # batches run on the engine; without one they wait
             await batch_runner.start()
         await eval_runner.start()
-        if not keys:
-            log.warning("no API keys configured (FTSERVE_API_KEYS / FTSERVE_API_KEY_FILE): the API is open to "
-                        "anyone who can reach it")
+        if keyring.open:
+            log.warning("no API keys configured (FTSERVE_API_KEYS / FTSERVE_API_KEY_FILE / FTSERVE_ADMIN_KEY): the "
+                        "API is open to anyone who can reach it, as the default project")
         log.info("ftserve ready: base model %s (%s), data in %s, storage %s", settings.base_model_name, model_path,
                  settings.data_dir, settings.storage_url or "in the data dir")
         try:
@@ -116,8 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="OpenAI-compatible LoRA fine-tuning and inference.")
     errors.install(app)
     error = {"model": ErrorResponse, "description": "An error, in OpenAI's envelope"}
-    for router in (chat.router, files.router, jobs.router, batches.router, evals.router, models.router,
-                   health.router):
+    for router in (chat.router, files.router, jobs.router, projects.permissions, batches.router, evals.router,
+                   models.router, projects.router, health.router):
         app.include_router(router, responses={"4XX": error, "5XX": error})
     app.include_router(ui.router)  # the dashboard: its page, then its files
     app.mount("/ui", ui.static, name="ui")
@@ -127,8 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the upload limit reads a body, and unexpected errors are answered inside all of them
     app.add_middleware(CatchAll)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
-    if keys:
-        app.add_middleware(APIKeyAuth, keys=keys)
+    app.add_middleware(Auth)
     app.add_middleware(HTTPMetrics, metrics=metrics)
     app.add_middleware(RequestId)
     return app

@@ -1,10 +1,13 @@
-"""Durable state behind one small interface: files, jobs, job events, checkpoints.
+"""Durable state behind one small interface: projects and their keys, files, jobs, job events,
+checkpoints, batches and evals.
 
 SQLAlchemy Core over SQLite (the default: `data/ftserve.db`) or PostgreSQL
 (`--database-url postgresql+psycopg://...`); the schema is versioned with Alembic
 (service/migrations), upgraded at start. Each row keeps the OpenAI object as a JSON document
 (`doc`) plus the few columns that queries need; rows come out typed (`JobRow`) or as documents.
 Lists are newest first and page with `after` (the last id of the previous page), as OpenAI's do.
+Files, jobs, batches and evals carry the project that made them: a `project` argument scopes a lookup
+or list to it (None, for the server's own runners: any project).
 
 SQLite runs in WAL mode with synchronous=FULL (a committed write survives kill -9 and power loss).
 """
@@ -26,6 +29,7 @@ files = sa.Table(
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.Text, unique=True, nullable=False),
     sa.Column("purpose", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False, server_default="proj_default"),
     sa.Column("path", sa.Text, nullable=False),  # its key in the object store: files/{id}
     sa.Column("doc", sa.JSON, nullable=False),
 )
@@ -34,6 +38,7 @@ jobs = sa.Table(
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.Text, unique=True, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False, server_default="proj_default"),
     sa.Column("model_name", sa.Text, nullable=False),  # the fine_tuned_model name it will get
     sa.Column("run_dir", sa.Text, nullable=False),  # its artifacts' key prefix in the object store: jobs/{id}
     sa.Column("pid", sa.Integer),  # trainer process group while running
@@ -65,6 +70,7 @@ batches = sa.Table(
     "batches", metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False, server_default="proj_default"),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("doc", sa.JSON, nullable=False),
     sa.Column("owner", sa.Text),  # the server running it
@@ -83,6 +89,7 @@ evals = sa.Table(
     "evals", metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False, server_default="proj_default"),
     sa.Column("doc", sa.JSON, nullable=False),
 )
 eval_runs = sa.Table(
@@ -104,6 +111,37 @@ eval_output_items = sa.Table(
     sa.Column("doc", sa.JSON, nullable=False),
 )
 
+projects = sa.Table(
+    "projects", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+)
+service_accounts = sa.Table(
+    "service_accounts", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.Column("key_id", sa.Text),
+    sa.Column("key_hash", sa.Text, unique=True),  # HMAC-SHA256 of the key under the server's secret, never the key
+)
+checkpoint_permissions = sa.Table(
+    "checkpoint_permissions", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),  # the fine-tuned model or checkpoint shared
+    sa.Column("project_id", sa.Text, nullable=False),  # with this project
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.UniqueConstraint("model", "project_id"),
+)
+server_secrets = sa.Table(
+    "server_secrets", metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
 RESERVE_BYTES = 4 * 1024 * 1024
 ACTIVE_BATCH = ("validating", "in_progress", "finalizing", "cancelling")
 ACTIVE_RUN = ("queued", "in_progress")
@@ -117,6 +155,7 @@ class JobRow:
 
     id: str
     status: str
+    project_id: str
     model_name: str
     run_dir: str  # a key prefix in the object store (migration 0003), not a local path
     pid: int | None
@@ -199,6 +238,11 @@ class Database:
         return self._page(query.order_by(table.c.seq.desc() if desc else table.c.seq), limit)
 
     @staticmethod
+    def _of(table: sa.Table, project: str | None):
+        """Rows of `project` (None: of any)."""
+        return sa.true() if project is None else table.c.project_id == project
+
+    @staticmethod
     def _after(table: sa.Table, after: str | None, before: bool = True, column: str = "seq"):
         """Rows past the one with id `after` in list order (`before`: a smaller `column`)."""
         if not after:
@@ -206,6 +250,94 @@ class Database:
         pivot = sa.select(table.c[column]).where(table.c.id == after).scalar_subquery()
         pivot = sa.func.coalesce(pivot, -1)
         return table.c[column] < pivot if before else table.c[column] > pivot
+
+    # ------------------------------------------------------------------ projects and keys
+    def insert_project(self, doc: dict) -> None:
+        self._write(projects.insert().values(id=doc["id"], status=doc["status"], doc=doc))
+
+    def get_project(self, project_id: str) -> dict | None:
+        row = self._one(sa.select(projects.c.doc).where(projects.c.id == project_id))
+        return None if row is None else row.doc
+
+    def update_project(self, doc: dict) -> None:
+        self._write(projects.update().where(projects.c.id == doc["id"]).values(status=doc["status"], doc=doc))
+
+    def list_projects(self, after: str | None, limit: int, include_archived: bool) -> tuple[list[dict], bool]:
+        where = [] if include_archived else [projects.c.status == "active"]
+        return self._ordered_page(projects, where, after, limit, "asc")
+
+    def insert_service_account(self, project_id: str, doc: dict, key_id: str | None, key_hash: str | None) -> None:
+        self._write(service_accounts.insert().values(id=doc["id"], project_id=project_id, doc=doc, key_id=key_id,
+                                                     key_hash=key_hash))
+
+    def get_service_account(self, project_id: str, account_id: str) -> dict | None:
+        row = self._one(sa.select(service_accounts.c.doc).where(service_accounts.c.id == account_id,
+                                                                service_accounts.c.project_id == project_id))
+        return None if row is None else row.doc
+
+    def list_service_accounts(self, project_id: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
+        return self._ordered_page(service_accounts, [service_accounts.c.project_id == project_id], after, limit,
+                                  "asc")
+
+    def delete_service_account(self, project_id: str, account_id: str) -> bool:
+        return self._write(service_accounts.delete().where(service_accounts.c.id == account_id,
+                                                           service_accounts.c.project_id == project_id)) > 0
+
+    def key_owner(self, key_hash: str) -> tuple[str, str] | None:
+        """(project id, key id) of the service account key with this digest, if its project is active."""
+        row = self._one(sa.select(service_accounts.c.project_id, service_accounts.c.key_id)
+                        .join(projects, projects.c.id == service_accounts.c.project_id)
+                        .where(service_accounts.c.key_hash == key_hash, projects.c.status == "active"))
+        return None if row is None else (row.project_id, row.key_id)
+
+    def server_secret(self, name: str, value: str) -> str:
+        """The stored value of `name`, storing `value` first if there is none (the first writer wins)."""
+        try:
+            self._write(server_secrets.insert().values(name=name, value=value))
+        except sa.exc.IntegrityError:
+            pass
+        return self._one(sa.select(server_secrets.c.value).where(server_secrets.c.name == name)).value
+
+    def stored_secret(self, name: str) -> str | None:
+        row = self._one(sa.select(server_secrets.c.value).where(server_secrets.c.name == name))
+        return None if row is None else row.value
+
+    def insert_permission(self, model: str, doc: dict) -> dict:
+        """Share `model` with the permission's project; an existing share is returned as it is."""
+        try:
+            self._write(checkpoint_permissions.insert().values(id=doc["id"], model=model,
+                                                               project_id=doc["project_id"], doc=doc))
+            return doc
+        except sa.exc.IntegrityError:
+            return self._one(sa.select(checkpoint_permissions.c.doc).where(
+                checkpoint_permissions.c.model == model,
+                checkpoint_permissions.c.project_id == doc["project_id"])).doc
+
+    def list_permissions(self, model: str, project_id: str | None, after: str | None, limit: int,
+                         order: str) -> tuple[list[dict], bool]:
+        t = checkpoint_permissions
+        where = [t.c.model == model] + ([t.c.project_id == project_id] if project_id else [])
+        return self._ordered_page(t, where, after, limit, order)
+
+    def delete_permission(self, model: str, permission_id: str) -> bool:
+        t = checkpoint_permissions
+        return self._write(t.delete().where(t.c.model == model, t.c.id == permission_id)) > 0
+
+    def shared_with(self, project_id: str) -> set[str]:
+        """The models other projects share with this one."""
+        t = checkpoint_permissions
+        return {r.model for r in self._all(sa.select(t.c.model).where(t.c.project_id == project_id))}
+
+    def is_shared(self, model: str, project_id: str) -> bool:
+        t = checkpoint_permissions
+        return self._one(sa.select(t.c.id).where(t.c.model == model, t.c.project_id == project_id)) is not None
+
+    def job_projects(self, job_ids: list[str]) -> dict[str, str]:
+        """The project of each of these jobs."""
+        if not job_ids:
+            return {}
+        return {r.id: r.project_id for r in self._all(sa.select(jobs.c.id, jobs.c.project_id)
+                                                      .where(jobs.c.id.in_(job_ids)))}
 
     # ------------------------------------------------------------------ leased work (service/leases.py)
     def claim_lease(self, table: str, owner: str, lease_seconds: float) -> str | None:
@@ -230,15 +362,19 @@ class Database:
         self._write(t.update().where(t.c.id.in_(ids), t.c.owner == owner).values(heartbeat_at=time.time()))
 
     # ------------------------------------------------------------------ batches
-    def insert_batch(self, doc: dict) -> None:
-        self._write(batches.insert().values(id=doc["id"], status=doc["status"], doc=doc))
+    def insert_batch(self, doc: dict, project: str) -> None:
+        self._write(batches.insert().values(id=doc["id"], status=doc["status"], doc=doc, project_id=project))
 
-    def get_batch(self, batch_id: str) -> dict | None:
-        row = self._one(sa.select(batches.c.doc).where(batches.c.id == batch_id))
+    def get_batch(self, batch_id: str, project: str | None = None) -> dict | None:
+        row = self._one(sa.select(batches.c.doc).where(batches.c.id == batch_id, self._of(batches, project)))
         return None if row is None else row.doc
 
-    def list_batches(self, after: str | None, limit: int) -> tuple[list[dict], bool]:
-        return self._page(sa.select(batches.c.doc).where(self._after(batches, after))
+    def batch_project(self, batch_id: str) -> str | None:
+        row = self._one(sa.select(batches.c.project_id).where(batches.c.id == batch_id))
+        return None if row is None else row.project_id
+
+    def list_batches(self, project: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
+        return self._page(sa.select(batches.c.doc).where(self._of(batches, project), self._after(batches, after))
                           .order_by(batches.c.seq.desc()), limit)
 
     def update_batch(self, doc: dict, expect: tuple[str, ...]) -> bool:
@@ -259,18 +395,22 @@ class Database:
         return [(r.line, r.ok, r.doc) for r in rows]
 
     # ------------------------------------------------------------------ evals
-    def insert_eval(self, doc: dict) -> None:
-        self._write(evals.insert().values(id=doc["id"], doc=doc))
+    def insert_eval(self, doc: dict, project: str) -> None:
+        self._write(evals.insert().values(id=doc["id"], doc=doc, project_id=project))
 
-    def get_eval(self, eval_id: str) -> dict | None:
-        row = self._one(sa.select(evals.c.doc).where(evals.c.id == eval_id))
+    def get_eval(self, eval_id: str, project: str | None = None) -> dict | None:
+        row = self._one(sa.select(evals.c.doc).where(evals.c.id == eval_id, self._of(evals, project)))
         return None if row is None else row.doc
+
+    def eval_project(self, eval_id: str) -> str | None:
+        row = self._one(sa.select(evals.c.project_id).where(evals.c.id == eval_id))
+        return None if row is None else row.project_id
 
     def update_eval(self, doc: dict) -> None:
         self._write(evals.update().where(evals.c.id == doc["id"]).values(doc=doc))
 
-    def list_evals(self, after: str | None, limit: int, order: str) -> tuple[list[dict], bool]:
-        return self._ordered_page(evals, [], after, limit, order)
+    def list_evals(self, project: str, after: str | None, limit: int, order: str) -> tuple[list[dict], bool]:
+        return self._ordered_page(evals, [self._of(evals, project)], after, limit, order)
 
     def delete_eval(self, eval_id: str) -> bool:
         with self.engine.begin() as conn:
@@ -320,23 +460,27 @@ class Database:
         return None if row is None else row.doc
 
     # ------------------------------------------------------------------ files
-    def insert_file(self, doc: dict, path: str) -> None:
-        self._write(files.insert().values(id=doc["id"], purpose=doc["purpose"], path=path, doc=doc))
+    def insert_file(self, doc: dict, path: str, project: str) -> None:
+        self._write(files.insert().values(id=doc["id"], purpose=doc["purpose"], path=path, doc=doc,
+                                          project_id=project))
 
-    def get_file(self, file_id: str) -> tuple[dict, str] | None:
-        row = self._one(sa.select(files.c.doc, files.c.path).where(files.c.id == file_id))
+    def get_file(self, file_id: str, project: str | None = None) -> tuple[dict, str] | None:
+        row = self._one(sa.select(files.c.doc, files.c.path).where(files.c.id == file_id, self._of(files, project)))
         return (row.doc, row.path) if row else None
 
-    def list_files(self, purpose: str | None, after: str | None, limit: int, order: str) -> tuple[list[dict], bool]:
-        return self._ordered_page(files, [files.c.purpose == purpose] if purpose else [], after, limit, order)
+    def list_files(self, project: str, purpose: str | None, after: str | None, limit: int,
+                   order: str) -> tuple[list[dict], bool]:
+        where = [self._of(files, project)] + ([files.c.purpose == purpose] if purpose else [])
+        return self._ordered_page(files, where, after, limit, order)
 
     def delete_file(self, file_id: str) -> bool:
         return self._write(files.delete().where(files.c.id == file_id)) > 0
 
     # ------------------------------------------------------------------ jobs
-    def insert_job(self, doc: dict, model_name: str, run_dir: str, resources: dict | None = None) -> None:
+    def insert_job(self, doc: dict, model_name: str, run_dir: str, project: str,
+                   resources: dict | None = None) -> None:
         self._write(jobs.insert().values(id=doc["id"], status=doc["status"], model_name=model_name,
-                                         run_dir=run_dir, doc=doc, resources=resources))
+                                         run_dir=run_dir, doc=doc, resources=resources, project_id=project))
 
     def update_job(self, doc: dict, expect: tuple[str, ...]) -> bool:
         """Write the job's document if its stored status is one of `expect`; False (nothing written) if not."""
@@ -383,8 +527,8 @@ class Database:
     def set_job_columns(self, job_id: str, **columns: Any) -> None:
         self._write(jobs.update().where(jobs.c.id == job_id).values(**columns))
 
-    def get_job(self, job_id: str) -> dict | None:
-        row = self._one(sa.select(jobs.c.doc).where(jobs.c.id == job_id))
+    def get_job(self, job_id: str, project: str | None = None) -> dict | None:
+        row = self._one(sa.select(jobs.c.doc).where(jobs.c.id == job_id, self._of(jobs, project)))
         return row.doc if row else None
 
     def job_row(self, job_id: str) -> JobRow | None:
@@ -395,12 +539,14 @@ class Database:
         rows = self._all(sa.select(*_JOB_COLUMNS).where(jobs.c.status.in_(statuses)).order_by(jobs.c.seq))
         return [JobRow(*r) for r in rows]
 
-    def count_jobs_by_status(self) -> dict[str, int]:
-        rows = self._all(sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status))
+    def count_jobs_by_status(self, project: str | None = None) -> dict[str, int]:
+        rows = self._all(sa.select(jobs.c.status, sa.func.count()).where(self._of(jobs, project))
+                         .group_by(jobs.c.status))
         return {status: n for status, n in rows}
 
-    def list_jobs(self, after: str | None, limit: int, metadata: dict[str, str]) -> tuple[list[dict], bool]:
-        query = sa.select(jobs.c.doc).where(self._after(jobs, after))
+    def list_jobs(self, project: str, after: str | None, limit: int,
+                  metadata: dict[str, str]) -> tuple[list[dict], bool]:
+        query = sa.select(jobs.c.doc).where(self._of(jobs, project), self._after(jobs, after))
         for key, value in metadata.items():
             query = query.where(jobs.c.doc[("metadata", key)].as_string() == value)
         return self._page(query.order_by(jobs.c.seq.desc()), limit)
@@ -441,7 +587,7 @@ class Database:
         return self._page(query.order_by(checkpoints.c.step.desc()), limit)
 
 
-_JOB_COLUMNS = (jobs.c.id, jobs.c.status, jobs.c.model_name, jobs.c.run_dir, jobs.c.pid, jobs.c.owner,
+_JOB_COLUMNS = (jobs.c.id, jobs.c.status, jobs.c.project_id, jobs.c.model_name, jobs.c.run_dir, jobs.c.pid, jobs.c.owner,
                 jobs.c.backend_ref, jobs.c.resources)
 
 

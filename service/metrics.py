@@ -2,7 +2,8 @@
 
 Label sets stay bounded: routes are templates (`/v1/files/{file_id}`), models are the base model
 and adapters the store knows, and `job` labels exist only for jobs that are running now (at most
-`max_concurrent_jobs`).
+`max_concurrent_jobs`). Per-project counters are labelled by project id (projects are made by an
+admin), never by key.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ class Metrics:
         self.adapter_loads = Counter("ftserve_adapter_loads", "Adapters loaded into the engine", registry=r)
         self.adapter_load_seconds = Histogram("ftserve_adapter_load_seconds", "Time to load an adapter",
                                               buckets=LATENCY, registry=r)
+        self.project_requests = Counter("ftserve_project_requests", "Generation requests admitted, by project",
+                                        ["project"], registry=r)
+        self.project_tokens = Counter("ftserve_project_tokens", "Prompt and generated tokens, by project",
+                                      ["project", "kind"], registry=r)
+        self.project_training_tokens = Counter("ftserve_project_training_tokens", "Tokens trained on by "
+                                               "succeeded fine-tuning jobs, by project", ["project"], registry=r)
         self.adapter_evictions = Counter("ftserve_adapter_evictions", "Adapters evicted from the engine's host "
                                          "cache (LRU over max_cpu_loras)", registry=r)
 
@@ -47,9 +54,17 @@ class Metrics:
         self.http_requests.labels(route, method, str(status)).inc()
         self.http_duration.labels(route, method).observe(seconds)
 
-    def tokens(self, model: str, prompt: int, generated: int) -> None:
+    def tokens(self, model: str, project: str, prompt: int, generated: int) -> None:
         self.prompt_tokens.labels(model).inc(prompt)
         self.generation_tokens.labels(model).inc(generated)
+        self.project_tokens.labels(project, "prompt").inc(prompt)
+        self.project_tokens.labels(project, "completion").inc(generated)
+
+    def project_request(self, project: str) -> None:
+        self.project_requests.labels(project).inc()
+
+    def training_tokens(self, project: str, tokens: int) -> None:
+        self.project_training_tokens.labels(project).inc(tokens)
 
     def adapter_loaded(self, seconds: float) -> None:
         self.adapter_loads.inc()

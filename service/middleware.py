@@ -1,8 +1,10 @@
-"""Pure ASGI middleware: request ids, API-key auth, HTTP metrics, upload size limit, the last-resort 500."""
+"""Pure ASGI middleware: request ids, API-key auth and the audit log, HTTP metrics, upload size limit, the
+last-resort 500."""
 
 from __future__ import annotations
 
-import hmac
+import asyncio
+import json
 import logging
 import time
 import uuid
@@ -12,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 
 from service import errors
+from service.projects.keys import OPEN, Caller
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -74,31 +77,64 @@ class CatchAll:
 
 OPEN_PATHS = ("/health", "/ready", "/metrics")
 OPEN_PREFIXES = ("/ui",)  # the dashboard's own files: it asks for a key, then calls the API with it
+NOT_AUDITED = ("/v1/chat/completions", "/v1/completions")  # generation changes nothing stored
+
+audit_log = logging.getLogger("ftserve.audit")
+audit_log.setLevel(logging.INFO)  # recorded whatever the service's log level
 
 
-class APIKeyAuth:
-    """`Authorization: Bearer KEY` on every route but the probes, /metrics and the dashboard's files."""
+class Auth:
+    """`Authorization: Bearer KEY` on every route but the probes, /metrics and the dashboard's files: the
+    key's caller (its project and key id, or the admin key) goes into `request.state.caller`. Every
+    change (a POST or DELETE, generation aside) that succeeds is written to the `ftserve.audit` log with
+    the caller's project id and key id (never the key) and the request id."""
 
-    def __init__(self, app, keys: list[str]):
+    def __init__(self, app):
         self.app = app
-        self.keys = [k.encode() for k in keys]
-
-    def _valid(self, presented: bytes) -> bool:
-        # compare against every key, in constant time per key, without stopping at a match
-        return any([hmac.compare_digest(presented, key) for key in self.keys])
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS or \
-                scope["path"].startswith(OPEN_PREFIXES):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
+        keyring = scope["app"].state.keyring
+        caller = OPEN if keyring.open else None
         header = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")
-        if scheme.lower() == b"bearer" and token and self._valid(token.strip()):
+        if caller is None and scheme.lower() == b"bearer" and token.strip():
+            caller = await asyncio.to_thread(keyring.identify, token.strip())
+        if caller is None:
+            message = ("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'." if not header
+                       else "Incorrect API key provided.")
+            body = errors.envelope(errors.Kind.AUTHENTICATION, message, code="invalid_api_key")
+            return await JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        scope.setdefault("state", {})["caller"] = caller
+        if scope["method"] not in ("POST", "DELETE") or scope["path"].startswith(NOT_AUDITED):
             return await self.app(scope, receive, send)
-        message = ("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'." if not header
-                   else "Incorrect API key provided.")
-        body = errors.envelope(errors.Kind.AUTHENTICATION, message, code="invalid_api_key")
-        await JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        status, body = 0, bytearray()
+
+        async def recorded_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and len(body) < 65536:
+                body.extend(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, recorded_send)
+        if status < 400:
+            self._audit(scope, caller, bytes(body))
+
+    @staticmethod
+    def _audit(scope, caller: Caller, body: bytes) -> None:
+        try:
+            object_id = json.loads(body).get("id")
+        except (ValueError, AttributeError):
+            object_id = None
+        route = getattr(scope.get("route"), "path", scope["path"])
+        audit_log.info(json.dumps({
+            "audit": f"{scope['method']} {route}", "path": scope["path"], "object_id": object_id,
+            "project_id": caller.project_id, "key_id": caller.key_id, "admin": caller.admin,
+            "request_id": REQUEST_ID.get(),
+        }))
 
 
 class HTTPMetrics:

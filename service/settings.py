@@ -106,6 +106,27 @@ class Settings(BaseSettings):
     api_key_file: Path | None = None
     """A file of API keys, one per line (e.g. a mounted Kubernetes Secret); read at start."""
 
+    admin_key: str | None = None
+    """The admin key: it manages projects, their service accounts (whose keys it hands out) and checkpoint
+    permissions (`/v1/organization/...`). Unset (and no admin key file): no project administration."""
+
+    admin_key_file: Path | None = None
+    """A file holding the admin key (e.g. a mounted Kubernetes Secret); read at start."""
+
+    key_secret: str | None = None
+    """The secret under which service account keys are stored (HMAC-SHA256). Servers sharing a database
+    need the same one. Unset (and no key secret file): generated once into the data dir."""
+
+    key_secret_file: Path | None = None
+    """A file holding the key secret; read at start."""
+
+    project_max_training_jobs: int = Field(default=4, ge=1)
+    """Fine-tuning jobs one project may have validating, queued or running at once; past it, 429."""
+
+    project_max_generations: int = Field(default=64, ge=1)
+    """Generation requests one project may have in flight on this server at once; past it, 429. Below
+    max_concurrent_generations, it keeps one project from taking the whole server."""
+
     max_concurrent_generations: int = Field(default=64, ge=1)
     """Generation requests the engine may hold at once; past it, 429 with Retry-After."""
 
@@ -137,6 +158,16 @@ class Settings(BaseSettings):
             keys += [line.strip() for line in self.api_key_file.read_text().splitlines() if line.strip()]
         return keys
 
+    def load_admin_key(self) -> str | None:
+        if self.admin_key_file is not None:
+            return self.admin_key_file.read_text().strip() or None
+        return (self.admin_key or "").strip() or None
+
+    def load_key_secret(self) -> str | None:
+        if self.key_secret_file is not None:
+            return self.key_secret_file.read_text().strip() or None
+        return self.key_secret or None
+
     @property
     def owner(self) -> str:
         """This server's replica id (see replica_id)."""
@@ -154,6 +185,11 @@ class Settings(BaseSettings):
     def db_reserve_path(self) -> Path:
         """Ballast beside the SQLite database, freed when the disk fills up (see Database)."""
         return self.data_dir / "ftserve.db.reserve"
+
+    @property
+    def key_secret_path(self) -> Path:
+        """The generated key secret, when none is given."""
+        return self.data_dir / "key-secret"
 
     @property
     def files_dir(self) -> Path:

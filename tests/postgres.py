@@ -110,6 +110,11 @@ class Postgres:
             time.sleep(0.1)
         raise RuntimeError(f"postgres not ready in {timeout}s")
 
+    def dump(self, database: str = "postgres") -> str:
+        """`pg_dump` of a database, as an operator would take a backup."""
+        return subprocess.run([self._bin("pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                               database], check=True, capture_output=True, text=True).stdout
+
     def stop(self) -> None:
         """Fast shutdown (SIGINT) of the postmaster we started, which ends its own children."""
         if self.proc is not None and self.proc.poll() is None:

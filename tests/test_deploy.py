@@ -128,6 +128,11 @@ def test_deployment_probes_keys_and_storage(overlay):
     assert env["FTSERVE_API_KEY_FILE"].startswith("/etc/ftserve/keys/")
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["api-keys"]["secret"]["secretName"] == "ftserve-api-keys"
+    # the admin key and the key secret come from a Secret; replicas sharing a database must have them
+    admin = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]
+             if e["name"] in ("FTSERVE_ADMIN_KEY", "FTSERVE_KEY_SECRET")}
+    assert {ref["name"] for ref in admin.values()} == {"ftserve-admin"} and len(admin) == 2
+    assert all(ref["optional"] is (overlay != "scale-out") for ref in admin.values())
     if overlay == "scale-out":  # state is elsewhere: the data dir is a cache
         assert set(volumes["data"]) == {"name", "emptyDir"}
     else:

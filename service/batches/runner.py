@@ -65,7 +65,7 @@ class BatchRunner(LeasedRunner):
 
     def _read_input(self, batch: dict) -> tuple[list[BatchInputLine], list[BatchError]]:
         lines, errors, seen = [], [], set()
-        raw = self.files.path(batch["input_file_id"]).read_bytes()
+        raw = self.files.path(batch["input_file_id"], None).read_bytes()
         for number, text in enumerate(raw.splitlines(), start=1):
             if not text.strip():
                 continue
@@ -91,13 +91,14 @@ class BatchRunner(LeasedRunner):
     # ------------------------------------------------------------------ lines
     async def _execute(self, batch_id: str, endpoint: str, lines: list[BatchInputLine]) -> None:
         done = {line for line, _, _ in await asyncio.to_thread(self.db.batch_results, batch_id)}
+        project = self.db.batch_project(batch_id)  # its lines may use what the batch's project may use
         counts = self._counts(batch_id)
         slots = asyncio.Semaphore(self.settings.batch_concurrency)
         running: set[asyncio.Task] = set()
 
         async def one(index: int, line: BatchInputLine) -> None:
             try:
-                ok, doc = await self._answer(endpoint, line)
+                ok, doc = await self._answer(endpoint, line, project)
                 await asyncio.to_thread(self.db.add_batch_result, batch_id, index, ok, doc)
                 counts["completed" if ok else "failed"] += 1
                 self._save(batch_id, request_counts=dict(counts))
@@ -116,7 +117,7 @@ class BatchRunner(LeasedRunner):
             task.add_done_callback(running.discard)
         await asyncio.gather(*running)
 
-    async def _answer(self, endpoint: str, line: BatchInputLine) -> tuple[bool, dict]:
+    async def _answer(self, endpoint: str, line: BatchInputLine, project: str) -> tuple[bool, dict]:
         """One line's output-file line: its response, or its error response, in OpenAI's shape."""
         service, request_type = self.services[endpoint]
         request_id = f"req_{uuid.uuid4().hex}"
@@ -124,7 +125,8 @@ class BatchRunner(LeasedRunner):
             try:
                 if line.body.get("stream"):
                     raise APIError(Kind.INVALID_REQUEST, "A batch line cannot stream.", param="stream")
-                response = await service.create(request_type.model_validate(line.body), priority=BATCH_PRIORITY)
+                response = await service.create(request_type.model_validate(line.body), project,
+                                                priority=BATCH_PRIORITY)
                 status, body = 200, response.model_dump(mode="json")
             except ValidationError as e:
                 err = invalid_request(e.errors())
@@ -155,7 +157,8 @@ class BatchRunner(LeasedRunner):
             if docs:
                 data = "".join(json.dumps(d) + "\n" for d in docs).encode()
                 files[f"{name}_file_id"] = (await asyncio.to_thread(
-                    self.files.create_internal, data, f"{batch_id}_{name}.jsonl", "batch_output")).id
+                    self.files.create_internal, data, f"{batch_id}_{name}.jsonl", "batch_output",
+                    self.db.batch_project(batch_id))).id
         counts = {"total": batch["request_counts"]["total"], "completed": sum(ok for _, ok, _ in results),
                   "failed": sum(not ok for _, ok, _ in results)}
         now = int(time.time())

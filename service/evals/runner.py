@@ -59,7 +59,7 @@ class EvalRunner(LeasedRunner):
             return
         run = EvalRun.model_validate(self.db.get_run(run_id))
         ev = Eval.model_validate(self.db.get_eval(run.eval_id))
-        rows = await asyncio.to_thread(self.service.rows, run.data_source.source, "data_source.source")
+        rows = await asyncio.to_thread(self.service.rows, run.data_source.source, "data_source.source", None)
         source = run.data_source
         usage: dict[str, Counter] = defaultdict(Counter)
 
@@ -190,13 +190,14 @@ class EvalRunner(LeasedRunner):
         """(status code, body) per request, in order, answered by one batch on the shared engine."""
         batch_id = (self.db.get_run(run_id).get("batches") or {}).get(stage)
         if batch_id is None:
+            project = self.db.eval_project(self.db.get_run(run_id)["eval_id"])  # the run answers as its eval's project
             lines = "".join(json.dumps({"custom_id": f"item-{n}", "method": "POST", "url": "/v1/chat/completions",
                                         "body": body}, ensure_ascii=False) + "\n" for n, body in enumerate(bodies))
             file = await asyncio.to_thread(self.files.create_internal, lines.encode(), f"{run_id}_{stage}.jsonl",
-                                           "batch")
+                                           "batch", project)
             batch = self.batches.create(CreateBatchRequest(input_file_id=file.id, endpoint="/v1/chat/completions",
                                                            completion_window="24h",
-                                                           metadata={"eval_run": run_id, "stage": stage}))
+                                                           metadata={"eval_run": run_id, "stage": stage}), project)
             batch_id = batch.id
             doc = self.db.get_run(run_id)
             if self._save(run_id, expect="in_progress", batches={**(doc.get("batches") or {}), stage: batch_id}) \
@@ -216,14 +217,14 @@ class EvalRunner(LeasedRunner):
         answers: dict[str, tuple[int, dict]] = {}
         for key in ("output_file_id", "error_file_id"):
             if batch.get(key):
-                for line in self.files.path(batch[key]).read_bytes().splitlines():
+                for line in self.files.path(batch[key], None).read_bytes().splitlines():
                     doc = json.loads(line)
                     answers[doc["custom_id"]] = (doc["response"]["status_code"], doc["response"]["body"])
         return [answers[f"item-{n}"] for n in range(len(bodies))]
 
     def _cancel_batch(self, batch_id: str) -> None:
         try:
-            self.batches.cancel(batch_id)
+            self.batches.cancel(batch_id, self.db.batch_project(batch_id))
         except Exception:  # noqa: BLE001 - already finished
             pass
 

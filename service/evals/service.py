@@ -41,7 +41,7 @@ class EvalService:
         self.db, self.files, self.models, self.runner = db, files, models, runner
 
     # ---------------------------------------------------------------- evals
-    def create(self, req: CreateEvalRequest) -> Eval:
+    def create(self, req: CreateEvalRequest, project: str) -> Eval:
         config = req.data_source_config
         try:
             Draft202012Validator.check_schema(config.item_schema)
@@ -53,7 +53,7 @@ class EvalService:
             if isinstance(grader, LabelModelGrader) and not set(grader.passing_labels) <= set(grader.labels):
                 raise _bad("passing_labels must be among labels.", f"testing_criteria[{i}].passing_labels")
             if isinstance(grader, (LabelModelGrader, ScoreModelGrader)):
-                self._check_model(grader.model, f"testing_criteria[{i}].model")
+                self._check_model(grader.model, f"testing_criteria[{i}].model", project)
         names = [g.name for g in req.testing_criteria]
         if len(set(names)) != len(names):
             raise _bad("Each testing criterion needs its own name.", "testing_criteria")
@@ -66,22 +66,22 @@ class EvalService:
                    data_source_config={"type": "custom", "schema": {"type": "object", "properties": properties,
                                                                     "required": required}},
                    testing_criteria=req.testing_criteria)
-        self.db.insert_eval(doc.model_dump(mode="json", by_alias=True))
+        self.db.insert_eval(doc.model_dump(mode="json", by_alias=True), project)
         return doc
 
-    def get(self, eval_id: str) -> Eval:
-        doc = self.db.get_eval(eval_id)
+    def get(self, eval_id: str, project: str) -> Eval:
+        doc = self.db.get_eval(eval_id, project)
         if doc is None:
             raise APIError(Kind.NOT_FOUND, f"No eval found with id '{eval_id}'.", param="eval_id",
                            code="eval_not_found")
         return Eval.model_validate(doc)
 
-    def list(self, after: str | None, limit: int, order: str) -> ListObject[Eval]:
-        docs, more = self.db.list_evals(after, limit, order)
+    def list(self, project: str, after: str | None, limit: int, order: str) -> ListObject[Eval]:
+        docs, more = self.db.list_evals(project, after, limit, order)
         return ListObject[Eval].page([Eval.model_validate(d) for d in docs], more)
 
-    def update(self, eval_id: str, req: UpdateEvalRequest) -> Eval:
-        doc = self.get(eval_id)
+    def update(self, eval_id: str, req: UpdateEvalRequest, project: str) -> Eval:
+        doc = self.get(eval_id, project)
         if req.name is not None:
             doc.name = req.name
         if req.metadata is not None:
@@ -89,18 +89,18 @@ class EvalService:
         self.db.update_eval(doc.model_dump(mode="json", by_alias=True))
         return doc
 
-    def delete(self, eval_id: str) -> DeleteEvalResponse:
-        self.get(eval_id)
+    def delete(self, eval_id: str, project: str) -> DeleteEvalResponse:
+        self.get(eval_id, project)
         for run in self.db.list_runs(eval_id, None, 10_000, "asc", None)[0]:
             self._cancel(run)
         self.db.delete_eval(eval_id)
         return DeleteEvalResponse(eval_id=eval_id)
 
     # ---------------------------------------------------------------- runs
-    def create_run(self, eval_id: str, req: CreateEvalRunRequest, base_url: str) -> EvalRun:
-        ev = self.get(eval_id)
+    def create_run(self, eval_id: str, req: CreateEvalRunRequest, base_url: str, project: str) -> EvalRun:
+        ev = self.get(eval_id, project)
         source = req.data_source
-        rows = self.rows(source.source, "data_source.source")
+        rows = self.rows(source.source, "data_source.source", project)
         validator = Draft202012Validator(ev.data_source_config.schema_["properties"]["item"])
         for n, row in enumerate(rows):
             error = next(iter(validator.iter_errors(row.item)), None)
@@ -110,7 +110,7 @@ class EvalService:
                            f"{error.message}", "data_source.source", code="invalid_item")
         sampled = isinstance(source, CompletionsRunDataSource)
         if sampled:
-            self._check_model(source.model, "data_source.model")
+            self._check_model(source.model, "data_source.model", project)
             if isinstance(source.input_messages, TemplateInputMessages):
                 for i, message in enumerate(source.input_messages.template):
                     self._check_fields(message.content, {"item"}, rows,
@@ -137,29 +137,29 @@ class EvalService:
         self.runner.wake()
         return run
 
-    def get_run(self, eval_id: str, run_id: str) -> EvalRun:
+    def get_run(self, eval_id: str, run_id: str, project: str) -> EvalRun:
+        self.get(eval_id, project)
         doc = self.db.get_run(run_id)
         if doc is None or doc["eval_id"] != eval_id:
-            self.get(eval_id)
             raise APIError(Kind.NOT_FOUND, f"No run found with id '{run_id}' in eval '{eval_id}'.", param="run_id",
                            code="run_not_found")
         return EvalRun.model_validate(doc)
 
-    def list_runs(self, eval_id: str, after: str | None, limit: int, order: str,
+    def list_runs(self, eval_id: str, project: str, after: str | None, limit: int, order: str,
                   status: str | None) -> ListObject[EvalRun]:
-        self.get(eval_id)
+        self.get(eval_id, project)
         docs, more = self.db.list_runs(eval_id, after, limit, order, status)
         return ListObject[EvalRun].page([EvalRun.model_validate(d) for d in docs], more)
 
-    def cancel_run(self, eval_id: str, run_id: str) -> EvalRun:
-        run = self.get_run(eval_id, run_id)
+    def cancel_run(self, eval_id: str, run_id: str, project: str) -> EvalRun:
+        run = self.get_run(eval_id, run_id, project)
         if run.status not in ACTIVE_RUN and run.status != "canceled":
             raise APIError(Kind.CONFLICT, f"Run {run_id} is {run.status} and cannot be canceled.", param="run_id",
                            code="run_not_cancellable")
         return EvalRun.model_validate(self._cancel(self.db.get_run(run_id)))
 
-    def delete_run(self, eval_id: str, run_id: str) -> DeleteEvalRunResponse:
-        self._cancel(self.get_run(eval_id, run_id).model_dump(mode="json"))
+    def delete_run(self, eval_id: str, run_id: str, project: str) -> DeleteEvalRunResponse:
+        self._cancel(self.get_run(eval_id, run_id, project).model_dump(mode="json"))
         self.db.delete_run(run_id)
         return DeleteEvalRunResponse(run_id=run_id)
 
@@ -175,14 +175,14 @@ class EvalService:
         return doc
 
     # ---------------------------------------------------------------- output items
-    def list_items(self, eval_id: str, run_id: str, after: str | None, limit: int, order: str,
+    def list_items(self, eval_id: str, run_id: str, project: str, after: str | None, limit: int, order: str,
                    status: str | None) -> ListObject[EvalRunOutputItem]:
-        self.get_run(eval_id, run_id)
+        self.get_run(eval_id, run_id, project)
         docs, more = self.db.list_output_items(run_id, after, limit, order, status)
         return ListObject[EvalRunOutputItem].page([EvalRunOutputItem.model_validate(d) for d in docs], more)
 
-    def get_item(self, eval_id: str, run_id: str, item_id: str) -> EvalRunOutputItem:
-        self.get_run(eval_id, run_id)
+    def get_item(self, eval_id: str, run_id: str, item_id: str, project: str) -> EvalRunOutputItem:
+        self.get_run(eval_id, run_id, project)
         doc = self.db.get_output_item(run_id, item_id)
         if doc is None:
             raise APIError(Kind.NOT_FOUND, f"No output item found with id '{item_id}'.", param="output_item_id",
@@ -190,14 +190,14 @@ class EvalService:
         return EvalRunOutputItem.model_validate(doc)
 
     # ---------------------------------------------------------------- checks
-    def rows(self, source, param: str) -> list[SourceRow]:
-        """A source's rows: inline, or a JSONL file of `{"item": ..., "sample"?: ...}` lines."""
+    def rows(self, source, param: str, project: str | None) -> list[SourceRow]:
+        """A source's rows: inline, or a JSONL file of `{"item": ..., "sample"?: ...}` lines (of `project`)."""
         if isinstance(source, FileContentSource):
             return source.content
-        if self.db.get_file(source.id) is None:
+        if self.db.get_file(source.id, project) is None:
             raise _bad(f"File {source.id} does not exist.", f"{param}.id", code="file_not_found")
         rows = []
-        for n, line in enumerate(self.files.path(source.id).read_bytes().splitlines(), start=1):
+        for n, line in enumerate(self.files.path(source.id, project).read_bytes().splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -209,9 +209,9 @@ class EvalService:
             raise _bad(f"File {source.id} has no rows.", f"{param}.id", code="invalid_file_format")
         return rows
 
-    def _check_model(self, model: str, param: str) -> None:
+    def _check_model(self, model: str, param: str, project: str) -> None:
         try:
-            self.models.get(model)
+            self.models.get(model, project)
         except APIError:
             raise APIError(Kind.NOT_FOUND, f"The model '{model}' does not exist.", param=param,
                            code="model_not_found") from None

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 from fastapi.concurrency import run_in_threadpool
 
-from service.deps import Files
+from service.deps import Files, Project
 from service.files.service import media_type
 from service.files.protocol import FileObject
 from service.protocol import DeletedObject, ListObject
@@ -13,32 +13,34 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
 @router.post("", response_model=FileObject)
-async def upload_file(files: Files, file: UploadFile, purpose: Annotated[str, Form()]) -> FileObject:
-    return await run_in_threadpool(files.upload, file.file, file.filename, purpose)
+async def upload_file(files: Files, project: Project, file: UploadFile,
+                      purpose: Annotated[str, Form()]) -> FileObject:
+    return await run_in_threadpool(files.upload, file.file, file.filename, purpose, project)
 
 
 @router.get("", response_model=ListObject[FileObject])
 def list_files(
     files: Files,
+    project: Project,
     purpose: str | None = None,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
     order: Literal["asc", "desc"] = "desc",
 ) -> ListObject[FileObject]:
-    return files.list(purpose, after, limit, order)
+    return files.list(project, purpose, after, limit, order)
 
 
 @router.get("/{file_id}", response_model=FileObject)
-def retrieve_file(files: Files, file_id: str) -> FileObject:
-    return files.get(file_id)
+def retrieve_file(files: Files, project: Project, file_id: str) -> FileObject:
+    return files.get(file_id, project)
 
 
 @router.delete("/{file_id}", response_model=DeletedObject)
-def delete_file(files: Files, file_id: str) -> DeletedObject:
-    return files.delete(file_id)
+def delete_file(files: Files, project: Project, file_id: str) -> DeletedObject:
+    return files.delete(file_id, project)
 
 
 @router.get("/{file_id}/content", response_class=FileResponse)
-def retrieve_file_content(files: Files, file_id: str) -> FileResponse:
-    doc = files.get(file_id)
-    return FileResponse(files.path(file_id), media_type=media_type(doc.filename), filename=doc.filename)
+def retrieve_file_content(files: Files, project: Project, file_id: str) -> FileResponse:
+    doc = files.get(file_id, project)
+    return FileResponse(files.path(file_id, project), media_type=media_type(doc.filename), filename=doc.filename)

@@ -34,7 +34,7 @@ class FileService:
     def __init__(self, db: Database, objects: ObjectStore, max_bytes: int):
         self.db, self.objects, self.max_bytes = db, objects, max_bytes
 
-    def upload(self, stream: BinaryIO, filename: str | None, purpose: str) -> FileObject:
+    def upload(self, stream: BinaryIO, filename: str | None, purpose: str, project: str) -> FileObject:
         if purpose not in UPLOAD_PURPOSES:
             raise APIError(Kind.INVALID_REQUEST, f"Invalid purpose '{purpose}'; expected one of "
                            f"{', '.join(UPLOAD_PURPOSES)}.", param="purpose")
@@ -55,16 +55,16 @@ class FileService:
                 doc.status, doc.status_details = "error", str(e)
         else:
             doc.status = "processed"
-        self._commit(doc, key, path)
+        self._commit(doc, key, path, project)
         return doc
 
-    def create_internal(self, data: bytes, filename: str, purpose: str) -> FileObject:
-        """A file the service writes itself (e.g. a job's result CSV)."""
+    def create_internal(self, data: bytes, filename: str, purpose: str, project: str) -> FileObject:
+        """A file the service writes itself for a project (e.g. a job's result CSV)."""
         file_id = new_id("file")
         key, path = self._receive(file_id, io.BytesIO(data), limit=len(data))
         doc = FileObject(id=file_id, bytes=len(data), created_at=int(time.time()), filename=filename,
                          purpose=purpose, status="processed")
-        self._commit(doc, key, path)
+        self._commit(doc, key, path, project)
         return doc
 
     def _receive(self, file_id: str, stream: BinaryIO, limit: int) -> tuple[str, Path]:
@@ -75,12 +75,12 @@ class FileService:
         self._copy(stream, path, limit)
         return key, path
 
-    def _commit(self, doc: FileObject, key: str, path: Path) -> None:
+    def _commit(self, doc: FileObject, key: str, path: Path, project: str) -> None:
         """Store the object (S3), then its row; neither stays without the other."""
         try:
             if self.objects.local_path(key) is None:
                 self.objects.put_file(key, path)
-            self.db.insert_file(doc.model_dump(), key)
+            self.db.insert_file(doc.model_dump(), key, project)
         except Exception:
             path.unlink(missing_ok=True)  # no stored file without its row
             if self.objects.local_path(key) is None:
@@ -104,25 +104,27 @@ class FileService:
             raise _storage_error(e) from None
         return size
 
-    def get(self, file_id: str) -> FileObject:
-        return FileObject(**self._row(file_id)[0])
+    # `project`: the caller's (another project's file is not found); None: the service's own use
+    def get(self, file_id: str, project: str | None) -> FileObject:
+        return FileObject(**self._row(file_id, project)[0])
 
-    def path(self, file_id: str) -> Path:
+    def path(self, file_id: str, project: str | None) -> Path:
         """A local path of the file's content (downloaded once from S3)."""
-        return self.objects.fetch(self._row(file_id)[1])
+        return self.objects.fetch(self._row(file_id, project)[1])
 
-    def _row(self, file_id: str) -> tuple[dict, str]:
-        row = self.db.get_file(file_id)
+    def _row(self, file_id: str, project: str | None) -> tuple[dict, str]:
+        row = self.db.get_file(file_id, project)
         if row is None:
             raise APIError(Kind.NOT_FOUND, f"No such File object: {file_id}", param="id", code="file_not_found")
         return row
 
-    def list(self, purpose: str | None, after: str | None, limit: int, order: str) -> ListObject[FileObject]:
-        docs, more = self.db.list_files(purpose, after, limit, order)
+    def list(self, project: str, purpose: str | None, after: str | None, limit: int,
+             order: str) -> ListObject[FileObject]:
+        docs, more = self.db.list_files(project, purpose, after, limit, order)
         return ListObject[FileObject].page([FileObject(**d) for d in docs], more)
 
-    def delete(self, file_id: str) -> DeletedObject:
-        _, key = self._row(file_id)
+    def delete(self, file_id: str, project: str) -> DeletedObject:
+        _, key = self._row(file_id, project)
         if self.db.file_in_use(file_id):
             raise APIError(Kind.CONFLICT, f"File {file_id} is used by an active fine-tuning job or batch.",
                            param="id", code="file_in_use")

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from service.deps import Jobs
+from service.deps import Jobs, Project
 from service.fine_tuning.protocol import (
     CreateFineTuningJobRequest,
     FineTuningJob,
@@ -16,44 +16,45 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 
 
 @router.post("", response_model=FineTuningJob)
-async def create_fine_tuning_job(jobs: Jobs, body: CreateFineTuningJobRequest) -> FineTuningJob:
-    return jobs.create(body)
+async def create_fine_tuning_job(jobs: Jobs, project: Project, body: CreateFineTuningJobRequest) -> FineTuningJob:
+    return jobs.create(body, project)
 
 
 @router.get("", response_model=ListObject[FineTuningJob])
-def list_fine_tuning_jobs(jobs: Jobs, request: Request, after: str | None = None, limit: Limit = 20) -> ListObject:
+def list_fine_tuning_jobs(jobs: Jobs, project: Project, request: Request, after: str | None = None,
+                          limit: Limit = 20) -> ListObject:
     # metadata filter, as the openai client sends it: metadata[key]=value
     metadata = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")}
-    return jobs.list(after, limit, metadata)
+    return jobs.list(project, after, limit, metadata)
 
 
 @router.get("/{fine_tuning_job_id}", response_model=FineTuningJob)
-def retrieve_fine_tuning_job(jobs: Jobs, fine_tuning_job_id: str) -> FineTuningJob:
-    return jobs.get(fine_tuning_job_id)
+def retrieve_fine_tuning_job(jobs: Jobs, project: Project, fine_tuning_job_id: str) -> FineTuningJob:
+    return jobs.get(fine_tuning_job_id, project)
 
 
 @router.post("/{fine_tuning_job_id}/cancel", response_model=FineTuningJob)
-async def cancel_fine_tuning_job(jobs: Jobs, fine_tuning_job_id: str) -> FineTuningJob:
-    return await jobs.cancel(fine_tuning_job_id)
+async def cancel_fine_tuning_job(jobs: Jobs, project: Project, fine_tuning_job_id: str) -> FineTuningJob:
+    return await jobs.cancel(fine_tuning_job_id, project)
 
 
 @router.post("/{fine_tuning_job_id}/pause", response_model=FineTuningJob)
-async def pause_fine_tuning_job(jobs: Jobs, fine_tuning_job_id: str) -> FineTuningJob:
-    return await jobs.pause(fine_tuning_job_id)
+async def pause_fine_tuning_job(jobs: Jobs, project: Project, fine_tuning_job_id: str) -> FineTuningJob:
+    return await jobs.pause(fine_tuning_job_id, project)
 
 
 @router.post("/{fine_tuning_job_id}/resume", response_model=FineTuningJob)
-async def resume_fine_tuning_job(jobs: Jobs, fine_tuning_job_id: str) -> FineTuningJob:
-    return await jobs.resume(fine_tuning_job_id)
+async def resume_fine_tuning_job(jobs: Jobs, project: Project, fine_tuning_job_id: str) -> FineTuningJob:
+    return await jobs.resume(fine_tuning_job_id, project)
 
 
 @router.get("/{fine_tuning_job_id}/events", response_model=ListObject[FineTuningJobEvent])
-def list_fine_tuning_events(jobs: Jobs, fine_tuning_job_id: str, after: str | None = None,
+def list_fine_tuning_events(jobs: Jobs, project: Project, fine_tuning_job_id: str, after: str | None = None,
                             limit: Limit = 20) -> ListObject:
-    return jobs.events(fine_tuning_job_id, after, limit)
+    return jobs.events(fine_tuning_job_id, project, after, limit)
 
 
 @router.get("/{fine_tuning_job_id}/checkpoints", response_model=ListObject[FineTuningJobCheckpoint])
-def list_fine_tuning_checkpoints(jobs: Jobs, fine_tuning_job_id: str, after: str | None = None,
+def list_fine_tuning_checkpoints(jobs: Jobs, project: Project, fine_tuning_job_id: str, after: str | None = None,
                                  limit: Limit = 10) -> ListObject:
-    return jobs.checkpoints(fine_tuning_job_id, after, limit)
+    return jobs.checkpoints(fine_tuning_job_id, project, after, limit)

@@ -61,6 +61,7 @@ class JobRunner:
         self._tokenizer = None  # the base model's, loaded when a text file's blocks are first counted
         self.backend = backend or LocalBackend(settings.trainer_threads)
         self.evals = None  # the EvalService, for each job's before/after eval; set by the app
+        self.metrics = None  # the app's Metrics (training tokens by project); set by the app
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._runs: dict[str, TrainingRun] = {}  # the trainers this server watches, by job
         self._tasks: set[asyncio.Task] = set()
@@ -223,9 +224,9 @@ class JobRunner:
         """The file's training example count (for text: the blocks its documents are packed into) and its
         data format (`auto`, or `plaintext` for a .txt upload)."""
         code = "invalid_training_file" if param == "training_file" else "invalid_validation_file"
-        data_format = file_format(self.files.get(file_id).filename)
+        data_format = file_format(self.files.get(file_id, None).filename)
         try:
-            ds = load_dataset(self.files.path(file_id), data_format)
+            ds = load_dataset(self.files.path(file_id, None), data_format)
         except DataError as e:
             raise _Invalid(code, str(e), param) from None
         if STAGE_KINDS[stage] != ds.kind:
@@ -296,8 +297,8 @@ class JobRunner:
         if self._parent(job) is not None:
             parent = str(self.objects.fetch_tree(f"jobs/{job.id}/parent", self.run_dir(job.id) / "parent"))
         return dict(model_name_or_path=str(self.base_model_path), output_dir=str(self.run_dir(job.id)),
-                    dataset=str(self.files.path(job.training_file)),
-                    eval_dataset=str(self.files.path(job.validation_file)) if job.validation_file else None,
+                    dataset=str(self.files.path(job.training_file, None)),
+                    eval_dataset=str(self.files.path(job.validation_file, None)) if job.validation_file else None,
                     adapter_name_or_path=parent)
 
     def _prepare_run_dir(self, job_id: str) -> Path:
@@ -485,11 +486,14 @@ class JobRunner:
             await self._publish_checkpoint_locked(job_id, model_name, done["steps"], adapter, done.get("metrics", {}))
             await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id,
                                     step=done["steps"], replace=True, parent=self._parent(self.store.get(job_id)))
+            project = self.db.job_row(job_id).project_id
             results = self.files.create_internal(self._results_csv(job_id), "step_metrics.csv",
-                                                 "fine-tune-results")
+                                                 "fine-tune-results", project)
             self.store.update(job_id, expect=("running",), status="succeeded", fine_tuned_model=model_name,
                              finished_at=int(time.time()), trained_tokens=done["trained_tokens"],
                              result_files=[results.id], estimated_finish=None)
+        if self.metrics is not None:
+            self.metrics.training_tokens(project, done["trained_tokens"])
         self.store.add_event(job_id, f"New fine-tuned model created: {model_name}")
         try:
             await asyncio.to_thread(self._before_after_eval, self.store.get(job_id), model_name)
@@ -503,7 +507,7 @@ class JobRunner:
         if self.evals is None or not job.validation_file or len(measured) < 2:
             return
         items = []
-        for conversation in load_dataset(self.files.path(job.validation_file)).examples[:MAX_PROBES]:
+        for conversation in load_dataset(self.files.path(job.validation_file, None)).examples[:MAX_PROBES]:
             messages = conversation.messages
             last = max(i for i, m in enumerate(messages) if m.role == "assistant")
             items.append({"input": [{"role": m.role, "content": m.content} for m in messages[:last]],
@@ -511,6 +515,7 @@ class JobRunner:
         before, after = measured[0], measured[-1]
         if not len(items) == len(before["answers"]) == len(after["answers"]):
             return  # a validation row without an answer to ask for: no item to pair with
+        project = self.db.job_row(job.id).project_id
         ev = self.evals.create(CreateEvalRequest.model_validate({
             "name": f"{model_name}: before and after", "metadata": {"fine_tuning_job": job.id},
             "data_source_config": {"type": "custom", "include_sample_schema": True, "item_schema": {
@@ -520,13 +525,15 @@ class JobRunner:
                 {"type": "string_check", "name": "exact match", "input": "{{sample.output_text}}",
                  "reference": "{{item.reference}}", "operation": "eq"},
                 {"type": "text_similarity", "name": "fuzzy match", "input": "{{sample.output_text}}",
-                 "reference": "{{item.reference}}", "evaluation_metric": "fuzzy_match", "pass_threshold": 0.9}]}))
+                 "reference": "{{item.reference}}", "evaluation_metric": "fuzzy_match", "pass_threshold": 0.9}]}),
+            project)
         for label, model, data in (("before", job.model, before), ("after", model_name, after)):
             rows = [{"item": item, "sample": {"output_text": answer, "model": model}}
                     for item, answer in zip(items, data["answers"])]
             self.evals.create_run(ev.id, CreateEvalRunRequest.model_validate({
                 "name": f"{label}: {model}", "metadata": {"step": str(data["step"])},
-                "data_source": {"type": "jsonl", "source": {"type": "file_content", "content": rows}}}), "")
+                "data_source": {"type": "jsonl", "source": {"type": "file_content", "content": rows}}}), "",
+                project)
         exact = [round(d["valid_exact_match"] * len(items)) for d in (before, after)]
         self.store.add_event(job.id, f"Before/after evaluation {ev.id}: {exact[0]}/{len(items)} validation "
                              f"answers exact before training, {exact[1]}/{len(items)} after",

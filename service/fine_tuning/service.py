@@ -23,6 +23,7 @@ from service.fine_tuning.protocol import (
     Hyperparameters,
 )
 from service.fine_tuning.store import JobStore
+from service.projects.service import Access
 from service.protocol import ListObject
 from service.settings import Settings
 
@@ -33,19 +34,26 @@ if TYPE_CHECKING:
 class JobService:
     """The API's side of jobs: create and read them, and ask the runner to cancel, pause or resume."""
 
-    def __init__(self, store: JobStore, files: FileService, settings: Settings, runner: JobRunner):
+    def __init__(self, store: JobStore, files: FileService, settings: Settings, runner: JobRunner, access: Access):
         self.store, self.db, self.files, self.settings, self.runner = store, store.db, files, settings, runner
+        self.access = access
 
     # ------------------------------------------------------------------ create
-    def create(self, req: CreateFineTuningJobRequest) -> FineTuningJob:
+    def create(self, req: CreateFineTuningJobRequest, project: str) -> FineTuningJob:
         waiting = self.db.count_jobs_by_status()
         if waiting.get("validating_files", 0) + waiting.get("queued", 0) >= self.settings.max_queued_jobs:
             raise APIError(Kind.RATE_LIMITED, f"{self.settings.max_queued_jobs} fine-tuning jobs are already "
                            "waiting; retry later.", code="too_many_queued_jobs", headers={"Retry-After": "30"})
+        mine = self.db.count_jobs_by_status(project)
+        if sum(mine.get(s, 0) for s in ("validating_files", "queued", "running")) >= \
+                self.settings.project_max_training_jobs:
+            raise APIError(Kind.RATE_LIMITED, f"Your project has {self.settings.project_max_training_jobs} "
+                           "fine-tuning jobs validating, queued or running, its limit; retry when one ends.",
+                           code="project_rate_limit_exceeded", headers={"Retry-After": "30"})
         base = self.settings.base_model_name
-        self._check_file(req.training_file, "training_file")
+        self._check_file(req.training_file, "training_file", project)
         if req.validation_file:
-            self._check_file(req.validation_file, "validation_file")
+            self._check_file(req.validation_file, "validation_file", project)
         if req.integrations:
             raise APIError(Kind.INVALID_REQUEST, "Integrations are not supported.", param="integrations")
         if req.hyperparameters and req.method:
@@ -55,7 +63,7 @@ class JobService:
         kind = req.method.type if req.method else "supervised"
         hp_param = f"method.{kind}.hyperparameters" if req.method else "hyperparameters"
         if req.model != base:
-            self._check_parent(req.model, hp, hp_param)
+            self._check_parent(req.model, hp, hp_param, project)
         if req.resources and self.settings.training_backend != "ray":
             raise APIError(Kind.INVALID_REQUEST, "resources apply to the Ray training backend "
                            "(--training-backend ray); this server trains each job in a local process.",
@@ -75,19 +83,20 @@ class JobService:
             method={"type": kind, kind: {"hyperparameters": hp.model_dump(exclude_none=True)}},
             metadata=req.metadata, user_provided_suffix=req.suffix,
         )
-        self.db.insert_job(job.model_dump(), model_name, f"jobs/{job_id}",
+        self.db.insert_job(job.model_dump(), model_name, f"jobs/{job_id}", project,
                            req.resources.model_dump(exclude_none=True) if req.resources else None)
         self.store.add_event(job_id, f"Validating training file: {req.training_file}")
         self.runner.submit(job_id)
         return job
 
-    def _check_parent(self, model: str, hp: Hyperparameters, hp_param: str) -> None:
-        """Training on from a fine-tuned model (or checkpoint): it must be one of ours, and the LoRA
-        hyperparameters given must be its own (training continues on its weights)."""
+    def _check_parent(self, model: str, hp: Hyperparameters, hp_param: str, project: str) -> None:
+        """Training on from a fine-tuned model (or checkpoint): it must be one the project may use, and the
+        LoRA hyperparameters given must be its own (training continues on its weights)."""
         base = self.settings.base_model_name
         try:
+            self.access.usable(model, project)
             config = json.loads((self.runner.adapters.local_copy(model) / "adapter_config.json").read_text())
-        except (AdapterError, OSError, ValueError):
+        except (APIError, AdapterError, OSError, ValueError):
             raise APIError(Kind.INVALID_REQUEST, f"Model {model!r} is not available for fine-tuning; this server "
                            f"fine-tunes {base!r} and the models fine-tuned from it.", param="model",
                            code="model_not_available") from None
@@ -102,8 +111,8 @@ class JobService:
                                f"{name}={parents!r}: training on from a fine-tuned model keeps its LoRA shape. "
                                f"Leave {name} out.", param=f"{hp_param}.{name}", code="invalid_hyperparameters")
 
-    def _check_file(self, file_id: str, param: str) -> None:
-        row = self.db.get_file(file_id)
+    def _check_file(self, file_id: str, param: str, project: str) -> None:
+        row = self.db.get_file(file_id, project)
         if row is None:
             raise APIError(Kind.INVALID_REQUEST, f"File {file_id} does not exist.", param=param, code="file_not_found")
         doc = row[0]
@@ -115,27 +124,28 @@ class JobService:
                            f"{doc['status_details']}", param=param, code="invalid_training_file")
 
     # ------------------------------------------------------------------ read
-    def get(self, job_id: str) -> FineTuningJob:
-        return self.store.get(job_id)
+    def get(self, job_id: str, project: str) -> FineTuningJob:
+        return self.store.get(job_id, project)
 
-    def list(self, after: str | None, limit: int, metadata: dict[str, str]) -> ListObject[FineTuningJob]:
-        docs, more = self.db.list_jobs(after, limit, metadata)
+    def list(self, project: str, after: str | None, limit: int, metadata: dict[str, str]) -> ListObject[FineTuningJob]:
+        docs, more = self.db.list_jobs(project, after, limit, metadata)
         return ListObject.page([FineTuningJob(**d) for d in docs], more)
 
-    def events(self, job_id: str, after: str | None, limit: int) -> ListObject[FineTuningJobEvent]:
-        self.get(job_id)
+    def events(self, job_id: str, project: str, after: str | None, limit: int) -> ListObject[FineTuningJobEvent]:
+        self.get(job_id, project)
         docs, more = self.db.list_events(job_id, after, limit)
         return ListObject.page([FineTuningJobEvent(**d) for d in docs], more)
 
-    def checkpoints(self, job_id: str, after: str | None, limit: int) -> ListObject[FineTuningJobCheckpoint]:
-        self.get(job_id)
+    def checkpoints(self, job_id: str, project: str, after: str | None,
+                    limit: int) -> ListObject[FineTuningJobCheckpoint]:
+        self.get(job_id, project)
         docs, more = self.db.list_checkpoints(job_id, after, limit)
         return ListObject.page([FineTuningJobCheckpoint(**d) for d in docs], more)
 
     # ------------------------------------------------------------------ change
-    async def cancel(self, job_id: str) -> FineTuningJob:
+    async def cancel(self, job_id: str, project: str) -> FineTuningJob:
         """Final at any moment: under the job's lock, so the runner is never midway through publishing."""
-        self.get(job_id)
+        self.get(job_id, project)
         async with self.runner.lock(job_id):
             job = self.store.update(job_id, status="cancelled", finished_at=int(time.time()), estimated_finish=None)
             if job is None:
@@ -144,9 +154,9 @@ class JobService:
         await self.runner.stop_job(job_id)
         return job
 
-    async def pause(self, job_id: str) -> FineTuningJob:
+    async def pause(self, job_id: str, project: str) -> FineTuningJob:
         """A queued job waits; a running one checkpoints after its current step and its trainer exits."""
-        self.get(job_id)
+        self.get(job_id, project)
         async with self.runner.lock(job_id):
             job = self.store.update(job_id, expect=("queued", "running"), status="paused", estimated_finish=None)
             if job is None:
@@ -155,9 +165,9 @@ class JobService:
         self.runner.pause_job(job_id)
         return job
 
-    async def resume(self, job_id: str) -> FineTuningJob:
+    async def resume(self, job_id: str, project: str) -> FineTuningJob:
         """A paused job is queued again and trains on from its last checkpoint."""
-        self.get(job_id)
+        self.get(job_id, project)
         async with self.runner.lock(job_id):
             job = self.store.update(job_id, expect=("paused",), status="queued")
             if job is None:
@@ -167,6 +177,6 @@ class JobService:
         return job
 
     def _cannot(self, job_id: str, verb: str, code: str) -> APIError:
-        status = self.get(job_id).status
+        status = self.store.get(job_id).status
         return APIError(Kind.INVALID_REQUEST, f"Job {job_id} is {status} and cannot be {verb}.",
                         param="fine_tuning_job_id", code=code)

@@ -21,8 +21,9 @@ class JobStore:
     def __init__(self, db: Database):
         self.db = db
 
-    def get(self, job_id: str) -> FineTuningJob:
-        doc = self.db.get_job(job_id)
+    def get(self, job_id: str, project: str | None = None) -> FineTuningJob:
+        """The job; with `project`, only if it is that project's (another's is not found, as a missing one)."""
+        doc = self.db.get_job(job_id, project)
         if doc is None:
             raise APIError(Kind.NOT_FOUND, f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id",
                            code="fine_tuning_job_not_found")

@@ -39,8 +39,9 @@ from service.inference.tools import ToolUse
 
 
 class ChatService(GenerationService):
-    async def create(self, req: ChatCompletionRequest, priority: int = 0) -> ChatCompletion | AsyncIterator[str]:
-        lora = await self.admit(req)
+    async def create(self, req: ChatCompletionRequest, project: str,
+                     priority: int = 0) -> ChatCompletion | AsyncIterator[str]:
+        lora = await self.admit(req, project)
         tools = ToolUse(req, self.engine.tokenizer)
         tools.check_constraints()
         prompt_ids = self._render(req, tools)
@@ -51,10 +52,10 @@ class ChatService(GenerationService):
         params = sampling_params(req, max_tokens, n_logprobs, req.response_format,
                                  structured=tools.structured_outputs())
         rid = request_id("chatcmpl")
-        outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora, priority), lora)
+        outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora, priority), project, lora)
         if req.stream:
-            return guarded(self._stream(req, rid, len(prompt_ids), outputs, tools))
-        return await self._complete(req, rid, len(prompt_ids), outputs, tools)
+            return guarded(self._stream(req, project, rid, len(prompt_ids), outputs, tools))
+        return await self._complete(req, project, rid, len(prompt_ids), outputs, tools)
 
     def _render(self, req: ChatCompletionRequest, tools: ToolUse) -> list[int]:
         tokenizer = self.engine.tokenizer
@@ -84,7 +85,7 @@ class ChatService(GenerationService):
         return dict(id=rid, created=created, model=req.model, choices=choices, service_tier=service_tier(
             req.service_tier), system_fingerprint=self.engine.fingerprint, **fields)
 
-    async def _complete(self, req, rid: str, n_prompt: int, outputs, tools: ToolUse) -> ChatCompletion:
+    async def _complete(self, req, project: str, rid: str, n_prompt: int, outputs, tools: ToolUse) -> ChatCompletion:
         done = sorted((await self.accumulate(outputs)).values(), key=lambda c: c.index)
         choices = []
         for c in done:
@@ -94,12 +95,12 @@ class ChatService(GenerationService):
                 index=c.index, message=ChatCompletionMessage(content=content, tool_calls=calls or None),
                 logprobs=self._logprobs(req, c), finish_reason="tool_calls" if calls and reason == "stop" else reason))
         n_completion = sum(len(c.token_ids) for c in done)
-        self.count_tokens(req.model, n_prompt, n_completion)
+        self.count_tokens(req.model, project, n_prompt, n_completion)
         return ChatCompletion(**self._response(req, rid, now(), choices, usage=usage(n_prompt, n_completion),
                                                metadata=req.metadata,
                                                prompt_logprobs=prompt_logprobs(done[0].prompt_logprobs)))
 
-    async def _stream(self, req, rid: str, n_prompt: int, outputs, tools: ToolUse) -> AsyncIterator[str]:
+    async def _stream(self, req, project: str, rid: str, n_prompt: int, outputs, tools: ToolUse) -> AsyncIterator[str]:
         created = now()
         include_usage, continuous = stream_usage(req)
         n_completion = 0
@@ -128,7 +129,7 @@ class ChatService(GenerationService):
                         logprobs=self._logprobs(req, c), finish_reason=reason))
             if choices:
                 yield chunk(choices)
-        self.count_tokens(req.model, n_prompt, n_completion)
+        self.count_tokens(req.model, project, n_prompt, n_completion)
         if include_usage:
             yield chunk([], usage=usage(n_prompt, n_completion))
         yield DONE

@@ -24,10 +24,10 @@ from service.inference.protocol import Completion, CompletionChoice, CompletionL
 
 
 class CompletionService(GenerationService):
-    async def create(self, req: CompletionRequest, priority: int = 0) -> Completion | AsyncIterator[str]:
+    async def create(self, req: CompletionRequest, project: str, priority: int = 0) -> Completion | AsyncIterator[str]:
         from vllm.utils.async_utils import merge_async_iterators
 
-        lora = await self.admit(req)
+        lora = await self.admit(req, project)
         prompts = self._prompts(req)
         for ids in prompts:
             self.check_prompt(ids, "prompt")
@@ -41,10 +41,10 @@ class CompletionService(GenerationService):
         streams = [self.engine.generate(ids, sampling_params(req, limit, req.logprobs, prompt_logprobs=scored),
                                         f"{rid}-{i}", lora, priority)
                    for i, (ids, limit) in enumerate(zip(prompts, limits))]
-        merged = await self.open(merge_async_iterators(*streams), lora, "prompt")
+        merged = await self.open(merge_async_iterators(*streams), project, lora, "prompt")
         if req.stream:
-            return guarded(self._stream(req, rid, prompts, n, merged))
-        return await self._complete(req, rid, prompts, n, merged)
+            return guarded(self._stream(req, project, rid, prompts, n, merged))
+        return await self._complete(req, project, rid, prompts, n, merged)
 
     def _prompts(self, req: CompletionRequest) -> list[list[int]]:
         p = req.prompt
@@ -100,17 +100,17 @@ class CompletionService(GenerationService):
         return Completion(id=rid, created=created, model=req.model, choices=choices,
                           system_fingerprint=self.engine.fingerprint, **fields)
 
-    async def _complete(self, req, rid, prompts, n, merged) -> Completion:
+    async def _complete(self, req, project, rid, prompts, n, merged) -> Completion:
         done = await self.accumulate(merged, key=lambda item: item)
         choices, n_completion = [], 0
         for (i, _), c in sorted(done.items()):
             n_completion += len(c.token_ids) if req.max_tokens != 0 else 0
             choices.append(self._choice(req, i * n + c.index, prompts[i], c, True, c.prompt_logprobs))
         n_prompt = sum(len(ids) for ids in prompts)
-        self.count_tokens(req.model, n_prompt, n_completion)
+        self.count_tokens(req.model, project, n_prompt, n_completion)
         return self._response(rid, now(), req, choices, usage=usage(n_prompt, n_completion))
 
-    async def _stream(self, req, rid, prompts, n, merged) -> AsyncIterator[str]:
+    async def _stream(self, req, project, rid, prompts, n, merged) -> AsyncIterator[str]:
         created, n_completion, started = now(), 0, set()
         prompt_lps: dict[int, list] = {}
         n_prompt = sum(len(ids) for ids in prompts)
@@ -129,7 +129,7 @@ class CompletionService(GenerationService):
             if choices:
                 yield sse(self._response(rid, created, req, choices,
                                          usage=usage(n_prompt, n_completion) if continuous else None))
-        self.count_tokens(req.model, n_prompt, n_completion)
+        self.count_tokens(req.model, project, n_prompt, n_completion)
         if include_usage:
             yield sse(self._response(rid, created, req, [], usage=usage(n_prompt, n_completion)))
         yield DONE

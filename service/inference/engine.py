@@ -158,15 +158,17 @@ class _Loaded:
 class AdapterResolver:
     """`model` -> LoRARequest (or None for the base model), loading each adapter version once."""
 
-    def __init__(self, store: AdapterStore, engine: Engine, settings: Settings, metrics=None):
-        self.store, self.engine, self.settings, self.metrics = store, engine, settings, metrics
+    def __init__(self, store: AdapterStore, access, engine: Engine, settings: Settings, metrics=None):
+        self.store, self.access, self.engine, self.settings, self.metrics = store, access, engine, settings, metrics
         # (name, sha256) -> id, least recently used first; kept within max_cpu_loras by removing
         # the oldest from the engine ourselves, so that evictions are known and counted
         self._loaded: collections.OrderedDict[tuple[str, str], _Loaded] = collections.OrderedDict()
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._next_id = 1
 
-    async def resolve(self, model: str):
+    async def resolve(self, model: str, project: str):
+        """`project` may use the base model, its own fine-tuned models and those shared with it; any other
+        answers 404 exactly as a missing one does."""
         from vllm.lora.request import LoRARequest
 
         base = self.settings.base_model_name
@@ -178,6 +180,8 @@ class AdapterResolver:
             raise model_not_found(model) from None
         except (AdapterError, OSError, ValueError, TypeError):
             raise adapter_unusable(model, "its metadata is unreadable") from None
+        if not await asyncio.to_thread(self.access.can_use, meta, project):
+            raise model_not_found(model)
         if meta.base_model != base:
             raise APIError(Kind.INVALID_REQUEST, f"The adapter '{model}' was trained on '{meta.base_model}', "
                            f"but this server serves '{base}'.", param="model", code="adapter_base_mismatch")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -18,13 +20,33 @@ log = logging.getLogger("ftserve.generation")
 
 
 class Admission:
-    """The bound on generation requests, shared by chat and completions.
+    """The bounds on generation requests, shared by chat and completions.
 
     A request counts as `pending` from admission until the engine returns its first output, and
-    then as one of the engine's running requests; past `limit` together, new requests get 429."""
+    then as one of the engine's running requests; past `limit` together, new requests get 429. Each
+    project may have `per_project` requests in flight at once (from admission to their last token)."""
 
-    def __init__(self, limit: int):
-        self.limit, self.pending = limit, 0
+    def __init__(self, limit: int, per_project: int):
+        self.limit, self.pending, self.per_project = limit, 0, per_project
+        self.in_flight: collections.Counter[str] = collections.Counter()
+
+    def enter(self, project: str) -> Callable[[], None]:
+        """Take one of the project's slots; returns what gives it back (once, however often it is called)."""
+        if self.in_flight[project] >= self.per_project:
+            raise APIError(Kind.RATE_LIMITED, f"Your project is at its limit of {self.per_project} concurrent "
+                           "generation requests; retry shortly.", code="project_rate_limit_exceeded",
+                           headers={"Retry-After": "1"})
+        self.in_flight[project] += 1
+        given_back = False
+
+        def leave() -> None:
+            nonlocal given_back
+            if not given_back:
+                given_back = True
+                self.in_flight[project] -= 1
+                if self.in_flight[project] <= 0:
+                    del self.in_flight[project]
+        return leave
 
 
 @dataclass
@@ -45,11 +67,11 @@ class GenerationService:
     def __init__(self, engine, resolver, admission: Admission, metrics=None):
         self.engine, self.resolver, self.admission, self.metrics = engine, resolver, admission, metrics
 
-    async def admit(self, req):
+    async def admit(self, req, project: str):
         """Checks every generation request passes first; returns its LoRARequest (None: base model)."""
         self.engine.require_ready()
         reject_unsupported(req.unsupported())
-        return await self.resolver.resolve(req.model)
+        return await self.resolver.resolve(req.model, project)
 
     def check_prompt(self, ids: list[int], param: str) -> None:
         """400 for a prompt the engine would refuse (empty) or crash on (token ids out of range)."""
@@ -62,7 +84,7 @@ class GenerationService:
             raise APIError(Kind.INVALID_REQUEST, f"Token id {bad} in the {param} is out of range: the model's "
                            f"vocabulary has ids 0 to {vocab - 1}.", param=param, code="invalid_token_id")
 
-    async def open(self, outputs: AsyncIterator, lora=None, param: str = "messages") -> AsyncIterator:
+    async def open(self, outputs: AsyncIterator, project: str, lora=None, param: str = "messages") -> AsyncIterator:
         """Submit a request and wait for its first output; the outputs, timed, from there on.
 
         Waiting here means errors at submission are answered as errors, not in a stream, and
@@ -71,16 +93,18 @@ class GenerationService:
             raise APIError(Kind.RATE_LIMITED, f"The server is at its limit of {self.admission.limit} concurrent "
                            "generation requests; retry shortly.", code="too_many_requests",
                            headers={"Retry-After": "1"})
+        leave = self.admission.enter(project)
         # `anext` runs the engine request's generator up to its first await, which counts it in
         # `in_flight`: no other request can pass the check above in between
         self.admission.pending += 1
         started = time.perf_counter()
         try:
             first = await anext(outputs)
-        except APIError:
-            raise
-        except Exception as e:  # the engine refused the request
-            error = self._submission_error(e, lora, param)
+        except BaseException as e:
+            leave()
+            if isinstance(e, APIError) or not isinstance(e, Exception):
+                raise
+            error = self._submission_error(e, lora, param)  # the engine refused the request
             if error is None:
                 raise
             raise error from e
@@ -88,7 +112,10 @@ class GenerationService:
             self.admission.pending -= 1
         if self.metrics is not None:
             self.metrics.ttft.observe(time.perf_counter() - started)
-        return self._timed(first, outputs, started)
+            self.metrics.project_request(project)
+        timed = self._timed(first, outputs, started, leave)
+        weakref.finalize(timed, leave)  # a response dropped before it was read gives its slot back too
+        return timed
 
     def _submission_error(self, e: Exception, lora, param: str) -> APIError | None:
         """What a client should be told when the engine refuses its request; None: a server bug."""
@@ -103,18 +130,23 @@ class GenerationService:
             return model_not_found(name) if not self.resolver.store.exists(name) else adapter_unusable(name, str(e))
         return None
 
-    async def _timed(self, first, outputs: AsyncIterator, started: float) -> AsyncIterator:
-        last = time.perf_counter()
-        yield first
-        async for output in outputs:
-            now_ = time.perf_counter()
-            produced = sum(len(c.token_ids) for c in _choices(output)) or 1
+    async def _timed(self, first, outputs: AsyncIterator, started: float, leave: Callable[[], None]) -> AsyncIterator:
+        """The outputs, timed; the project's slot is given back when they end, however they end (the
+        caller closes this generator: `guarded` for streams, `accumulate` otherwise)."""
+        try:
+            last = time.perf_counter()
+            yield first
+            async for output in outputs:
+                now_ = time.perf_counter()
+                produced = sum(len(c.token_ids) for c in _choices(output)) or 1
+                if self.metrics is not None:
+                    self.metrics.itl.observe((now_ - last) / produced)
+                last = now_
+                yield output
             if self.metrics is not None:
-                self.metrics.itl.observe((now_ - last) / produced)
-            last = now_
-            yield output
-        if self.metrics is not None:
-            self.metrics.e2e.observe(last - started)
+                self.metrics.e2e.observe(last - started)
+        finally:
+            leave()
 
     @staticmethod
     async def accumulate(outputs: AsyncIterator, key=lambda item: (0, item)) -> dict[tuple[int, int], Accumulated]:
@@ -136,9 +168,9 @@ class GenerationService:
             acc.prompt_logprobs = prompt_lps.get(prompt_index)
         return done
 
-    def count_tokens(self, model: str, prompt: int, completion: int) -> None:
+    def count_tokens(self, model: str, project: str, prompt: int, completion: int) -> None:
         if self.metrics is not None:
-            self.metrics.tokens(model, prompt, completion)
+            self.metrics.tokens(model, project, prompt, completion)
 
 
 def _choices(output):

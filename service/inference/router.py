@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from service.deps import Chat, Completions
+from service.deps import Chat, Completions, Project
 from service.inference.protocol import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -9,16 +9,16 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.post("/chat/completions", response_model=ChatCompletion)
-async def create_chat_completion(chat: Chat, body: ChatCompletionRequest):
-    result = await chat.create(body)
+async def create_chat_completion(chat: Chat, project: Project, body: ChatCompletionRequest):
+    result = await chat.create(body, project)
     if isinstance(result, ChatCompletion):
         return result
     return StreamingResponse(result, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.post("/completions", response_model=Completion)
-async def create_completion(completions: Completions, body: CompletionRequest):
-    result = await completions.create(body)
+async def create_completion(completions: Completions, project: Project, body: CompletionRequest):
+    result = await completions.create(body, project)
     if isinstance(result, Completion):
         return result
     return StreamingResponse(result, media_type="text/event-stream", headers=SSE_HEADERS)

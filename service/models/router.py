@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from service.deps import Models
+from service.deps import Models, Project
 from service.models.protocol import Model
 from service.protocol import DeletedObject, ListObject
 
@@ -8,15 +8,15 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("", response_model=ListObject[Model])
-def list_models(models: Models) -> ListObject[Model]:
-    return models.list()
+def list_models(models: Models, project: Project) -> ListObject[Model]:
+    return models.list(project)
 
 
 @router.get("/{model:path}", response_model=Model)
-def retrieve_model(models: Models, model: str) -> Model:
-    return models.get(model)
+def retrieve_model(models: Models, project: Project, model: str) -> Model:
+    return models.get(model, project)
 
 
 @router.delete("/{model:path}", response_model=DeletedObject)
-def delete_model(models: Models, model: str) -> DeletedObject:
-    return models.delete(model)
+def delete_model(models: Models, project: Project, model: str) -> DeletedObject:
+    return models.delete(model, project)

@@ -24,6 +24,9 @@ ROOTS = [
     "CreateChatCompletionResponse", "CreateChatCompletionStreamResponse", "CreateCompletionResponse",
     "ErrorResponse", "Batch", "ListBatchesResponse", "Eval", "EvalList", "EvalRun", "EvalRunList",
     "EvalRunOutputItem", "EvalRunOutputItemList",
+    "Project", "ProjectListResponse", "ProjectServiceAccount", "ProjectServiceAccountListResponse",
+    "ProjectServiceAccountCreateResponse", "ProjectServiceAccountDeleteResponse", "FineTuningCheckpointPermission",
+    "ListFineTuningCheckpointPermissionResponse", "DeleteFineTuningCheckpointPermissionResponse",
     # requests: every field they name must have an answer in ftserve
     "CreateChatCompletionRequest", "CreateCompletionRequest", "CreateFineTuningJobRequest", "CreateFileRequest",
     "CreateBatchRequest", "CreateEvalRequest", "CreateEvalRunRequest",

@@ -24,8 +24,10 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, model: Path | None = None, env: dict[str, str] | None = None, **settings):
-        self.data_dir, self.port, self.env = Path(data_dir), free_port(), env or {}
+    def __init__(self, data_dir: Path, model: Path | None = None, env: dict[str, str] | None = None,
+                 api_key: str = "unused", **settings):
+        """`api_key`: what `client()` sends by default (a server with keys needs one of them)."""
+        self.data_dir, self.port, self.env, self.api_key = Path(data_dir), free_port(), env or {}, api_key
         self.args = [sys.executable, "-m", "service.cli", "serve", "--data-dir", str(data_dir),
                      "--port", str(self.port), "--trainer-threads", "1", "--log-level", "warning"]
         if model is not None:  # served as its directory's name: "ftserve-tiny" for the test model
@@ -39,9 +41,9 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def client(self, timeout: float = 120, api_key: str = "unused") -> OpenAI:
+    def client(self, timeout: float = 120, api_key: str | None = None) -> OpenAI:
         """The official openai client on this server, without retries (a test sees every answer)."""
-        return OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, timeout=timeout)
+        return OpenAI(base_url=self.url + "/v1", api_key=api_key or self.api_key, max_retries=0, timeout=timeout)
 
     def start(self, timeout: float = 120) -> Server:
         return self.spawn().wait_ready(timeout)

@@ -30,10 +30,10 @@ def test_migrations_are_versioned_and_idempotent(url):
     Database(url).close()
     db = Database(url)  # a second start finds nothing to do
     with db.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0008"
         tables = set(sa.inspect(conn).get_table_names())
     assert {"files", "jobs", "events", "checkpoints", "batches", "evals", "eval_runs", "eval_output_items",
-            "alembic_version"} <= tables
+            "projects", "service_accounts", "checkpoint_permissions", "server_secrets", "alembic_version"} <= tables
     db.close()
 
 
@@ -74,30 +74,40 @@ def test_a_database_from_before_versioning_is_kept_and_stamped(tmp_path):
     # local paths became storage keys (0003), so another data dir or an object store finds them
     assert db.job_row("ftjob-old").run_dir == "jobs/ftjob-old"
     assert db.get_file("file-old") == ({"id": "file-old"}, "files/file-old")
-    assert db.list_jobs(None, 10, {"team": "x"})[0][0]["id"] == "ftjob-old"
+    # what existed before projects (0008) is the default project's
+    assert db.get_file("file-old", "proj_default") is not None and db.get_file("file-old", "proj_other") is None
+    assert db.list_jobs("proj_default", None, 10, {"team": "x"})[0][0]["id"] == "ftjob-old"
+    assert db.list_jobs("proj_other", None, 10, {})[0] == []
+    assert db.get_project("proj_default")["status"] == "active"
     db.close()
 
 
 def test_rows_pages_and_filters(url):
     db = Database(url)
     for i in range(5):
-        db.insert_file({"id": f"file-{i}", "purpose": "fine-tune" if i % 2 else "batch"}, f"/p/{i}")
-    docs, more = db.list_files(None, None, 2, "asc")
+        db.insert_file({"id": f"file-{i}", "purpose": "fine-tune" if i % 2 else "batch"}, f"/p/{i}", "proj_a")
+    db.insert_file({"id": "file-b", "purpose": "fine-tune"}, "/p/b", "proj_b")
+    docs, more = db.list_files("proj_a", None, None, 2, "asc")
     assert [d["id"] for d in docs] == ["file-0", "file-1"] and more
-    docs, more = db.list_files("fine-tune", "file-1", 10, "asc")
+    docs, more = db.list_files("proj_a", "fine-tune", "file-1", 10, "asc")
     assert [d["id"] for d in docs] == ["file-3"] and not more
-    assert [d["id"] for d in db.list_files(None, "file-3", 10, "desc")[0]] == ["file-2", "file-1", "file-0"]
+    assert [d["id"] for d in db.list_files("proj_a", None, "file-3", 10, "desc")[0]] == ["file-2", "file-1", "file-0"]
     assert db.get_file("file-2") == ({"id": "file-2", "purpose": "batch"}, "/p/2")
+    assert db.get_file("file-2", "proj_a") is not None and db.get_file("file-2", "proj_b") is None
+    assert [d["id"] for d in db.list_files("proj_b", None, None, 10, "asc")[0]] == ["file-b"]
 
-    db.insert_job(_job("ftjob-1", metadata={"team": "a b", "k.v": "1"}), "ft:one", "/run/1")
-    db.insert_job(_job("ftjob-2"), "ft:two", "/run/2")
-    assert [d["id"] for d in db.list_jobs(None, 10, {"k.v": "1"})[0]] == ["ftjob-1"]
-    assert [d["id"] for d in db.list_jobs(None, 10, {"team": "a b"})[0]] == ["ftjob-1"]
-    assert [d["id"] for d in db.list_jobs("ftjob-2", 10, {})[0]] == ["ftjob-1"]
+    db.insert_job(_job("ftjob-1", metadata={"team": "a b", "k.v": "1"}), "ft:one", "/run/1", "proj_a")
+    db.insert_job(_job("ftjob-2"), "ft:two", "/run/2", "proj_a")
+    assert [d["id"] for d in db.list_jobs("proj_a", None, 10, {"k.v": "1"})[0]] == ["ftjob-1"]
+    assert [d["id"] for d in db.list_jobs("proj_a", None, 10, {"team": "a b"})[0]] == ["ftjob-1"]
+    assert [d["id"] for d in db.list_jobs("proj_a", "ftjob-2", 10, {})[0]] == ["ftjob-1"]
+    assert db.list_jobs("proj_b", None, 10, {})[0] == [] and db.get_job("ftjob-1", "proj_b") is None
+    assert db.job_projects(["ftjob-1", "ftjob-x"]) == {"ftjob-1": "proj_a"}
     row = db.job_row("ftjob-2")
     assert (row.status, row.model_name, row.run_dir, row.pid) == ("queued", "ft:two", "/run/2", None)
     assert db.file_in_use("file-a") and not db.file_in_use("file-b")
-    assert db.count_jobs_by_status() == {"queued": 2}
+    assert db.count_jobs_by_status() == {"queued": 2} == db.count_jobs_by_status("proj_a")
+    assert db.count_jobs_by_status("proj_b") == {}
 
     for step in (1, 2, 2):
         db.upsert_checkpoint("ftjob-1", step, {"id": f"ck-{step}", "step_number": step, "v": step})
@@ -113,7 +123,7 @@ def test_rows_pages_and_filters(url):
 def test_a_status_change_is_written_only_from_the_expected_status(url):
     """Many writers racing to move one queued job on: exactly one wins (a job is claimed once)."""
     db = Database(url)
-    db.insert_job(_job("ftjob-r"), "ft:r", "/run/r")
+    db.insert_job(_job("ftjob-r"), "ft:r", "/run/r", "proj_a")
     wins = []
 
     def claim(i):
@@ -134,7 +144,7 @@ def test_claiming_hands_each_queued_job_to_exactly_one_worker(url):
     """Eight workers draining one queue of twelve jobs: every job claimed once, oldest first per worker."""
     db = Database(url)
     for i in range(12):
-        db.insert_job(_job(f"ftjob-{i:02d}", "queued" if i != 5 else "paused"), "ft:m", "/run")
+        db.insert_job(_job(f"ftjob-{i:02d}", "queued" if i != 5 else "paused"), "ft:m", "/run", "proj_a")
     claimed: list[list[str]] = [[] for _ in range(8)]
 
     def worker(mine: list[str]):
@@ -156,8 +166,8 @@ def test_claiming_hands_each_queued_job_to_exactly_one_worker(url):
 
 def test_a_lapsed_lease_puts_the_job_back_in_the_queue(url):
     db = Database(url)
-    db.insert_job(_job("ftjob-a"), "ft:a", "/run/a")
-    db.insert_job(_job("ftjob-b"), "ft:b", "/run/b")
+    db.insert_job(_job("ftjob-a"), "ft:a", "/run/a", "proj_a")
+    db.insert_job(_job("ftjob-b"), "ft:b", "/run/b", "proj_a")
     assert db.claim_next_job("server-1") == "ftjob-a" and db.claim_next_job("server-2") == "ftjob-b"
     assert db.job_row("ftjob-a").owner == "server-1"
     assert db.renew_leases("server-1", ["ftjob-a", "ftjob-b"]) == {"ftjob-a"}  # b is server-2's

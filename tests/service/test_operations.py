@@ -26,7 +26,7 @@ FAMILIES = [
     "ftserve_inter_token_latency_seconds", "ftserve_e2e_request_latency_seconds", "ftserve_prompt_tokens",
     "ftserve_generation_tokens", "ftserve_requests_running", "ftserve_requests_waiting", "ftserve_fine_tuning_jobs",
     "ftserve_training_tokens_per_second", "ftserve_adapter_loads", "ftserve_adapter_load_seconds",
-    "ftserve_adapter_evictions",
+    "ftserve_adapter_evictions", "ftserve_project_requests", "ftserve_project_tokens", "ftserve_project_training_tokens",
 ]
 
 

@@ -79,3 +79,44 @@ def test_a_job_outlives_the_server_training_it(tiny_model, tmp_path, postgres):
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_revoked_key_is_refused_by_every_replica_at_once(tiny_model, tmp_path, postgres):
+    """Two control-plane replicas on one database: a service account made through one works on both;
+    deleted through the other, its key answers 401 on both from the next request on. The database
+    (`pg_dump`) holds the key's digest only. A replica with another key secret refuses to start."""
+    import secrets
+
+    url = postgres.database("revoke")
+    env = {"FTSERVE_ADMIN_KEY": "admin-" + secrets.token_hex(8), "FTSERVE_KEY_SECRET": secrets.token_hex(32)}
+    replicas = [Server(tmp_path / f"r{i}", model=tiny_model, engine="none", database_url=url, env=env,
+                       replica_id=f"r{i}") for i in range(2)]
+    for replica in replicas:
+        replica.start()
+    try:
+        admin = {"Authorization": f"Bearer {env['FTSERVE_ADMIN_KEY']}"}
+        a, b = replicas
+        project = httpx.post(a.url + "/v1/organization/projects", json={"name": "p"}, headers=admin).json()["id"]
+        account = httpx.post(f"{a.url}/v1/organization/projects/{project}/service_accounts", json={"name": "s"},
+                             headers=admin).json()
+        key = {"Authorization": f"Bearer {account['api_key']['value']}"}
+        assert [httpx.get(r.url + "/v1/files", headers=key).status_code for r in replicas] == [200, 200]
+        deleted = httpx.delete(f"{b.url}/v1/organization/projects/{project}/service_accounts/{account['id']}",
+                               headers=admin)
+        assert deleted.json()["deleted"] is True
+        answers = [httpx.get(r.url + "/v1/files", headers=key) for r in replicas]
+        assert [r.status_code for r in answers] == [401, 401]
+        assert all(r.json()["error"]["code"] == "invalid_api_key" for r in answers)
+
+        again = httpx.post(f"{a.url}/v1/organization/projects/{project}/service_accounts", json={"name": "t"},
+                           headers=admin).json()["api_key"]["value"]
+        dump = postgres.dump(url.rsplit("/", 1)[1])
+        assert "service_accounts" in dump and again not in dump and env["FTSERVE_ADMIN_KEY"] not in dump
+
+        stranger = Server(tmp_path / "r2", model=tiny_model, engine="none", database_url=url,
+                          env={**env, "FTSERVE_KEY_SECRET": "another"}, replica_id="r2")
+        with pytest.raises(RuntimeError, match="same FTSERVE_KEY_SECRET"):
+            stranger.start(timeout=60)
+    finally:
+        for replica in replicas:
+            replica.stop()

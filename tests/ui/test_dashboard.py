@@ -11,10 +11,12 @@ import httpx
 import pytest
 
 from tests.conftest import FACTS, REPO, write_jsonl
+from tests.service.conftest import wait_for
 from tests.service.server import Server
 
 pytestmark = pytest.mark.slow
-KEY = "dashboard-key"
+KEY = "dashboard-key"  # the default project's
+ADMIN = "dashboard-admin-key"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # FTSERVE_SCREENSHOTS=docs writes the screenshots the README shows into docs/ (else the test's tmp dir)
 SHOTS = os.environ.get("FTSERVE_SCREENSHOTS")
@@ -23,7 +25,7 @@ SHOTS = os.environ.get("FTSERVE_SCREENSHOTS")
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model, max_lora_rank=16,
-                 env={"FTSERVE_API_KEYS": KEY}).start(timeout=240)
+                 env={"FTSERVE_API_KEYS": KEY, "FTSERVE_ADMIN_KEY": ADMIN}).start(timeout=240)
     yield srv
     srv.stop()
 
@@ -58,9 +60,9 @@ def _shot(page, tmp_path, name: str) -> None:
         page.screenshot(path=str(REPO / SHOTS / f"dashboard-{name}.png"), full_page=True)
 
 
-def _sign_in(page, server, path="/ui/"):
+def _sign_in(page, server, path="/ui/", key=KEY):
     page.goto(server.url + path)
-    page.get_by_label("API key").fill(KEY)
+    page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Open the dashboard").click()
     page.get_by_role("heading", name="Fine-tuning jobs").wait_for()
 
@@ -222,3 +224,39 @@ def test_the_dashboard_works_behind_a_path_prefix(page, server):
 
 def _client(server):
     return server.client(api_key=KEY)
+
+
+def test_the_dashboard_shows_only_the_keys_project(page, browser, server, tmp_path):
+    """The default project's file, job and model are not on the pages another project's key opens."""
+    with _api(server) as api:
+        file = api.post("/v1/files", data={"purpose": "fine-tune"},
+                        files={"file": ("ours.jsonl", FACTS.read_bytes())}).json()["id"]
+        job = api.post("/v1/fine_tuning/jobs", json={"model": "ftserve-tiny", "training_file": file, "method": {
+            "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 12}}}}).json()["id"]
+        model = wait_for(lambda: api.get(f"/v1/fine_tuning/jobs/{job}").json()["fine_tuned_model"], timeout=180,
+                         what="the default project's model")
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    project = httpx.post(server.url + "/v1/organization/projects", json={"name": "other"}, headers=admin).json()["id"]
+    other = httpx.post(f"{server.url}/v1/organization/projects/{project}/service_accounts", json={"name": "ui"},
+                       headers=admin).json()["api_key"]["value"]
+
+    _sign_in(page, server, key=other)
+    page.get_by_text("No fine-tuning jobs yet").wait_for()
+    assert page.locator("tr[data-job]").count() == 0
+    page.get_by_role("link", name="Files").click()
+    page.get_by_role("heading", name="Files").wait_for()
+    page.get_by_text("No files yet").wait_for()
+    assert page.locator(f"tr[data-file='{file}']").count() == 0
+    page.get_by_role("link", name="Models").click()
+    page.locator("tr[data-model='ftserve-tiny']").wait_for()  # the base model is everyone's
+    assert page.locator("tr[data-model]").count() == 1 and model not in page.content()
+    page.goto(f"{server.url}/ui/#/jobs/{job}")
+    page.get_by_text("No such fine-tuning job").wait_for()
+    _shot(page, tmp_path, "other-project")
+
+    assert all("404" in e for e in page.console_errors)  # the job page's own request
+
+    ours = browser.new_context().new_page()  # the default project's key, in another browser session
+    _sign_in(ours, server)
+    ours.locator(f"tr[data-job='{job}']").wait_for()
+    ours.context.close()

@@ -64,6 +64,7 @@ async function allPages(path) {  // every item of a paginated list, newest first
   }
 }
 
+function emptyRow(columns, text) { return h("tr", { class: "empty" }, h("td", { colspan: columns, text })); }
 function errorBox(err) { return h("p", { class: "error", role: "alert", text: err.message || String(err) }); }
 
 // ------------------------------------------------------------------ the key
@@ -91,6 +92,7 @@ async function jobsPage() {
   let after = null;
   async function load() {
     const page = await api(`/v1/fine_tuning/jobs?limit=20${after ? `&after=${after}` : ""}`);
+    if (!after && !page.data.length) list.append(emptyRow(8, "No fine-tuning jobs yet"));
     for (const job of page.data) list.append(jobRow(job));
     after = page.data.length ? page.data[page.data.length - 1].id : after;
     more.hidden = !page.has_more;
@@ -400,6 +402,7 @@ async function filesPage() {
   input.addEventListener("change", () => { if (input.files.length) upload(input.files[0]); });
   async function load() {
     const files = await allPages("/v1/files");
+    if (!files.length) { list.replaceChildren(emptyRow(7, "No files yet")); return; }
     list.replaceChildren(...files.map((f) => h("tr", { "data-file": f.id },
       h("td", { text: f.filename }), h("td", { text: f.id }), h("td", { text: f.purpose }),
       h("td", {}, h("span", { class: `status ${f.status}`, text: f.status }),

@@ -1,0 +1,1 @@
+"""Projects, their service accounts and keys, and the sharing of fine-tuned models between them."""
