@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make serve` and `make test`. Both install .venv first.
-.PHONY: install serve demo-train test bench-train bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch openapi
+.PHONY: install serve demo-train test bench-train bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch bench-scoping openapi
 
 install:
 	@scripts/install.sh
@@ -37,6 +37,9 @@ bench-adapter-load: install
 bench-batch: install
 	.venv/bin/python bench/batch.py --lines 48 --probes 15
 	.venv/bin/python bench/batch.py --lines 96 --probes 15 --concurrency 16 --out bench/results/batch-saturated.json
+
+bench-scoping: install
+	.venv/bin/python bench/scoping.py
 
 bench-ray: install
 	.venv/bin/python bench/ray_training.py

@@ -111,17 +111,18 @@ class Auth:
             return await self.app(scope, receive, send)
         status, body = 0, bytearray()
 
-        async def recorded_send(message):
+        async def recorded_send(message):  # the record is written before the response's last byte is sent
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and len(body) < 65536:
-                body.extend(message.get("body", b""))
+            elif message["type"] == "http.response.body":
+                if len(body) < 65536:
+                    body.extend(message.get("body", b""))
+                if not message.get("more_body") and status < 400:
+                    self._audit(scope, caller, bytes(body))
             await send(message)
 
         await self.app(scope, receive, recorded_send)
-        if status < 400:
-            self._audit(scope, caller, bytes(body))
 
     @staticmethod
     def _audit(scope, caller: Caller, body: bytes) -> None:

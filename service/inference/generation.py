@@ -99,15 +99,10 @@ class GenerationService:
         self.admission.pending += 1
         started = time.perf_counter()
         try:
-            first = await anext(outputs)
-        except BaseException as e:
+            first = await self._first(outputs, lora, param)
+        except BaseException:  # refused, or the client went away: the project's slot is free again
             leave()
-            if isinstance(e, APIError) or not isinstance(e, Exception):
-                raise
-            error = self._submission_error(e, lora, param)  # the engine refused the request
-            if error is None:
-                raise
-            raise error from e
+            raise
         finally:
             self.admission.pending -= 1
         if self.metrics is not None:
@@ -116,6 +111,17 @@ class GenerationService:
         timed = self._timed(first, outputs, started, leave)
         weakref.finalize(timed, leave)  # a response dropped before it was read gives its slot back too
         return timed
+
+    async def _first(self, outputs: AsyncIterator, lora, param: str):
+        try:
+            return await anext(outputs)
+        except APIError:
+            raise
+        except Exception as e:  # the engine refused the request
+            error = self._submission_error(e, lora, param)
+            if error is None:
+                raise
+            raise error from e
 
     def _submission_error(self, e: Exception, lora, param: str) -> APIError | None:
         """What a client should be told when the engine refuses its request; None: a server bug."""
