@@ -489,17 +489,18 @@ class JobRunner:
             project = self.db.job_row(job_id).project_id
             results = self.files.create_internal(self._results_csv(job_id), "step_metrics.csv",
                                                  "fine-tune-results", project)
+            # everything a client reads about a succeeded job is there before its status says so
+            self.store.add_event(job_id, f"New fine-tuned model created: {model_name}")
+            try:
+                await asyncio.to_thread(self._before_after_eval, self.store.get(job_id), model_name)
+            except Exception:  # noqa: BLE001 - the model is there either way; the report is extra
+                log.exception("job %s: could not store its before/after evaluation", job_id)
+            self.store.add_event(job_id, "The job has successfully completed")
             self.store.update(job_id, expect=("running",), status="succeeded", fine_tuned_model=model_name,
                              finished_at=int(time.time()), trained_tokens=done["trained_tokens"],
                              result_files=[results.id], estimated_finish=None)
         if self.metrics is not None:
             self.metrics.training_tokens(project, done["trained_tokens"])
-        self.store.add_event(job_id, f"New fine-tuned model created: {model_name}")
-        try:
-            await asyncio.to_thread(self._before_after_eval, self.store.get(job_id), model_name)
-        except Exception:  # noqa: BLE001 - the model is there either way; the report is extra
-            log.exception("job %s: could not store its before/after evaluation", job_id)
-        self.store.add_event(job_id, "The job has successfully completed")
 
     def _before_after_eval(self, job, model_name: str) -> None:
         """The trainer's before/after answers as an eval with two runs (Evals API), for people to open."""
