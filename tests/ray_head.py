@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.service.server import free_port
+from tests.service.server import free_ports
 
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
        "RAY_JOB_STOP_WAIT_TIME_S": "30"}  # a stopped job's trainer has time to checkpoint (pause)
@@ -29,11 +29,11 @@ ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_
 class RayHead:
     def __init__(self, root: Path, num_cpus: int = 2):
         self.root, self.num_cpus = Path(root), num_cpus
-        self.port, self.dashboard_port = free_port(), free_port()
-        # every port Ray would otherwise take from a fixed default, so that heads never collide
-        self.ports = {name: free_port() for name in (
-            "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-            "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port")}
+        # every port Ray would otherwise take from a fixed default, so that heads never collide; all distinct
+        names = ("ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                 "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port")
+        self.port, self.dashboard_port, *rest = free_ports(2 + len(names))
+        self.ports = dict(zip(names, rest))
         self.proc: subprocess.Popen | None = None
 
     @property

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.service.server import free_port
+from tests.service.server import free_ports
 
 ACCESS_KEY, SECRET_KEY, REGION = "ftserve-test", "ftserve-test-secret", "us-east-1"
 PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
@@ -35,7 +35,7 @@ def weed_binary() -> str:
 class SeaweedS3:
     def __init__(self, root: Path, bucket: str = "ftserve"):
         self.root, self.bucket = Path(root), bucket
-        self.ports = {name: free_port() for name in PORTS}
+        self.ports = dict(zip(PORTS, free_ports(len(PORTS))))  # all distinct
         self.proc: subprocess.Popen | None = None
 
     @property
