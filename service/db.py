@@ -296,7 +296,7 @@ class Database:
             self._write(server_secrets.insert().values(name=name, value=value))
         except sa.exc.IntegrityError:
             pass
-        return self._one(sa.select(server_secrets.c.value).where(server_secrets.c.name == name)).value
+        return self.stored_secret(name)
 
     def stored_secret(self, name: str) -> str | None:
         row = self._one(sa.select(server_secrets.c.value).where(server_secrets.c.name == name))
