@@ -17,29 +17,29 @@ test: install
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 bench-train: install
-	.venv/bin/python bench/train.py
+	.venv/bin/python -m bench.train
 
 openapi: install
 	.venv/bin/ftserve openapi -o openapi.yaml
 
 bench-serve: install
-	.venv/bin/python bench/serve.py
+	.venv/bin/python -m bench.serve
 
 bench-reliability: install
-	.venv/bin/python bench/reliability.py
+	.venv/bin/python -m bench.reliability
 
 bench-scale: install
-	.venv/bin/python bench/scale.py
+	.venv/bin/python -m bench.scale
 
 bench-adapter-load: install
-	.venv/bin/python bench/adapter_load.py
+	.venv/bin/python -m bench.adapter_load
 
 bench-batch: install
-	.venv/bin/python bench/batch.py --lines 48 --probes 15
-	.venv/bin/python bench/batch.py --lines 96 --probes 15 --concurrency 16 --out bench/results/batch-saturated.json
+	.venv/bin/python -m bench.batch --lines 48 --probes 15
+	.venv/bin/python -m bench.batch --lines 96 --probes 15 --concurrency 16 --out bench/results/batch-saturated.json
 
 bench-scoping: install
-	.venv/bin/python bench/scoping.py
+	.venv/bin/python -m bench.scoping
 
 bench-ray: install
-	.venv/bin/python bench/ray_training.py
+	.venv/bin/python -m bench.ray_training

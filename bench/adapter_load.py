@@ -22,15 +22,14 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tests.support.paths import REPO
+
 RESULTS = REPO / "bench" / "results" / "adapter_load.json"
 
 
@@ -64,8 +63,8 @@ def _first_token(http: httpx.Client, model: str) -> float:
 
 def main() -> None:
     from adapters import AdapterCache, AdapterStore, ObjectAdapterStore, open_objects
-    from tests.seaweedfs import SeaweedS3
-    from tests.service.server import Server
+    from tests.support.seaweedfs import SeaweedS3
+    from tests.support.server import Server
     from trainer.tiny_model import build_tiny_model
 
     parser = argparse.ArgumentParser()

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -34,8 +33,8 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tests.support.paths import REPO
+
 RESULTS = REPO / "bench" / "results" / "batch.json"
 CONCURRENCY = 4
 LINE = {"model": "ftserve-tiny", "messages": [{"role": "user", "content": "Tell me a long story."}],
@@ -78,7 +77,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args()
 
-    from tests.service.server import Server
+    from tests.support.server import Server
     from trainer.tiny_model import cached_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))

@@ -23,15 +23,14 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tests.support.paths import REPO
+
 RESULTS = REPO / "bench" / "results" / "ray_training.json"
 FACTS = REPO / "examples" / "facts.jsonl"
 
@@ -68,8 +67,8 @@ def _tokens_per_s(http: httpx.Client, file_id: str, n_workers: int) -> float:
 
 
 def main() -> None:
-    from tests.ray_head import RayHead
-    from tests.service.server import Server
+    from tests.support.ray_head import RayHead
+    from tests.support.server import Server
     from trainer.tiny_model import build_tiny_model
 
     parser = argparse.ArgumentParser()

@@ -12,9 +12,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO
+
 OUT = REPO / "bench" / "results" / "reliability.json"
 
 if __name__ == "__main__":

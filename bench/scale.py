@@ -17,15 +17,14 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tests.support.paths import REPO
+
 RESULTS = REPO / "bench" / "results" / "scale.json"
 
 
@@ -41,8 +40,8 @@ def _create_to_running(http: httpx.Client, file_id: str) -> float:
 
 
 def main() -> None:
-    from tests.postgres import Postgres
-    from tests.service.server import Server
+    from tests.support.postgres import Postgres
+    from tests.support.server import Server
     from trainer.tiny_model import build_tiny_model
 
     parser = argparse.ArgumentParser()

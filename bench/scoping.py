@@ -20,15 +20,14 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tests.support.paths import REPO
+
 RESULTS = REPO / "bench" / "results" / "scoping.json"
 ADMIN, DEFAULT_KEY = "bench-admin-key", "bench-default-key"
 
@@ -48,7 +47,7 @@ def _summary(times: list[float]) -> dict:
 
 
 def main() -> None:
-    from tests.service.server import Server
+    from tests.support.server import Server
     from trainer.tiny_model import cached_tiny_model
 
     parser = argparse.ArgumentParser()

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tests.support.paths import REPO
+
 RESULTS = REPO / "bench" / "results" / "serve.json"
 MODEL = "ftserve-tiny"
 ENGINE = {"max_loras": 8, "max_cpu_loras": 16, "max_lora_rank": 64, "max_model_len": 2048}
@@ -201,7 +201,6 @@ def main() -> None:
     vllm, ftserve = (_best(runs[k]) for k in ("vllm", "ftserve"))
 
     import torch
-
     import vllm as vllm_pkg
 
     result = {

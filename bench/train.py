@@ -41,8 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tests.support.paths import REPO
+
 RESULTS = REPO / "bench" / "results" / "train.json"
 BATCH, LR, RANK, ALPHA, THREADS, SEED = 8, 2e-4, 8, 16, 2, 0
 
@@ -234,7 +234,7 @@ def main() -> None:
     for rep in range(a.repeats):
         for method in METHODS:  # interleaved, so drift of the machine hits all three alike
             proc = subprocess.run(
-                [sys.executable, __file__, "--child", method, str(model_dir),
+                [sys.executable, "-m", "bench.train", "--child", method, str(model_dir),
                  str(pairs if method.endswith("_dpo") else data), str(a.steps)],
                 capture_output=True, text=True, env=env, cwd=REPO,
             )

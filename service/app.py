@@ -1,10 +1,11 @@
-"""The FastAPI application: wiring of settings, stores, services and routes."""
+"""The FastAPI application: the core (settings, database, object store, adapter store, metrics) and the
+features composed on it, in the order of FEATURES (see service/components.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -12,37 +13,37 @@ from fastapi import FastAPI
 
 from adapters import AdapterCache, AdapterStore, ObjectAdapterStore, open_objects
 from service import errors, health
-from service.batches import router as batches
-from service.batches.runner import BatchRunner
-from service.batches.service import BatchService
+from service.batches import feature as batches
+from service.components import Components, Feature
 from service.db import Database, sqlite_url
-from service.evals import router as evals
-from service.evals.runner import EvalRunner
-from service.evals.service import EvalService
-from service.files import router as files
-from service.ui import router as ui
-from service.files.service import FileService
-from service.fine_tuning import router as jobs
-from service.fine_tuning.backends import open_backend
-from service.fine_tuning.runner import JobRunner
-from service.fine_tuning.service import JobService
-from service.fine_tuning.store import JobStore
-from service.inference import router as chat
-from service.inference.chat import ChatService
-from service.inference.completions import CompletionService
-from service.inference.engine import AdapterResolver, Engine
-from service.inference.generation import Admission
+from service.evals import feature as evals
+from service.files import feature as files
+from service.fine_tuning import feature as fine_tuning
+from service.inference import feature as inference
 from service.metrics import Metrics
 from service.middleware import Auth, CatchAll, HTTPMetrics, RequestId, UploadLimit
-from service.models import router as models
-from service.models.service import ModelService
-from service.projects import router as projects
-from service.projects.keys import Keyring, load_secret
-from service.projects.service import Access, ProjectService
+from service.migrations import upgrade
+from service.models import feature as models
+from service.projects import feature as projects
+from service.projects.keys import Keyring
 from service.protocol import ErrorResponse
 from service.settings import Settings
+from service.ui import feature as ui
 
 log = logging.getLogger("ftserve")
+
+# Build order: a feature may use the services of those before it (and every feature's stores).
+FEATURES: list[Feature] = [
+    projects.feature,
+    files.feature,
+    models.feature,
+    inference.feature,
+    batches.feature,
+    evals.feature,
+    fine_tuning.feature,
+    ui.feature,
+    health.feature,
+]
 
 
 def base_model_path(settings: Settings) -> Path:
@@ -58,60 +59,48 @@ def base_model_path(settings: Settings) -> Path:
     return path
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def open_database(settings: Settings) -> Database:
+    """The configured database (SQLite in the data dir unless --database-url), its schema upgraded."""
+    db = Database(settings.database_url or sqlite_url(settings.db_path),
+                  None if settings.database_url else settings.db_reserve_path)
+    upgrade(db.engine)
+    return db
+
+
+def open_adapters(settings: Settings, objects):
+    if settings.storage_url:
+        cache = AdapterCache(settings.cache_dir / "adapters", int(settings.adapter_cache_gib * 2**30))
+        return ObjectAdapterStore(objects, cache)
+    return AdapterStore(settings.adapters_dir)
+
+
+def create_app(settings: Settings | None = None, features: list[Feature] | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.data_dir = settings.data_dir.resolve()
-    keys = settings.load_api_keys()  # read once: the key files are mounted Secrets
-    admin_key = settings.load_admin_key()
-    if admin_key and settings.database_url and not settings.load_key_secret():
+    features = FEATURES if features is None else features
+    if settings.load_admin_key() and settings.database_url and not settings.load_key_secret():
         raise SystemExit("With an admin key and a shared database (--database-url), give every server the same "
                          "key secret (FTSERVE_KEY_SECRET or --key-secret-file): service account keys are "
                          "checked under it, by any server.")
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         model_path = await asyncio.to_thread(base_model_path, settings)
-        db = await asyncio.to_thread(Database, settings.database_url or sqlite_url(settings.db_path),
-                                     None if settings.database_url else settings.db_reserve_path)
+        db = await asyncio.to_thread(open_database, settings)
         objects = open_objects(settings.storage_url, settings.data_dir, settings.cache_dir)
-        if settings.storage_url:
-            cache = AdapterCache(settings.cache_dir / "adapters", int(settings.adapter_cache_gib * 2**30))
-            adapters = ObjectAdapterStore(objects, cache)
-        else:
-            adapters = AdapterStore(settings.adapters_dir)
-        secret = load_secret(settings.load_key_secret(), settings.key_secret_path)
-        app.state.keyring = keyring = await asyncio.to_thread(Keyring, db, secret, keys, admin_key)
-        access = Access(db, adapters)
-        app.state.projects = ProjectService(db, keyring, adapters)
-        file_service = FileService(db, objects, settings.max_upload_bytes)
-        store = JobStore(db)
-        runner = JobRunner(store, file_service, adapters, objects, settings, model_path, open_backend(settings))
-        app.state.settings, app.state.db, app.state.adapters, app.state.objects = settings, db, adapters, objects
-        app.state.files, app.state.runner = file_service, runner
-        app.state.jobs = JobService(store, file_service, settings, runner, access)
-        app.state.models = ModelService(adapters, access, settings, int(time.time()))
-        engine = Engine(settings, model_path)
-        metrics = app.state.metrics
-        resolver = AdapterResolver(adapters, access, engine, settings, metrics)
-        app.state.engine = engine
-        admission = Admission(settings.max_concurrent_generations, settings.project_max_generations)
-        app.state.admission = admission
-        app.state.chat = ChatService(engine, resolver, admission, metrics)
-        app.state.completions = CompletionService(engine, resolver, admission, metrics)
-        batch_runner = BatchRunner(db, file_service, app.state.chat, app.state.completions, settings)
-        app.state.batches = BatchService(db, file_service, batch_runner)
-        eval_runner = EvalRunner(db, file_service, app.state.batches, settings)
-        app.state.evals = eval_runner.service = EvalService(db, file_service, app.state.models, eval_runner)
-        runner.evals = app.state.evals
-        runner.metrics = metrics
-        if settings.engine == "vllm":
-            engine.start_background()
-        await runner.start()
-        if settings.engine == "vllm":  # batches run on the engine; without one they wait
-            await batch_runner.start()
-        await eval_runner.start()
-        if keyring.open:
+        c = Components(settings, db, objects, open_adapters(settings, objects), metrics, model_path)
+        for feature in features:  # every store first: services may take another feature's store
+            c.add(*feature.stores(db))
+        for feature in features:
+            if feature.build is not None:
+                feature.build(c)
+        app.state.components = c
+        for start in c.starts:
+            if inspect.isawaitable(started := start()):
+                await started
+        if c.get(Keyring).open:
             log.warning("no API keys configured (FTSERVE_API_KEYS / FTSERVE_API_KEY_FILE / FTSERVE_ADMIN_KEY): the "
                         "API is open to anyone who can reach it, as the default project")
         log.info("ftserve ready: base model %s (%s), data in %s, storage %s", settings.base_model_name, model_path,
@@ -119,23 +108,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await eval_runner.close()
-            await batch_runner.close()
-            await runner.close()
-            await engine.close()
+            for stop in reversed(c.stops):
+                if inspect.isawaitable(stopped := stop()):
+                    await stopped
             db.close()
 
     app = FastAPI(title="ftserve", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible LoRA fine-tuning and inference.")
     errors.install(app)
     error = {"model": ErrorResponse, "description": "An error, in OpenAI's envelope"}
-    for router in (chat.router, files.router, jobs.router, projects.permissions, batches.router, evals.router,
-                   models.router, projects.router, health.router):
-        app.include_router(router, responses={"4XX": error, "5XX": error})
-    app.include_router(ui.router)  # the dashboard: its page, then its files
-    app.mount("/ui", ui.static, name="ui")
-    metrics = Metrics()
-    app.state.metrics = metrics
+    for feature in features:
+        for router in feature.routers:
+            app.include_router(router, **({"responses": {"4XX": error, "5XX": error}} if feature.route_responses
+                                          else {}))
+        for path, mounted, name in feature.mounts:
+            app.mount(path, mounted, name=name)
     # outermost last: every response gets its request id, metrics see every request, auth runs before
     # the upload limit reads a body, and unexpected errors are answered inside all of them
     app.add_middleware(CatchAll)

@@ -1,4 +1,4 @@
-"""The `ftserve` command line: tiny-model, eval, train, serve."""
+"""The `ftserve` command line: tiny-model, eval, train, serve, migrate, openapi."""
 
 from __future__ import annotations
 
@@ -88,6 +88,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from service.app import open_database
+    from service.settings import Settings
+
+    settings = Settings(**{k: v for k, v in vars(args).items() if k in ("data_dir", "database_url") and v is not None})
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings)  # upgrades the schema to the newest version; a second run finds nothing to do
+    with db.engine.connect() as conn:
+        version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    db.close()
+    print(f"database schema at version {version}: {db.url.render_as_string(hide_password=True)}")
+    return 0
+
+
 def _openapi(args: argparse.Namespace) -> int:
     from service.app import openapi_yaml
 
@@ -135,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, field in Settings.model_fields.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=field.description)
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("migrate", help="upgrade the database schema to this version's (serve does it at start too)",
+                       description="Upgrade the database schema to this version's. `ftserve serve` does the same at "
+                       "start; run this first to upgrade a shared database once, before replicas roll.")
+    for name in ("data_dir", "database_url"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
+                       help=Settings.model_fields[name].description)
+    p.set_defaults(func=_migrate)
 
     p = sub.add_parser("openapi", help="print the API's OpenAPI schema as YAML (the committed openapi.yaml)")
     p.add_argument("-o", "--output", type=Path)

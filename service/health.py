@@ -1,6 +1,13 @@
+"""Probes and Prometheus metrics. They report on every feature, so the feature list names this one last."""
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from service.components import Components, Feature
+from service.fine_tuning.runner import JobRunner
+from service.fine_tuning.store import JobStore
+from service.inference.engine import Engine
+from service.inference.generation import Admission
 from service.metrics import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["health"])
@@ -9,17 +16,17 @@ router = APIRouter(tags=["health"])
 @router.get("/health")
 def health(request: Request) -> JSONResponse:
     """The process is alive, and its engine (if any) has not died."""
-    dead = request.app.state.engine.dead
+    dead = request.app.state.components.get(Engine).dead
     return JSONResponse({"status": "engine failed" if dead else "ok"}, 503 if dead else 200)
 
 
 @router.get("/ready")
 def ready(request: Request) -> JSONResponse:
     """Ready to serve: the database and the object store answer, and the engine (unless disabled) is up."""
-    state = request.app.state
-    db_ok = state.db.ping()
-    storage_ok = state.objects.ping()
-    engine_ok = state.settings.engine == "none" or state.engine.ready
+    c: Components = request.app.state.components
+    db_ok = c.db.ping()
+    storage_ok = c.objects.ping()
+    engine_ok = c.settings.engine == "none" or c.get(Engine).ready
     ok = db_ok and storage_ok and engine_ok
     body = {"status": "ready" if ok else "not ready", "database": db_ok, "object_store": storage_ok,
             "engine": engine_ok}
@@ -29,7 +36,10 @@ def ready(request: Request) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
     """Prometheus metrics."""
-    state = request.app.state
-    body = state.metrics.render(state.engine, state.admission.pending, state.db.count_jobs_by_status(),
-                                dict(state.runner.training_tokens_per_s))
+    c: Components = request.app.state.components
+    body = c.metrics.render(c.get(Engine), c.get(Admission).pending, c.get(JobStore).count_by_status(),
+                            dict(c.get(JobRunner).training_tokens_per_s))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+feature = Feature("health", routers=[router])

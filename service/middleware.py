@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 
 from service import errors
-from service.projects.keys import OPEN, Caller
+from service.projects.keys import OPEN, Caller, Keyring
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -95,7 +95,7 @@ class Auth:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
-        keyring = scope["app"].state.keyring
+        keyring = scope["app"].state.components.get(Keyring)
         caller = OPEN if keyring.open else None
         header = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")

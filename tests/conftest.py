@@ -9,8 +9,7 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parent.parent
-FACTS = REPO / "examples" / "facts.jsonl"
+from tests.support.paths import FACTS
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +32,3 @@ def facts() -> list[tuple[str, str]]:
     """(question, answer) pairs of examples/facts.jsonl."""
     rows = [json.loads(line) for line in FACTS.read_text().splitlines()]
     return [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows]
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path

@@ -1,8 +1,8 @@
 """`python -m trainer SPEC`: run the recipe from a JSON or YAML spec; events as JSON lines on stdout.
 
 This is the process a fine-tuning job spawns. Exit status 0 on success, 1 on a failure, whose
-last event is {"type": "error", "message": ...}; 2 when the spec itself is invalid; 3 when
-SIGTERM stopped it after writing a checkpoint to resume from.
+last event is an `Error`; 2 when the spec itself is invalid; 3 when SIGTERM stopped it after writing a
+checkpoint to resume from. The events are trainer/contract.py's.
 """
 
 import json
@@ -11,6 +11,7 @@ import sys
 import threading
 
 from trainer.config import ConfigError, TrainConfig
+from trainer.contract import Error
 from trainer.data import DataError
 
 
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> int:
     try:
         cfg = TrainConfig.from_file(argv[0])
     except ConfigError as e:
-        _emit({"type": "error", "code": "invalid_config", "param": e.param, "message": str(e)})
+        _emit(Error(code="invalid_config", param=e.param, message=str(e)).as_dict())
         return 2
     return run(cfg, _emit)
 
@@ -40,10 +41,10 @@ def run(cfg: TrainConfig, emit) -> int:
     try:
         result = train(cfg, emit)
     except DataError as e:
-        emit({"type": "error", "code": "invalid_training_file", "message": str(e)})
+        emit(Error(code="invalid_training_file", message=str(e)).as_dict())
         return 1
     except (ValueError, OSError) as e:
-        emit({"type": "error", "code": "training_failed", "message": f"{type(e).__name__}: {e}"})
+        emit(Error(message=f"{type(e).__name__}: {e}").as_dict())
         return 1
     return 3 if result.adapter_path is None else 0
 

@@ -2,22 +2,10 @@
 
     result = train(TrainConfig.from_file("examples/tiny-sft.yaml"))
 
-Events (dicts, also appended to `output_dir/events.jsonl`) go to `emit` as they happen:
-  {"type": "info", "message": ...}
-  {"type": "metrics", "step", "total_steps", "train_loss", "train_mean_token_accuracy", "learning_rate",
-   "tokens", "tokens_per_s", "elapsed_s"}     at every logged step; one event per step, which also
-   carries "valid_loss", "valid_mean_token_accuracy" where the step evaluated (and, at the last step,
-   "full_valid_loss", "full_valid_mean_token_accuracy"). DPO (stage dpo) reports, instead of token
-   accuracy, "{train,valid}_rewards_chosen", "_rewards_rejected", "_reward_accuracy", "_reward_margin"
-   (see trainer/objectives.py)
-  {"type": "evaluation", "step", "metrics", "answers"}   before step 1 and at the last step, for chat data
-   with validation rows: the greedy answers to the validation prompts and how they score, and
-   whether general ability moved (trainer/evaluation.py); checkpoints and the last step's metrics
-   carry "valid_exact_match", "valid_fuzzy_match", "general_perplexity", "general_agreement" (and
-   "full_valid_exact_match", "full_valid_fuzzy_match")
-  {"type": "checkpoint", "step", "path", "metrics": {...}}
-  {"type": "done", "adapter_path", "steps", "trained_tokens", "elapsed_s"}
-  {"type": "interrupted", "step", "message"}       (after SIGTERM: a checkpoint was written first)
+Events (trainer/contract.py: Info, Metrics, Evaluation, Checkpoint, Done, Interrupted; also appended to
+`output_dir/events.jsonl`) go to `emit` as dicts as they happen. Checkpoints and the last step's metrics
+carry the before/after scores too: "valid_exact_match", "valid_fuzzy_match", "general_perplexity",
+"general_agreement" (and "full_valid_exact_match", "full_valid_fuzzy_match").
 
 A checkpoint (`output_dir/checkpoints/step-N/`) is a loadable PEFT adapter plus `trainer_state.pt`
 (optimizer, scheduler, data position, RNG). Resuming from it reproduces the uninterrupted run
@@ -46,13 +34,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
 from adapters.atomic import staged
 from trainer.config import TrainConfig
+from trainer.contract import EVENTS_FILE, STATE_FILE, Checkpoint, Done, Evaluation, Info, Interrupted, Metrics
 from trainer.data import ShareGPTTags, check_stage, load_dataset
 from trainer.encoding import encode_dataset, length_grouped_batches
 from trainer.evaluation import BeforeAfter
 from trainer.objectives import LanguageModeling, Preference
 
 Emit = Callable[[dict], None]
-STATE_FILE = "trainer_state.pt"
 BASELINE_FILE = "baseline_answers.json"
 _stop_requested = False
 
@@ -85,13 +73,13 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     rank, world = _distributed()
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    events_file = (out_dir / "events.jsonl").open("a")
+    events_file = (out_dir / EVENTS_FILE).open("a")
 
-    def log(event: dict) -> None:
+    def log(event: Info | Metrics | Evaluation | Checkpoint | Done | Interrupted) -> None:
         if rank == 0:
-            events_file.write(json.dumps(event) + "\n")
+            events_file.write(event.line() + "\n")
             events_file.flush()
-            emit(event)
+            emit(event.as_dict())
 
     # ---------------------------------------------------------------- setup
     if cfg.num_threads:
@@ -112,8 +100,8 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     if cfg.adapter_name_or_path:  # training on from a fine-tuned adapter: its weights, rank and targets
         model = PeftModel.from_pretrained(model, cfg.adapter_name_or_path, is_trainable=True)
         parent = model.peft_config["default"]
-        log({"type": "info", "message": f"training on from the adapter {cfg.adapter_name_or_path} "
-             f"(rank {parent.r}, alpha {parent.lora_alpha})"})
+        log(Info(message=f"training on from the adapter {cfg.adapter_name_or_path} "
+                 f"(rank {parent.r}, alpha {parent.lora_alpha})"))
     else:
         model = get_peft_model(model, LoraConfig(
             r=cfg.lora_rank,
@@ -143,7 +131,7 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     pos = Position()
     if resume_dir is not None:
         pos = _load_checkpoint(resume_dir, model, optimizer, scheduler, device)
-        log({"type": "info", "message": f"resumed from {resume_dir.name} at step {pos.step}"})
+        log(Info(message=f"resumed from {resume_dir.name} at step {pos.step}"))
     # before/after: the model as it starts, asked the validation prompts (trainer/evaluation.py)
     judge = BeforeAfter(tokenizer, eval_rows, device) if cfg.stage == "sft" and rank == 0 else None
     if judge is not None and judge.active:
@@ -151,11 +139,11 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
             judge.first_general = json.loads((resume_dir / BASELINE_FILE).read_text())
         else:
             before, answers = judge.measure(model)
-            log({"type": "evaluation", "step": 0, "metrics": before, "answers": answers})
-    log({"type": "info", "message": f"training {total_steps} steps on {device.type} ({dtype})"
-         + (f" x {world} data-parallel workers" if world > 1 else "") + "; "
-         f"{len(train_rows)} examples, {steps_per_epoch} steps per epoch, "
-         f"{sum(p.numel() for p in params):,} trainable parameters", "total_steps": total_steps})
+            log(Evaluation(step=0, metrics=before, answers=answers))
+    log(Info(message=f"training {total_steps} steps on {device.type} ({dtype})"
+             + (f" x {world} data-parallel workers" if world > 1 else "") + "; "
+             f"{len(train_rows)} examples, {steps_per_epoch} steps per epoch, "
+             f"{sum(p.numel() for p in params):,} trainable parameters", total_steps=total_steps))
 
     # ---------------------------------------------------------------- train
     epoch_batches = length_grouped_batches(lengths, cfg.per_device_train_batch_size, cfg.seed, pos.epoch)
@@ -214,20 +202,20 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
             if pos.step == total_steps:
                 metrics.update({f"full_{key}": value for key, value in valid.items() if key.startswith("valid_")})
                 if answers is not None:
-                    log({"type": "evaluation", "step": pos.step, "metrics": valid, "answers": answers})
+                    log(Evaluation(step=pos.step, metrics=valid, answers=answers))
         if eval_now or pos.step % cfg.logging_steps == 0 or pos.step == total_steps:
-            log({"type": "metrics", **metrics, "total_steps": total_steps, "learning_rate": lr,
-                 "tokens": pos.tokens, "tokens_per_s": round((pos.tokens - start_tokens) / max(elapsed, 1e-9), 1),
-                 "elapsed_s": round(elapsed, 3)})
+            log(Metrics(**{**metrics, "total_steps": total_steps, "learning_rate": lr, "tokens": pos.tokens,
+                           "tokens_per_s": round((pos.tokens - start_tokens) / max(elapsed, 1e-9), 1),
+                           "elapsed_s": round(elapsed, 3)}))
         if save_now and rank == 0:
             path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics, judge)
-            log({"type": "checkpoint", "step": pos.step, "path": str(path), "metrics": metrics})
+            log(Checkpoint(step=pos.step, path=str(path), metrics=metrics))
         if _stop_requested and pos.step < total_steps and world == 1:
             if not save_now:
                 path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics, judge)
-                log({"type": "checkpoint", "step": pos.step, "path": str(path), "metrics": metrics})
-            log({"type": "interrupted", "step": pos.step, "message": f"stopped at step {pos.step} on request; "
-                 "resume from the last checkpoint"})
+                log(Checkpoint(step=pos.step, path=str(path), metrics=metrics))
+            log(Interrupted(step=pos.step, message=f"stopped at step {pos.step} on request; "
+                            "resume from the last checkpoint"))
             events_file.close()
             return TrainResult(None, pos.step, pos.tokens, metrics)
 
@@ -238,8 +226,8 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     adapter_path = _publish_dir(out_dir / "adapter", lambda tmp: _save_adapter(model, tmp))
     (adapter_path / "training_metrics.json").write_text(json.dumps(metrics))
     elapsed = time.perf_counter() - started
-    log({"type": "done", "adapter_path": str(adapter_path), "steps": pos.step,
-         "trained_tokens": pos.tokens, "elapsed_s": round(elapsed, 3), "metrics": metrics})
+    log(Done(adapter_path=str(adapter_path), steps=pos.step, trained_tokens=pos.tokens, elapsed_s=round(elapsed, 3),
+             metrics=metrics))
     events_file.close()
     return TrainResult(adapter_path, pos.step, pos.tokens, metrics)
 
@@ -301,7 +289,7 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def _load_rows(cfg: TrainConfig, tokenizer, log: Emit) -> tuple[list, list]:
+def _load_rows(cfg: TrainConfig, tokenizer, log: Callable[[Info], None]) -> tuple[list, list]:
     tags = ShareGPTTags(**cfg.sharegpt_tags)
     dataset = load_dataset(cfg.dataset, cfg.data_format, tags)
     check_stage(cfg.stage, dataset.kind)
@@ -317,11 +305,11 @@ def _load_rows(cfg: TrainConfig, tokenizer, log: Emit) -> tuple[list, list]:
         rows = [r for i, r in enumerate(rows) if i not in set(held)]
     if not rows:
         raise ValueError("no training examples are left (all rows were held out or empty)")
-    log({"type": "info", "message": f"{dataset.format} data: {stats.rows} rows, {len(rows)} training and "
-         f"{len(eval_rows)} validation examples, {stats.label_tokens} loss tokens of {stats.tokens}",
-         "truncated": stats.truncated, "dropped": stats.dropped})
+    log(Info(message=f"{dataset.format} data: {stats.rows} rows, {len(rows)} training and "
+             f"{len(eval_rows)} validation examples, {stats.label_tokens} loss tokens of {stats.tokens}",
+             truncated=stats.truncated, dropped=stats.dropped))
     for note in stats.notes:
-        log({"type": "info", "message": note})
+        log(Info(message=note))
     return rows, eval_rows
 
 

@@ -31,8 +31,7 @@ from pathlib import Path
 from adapters.objects import open_objects
 from trainer.__main__ import _emit, run
 from trainer.config import ConfigError, TrainConfig
-
-STATE_FILE = "trainer_state.pt"
+from trainer.contract import STATE_FILE, Error, JobKeys
 
 
 def main(argv: list[str]) -> int:
@@ -55,34 +54,34 @@ def train_job(args: argparse.Namespace, workdir: Path) -> int:
     """Fetch the job's inputs into `workdir`, train, store checkpoints and the adapter as they come."""
     storage = args.storage
     objects = open_objects(storage if storage.startswith("s3://") else None, Path(storage), workdir / "cache")
-    prefix = f"jobs/{args.job}"
+    keys = JobKeys(args.job)
     run_dir = workdir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------- inputs
-    spec = json.loads(objects.get_bytes(f"{prefix}/spec.json"))
+    spec = json.loads(objects.get_bytes(keys.spec))
     spec.update(model_name_or_path=args.model, output_dir=str(run_dir),
                 dataset=str(objects.fetch(args.training_file)),
                 eval_dataset=str(objects.fetch(args.validation_file)) if args.validation_file else None)
     if spec.get("adapter_name_or_path"):  # training on from a fine-tuned model: the job's copy of it
-        spec["adapter_name_or_path"] = str(objects.fetch_tree(f"{prefix}/parent", workdir / "parent"))
+        spec["adapter_name_or_path"] = str(objects.fetch_tree(keys.parent, workdir / "parent"))
     if os.environ.get("FTSERVE_TRAINER_THREADS"):
         spec["num_threads"] = int(os.environ["FTSERVE_TRAINER_THREADS"])
-    objects.fetch_latest_checkpoint(f"{prefix}/checkpoints", run_dir / "checkpoints", STATE_FILE)
+    objects.fetch_latest_checkpoint(keys.checkpoints, run_dir / "checkpoints", STATE_FILE)
     try:
         cfg = TrainConfig.from_mapping(spec)
     except ConfigError as e:
-        _emit({"type": "error", "code": "invalid_config", "param": e.param, "message": str(e)})
+        _emit(Error(code="invalid_config", param=e.param, message=str(e)).as_dict())
         return 2
 
     # ---------------------------------------------------------------- train, storing as it goes
     def emit(event: dict) -> None:
         if event["type"] == "checkpoint":
-            key = f"{prefix}/checkpoints/step-{event['step']}"
+            key = keys.checkpoint(event["step"])
             objects.put_tree(key, Path(event["path"]), last=STATE_FILE)
             event = {**event, "key": key}
         elif event["type"] == "done":
-            key = f"{prefix}/adapter"
+            key = keys.adapter
             objects.put_tree(key, Path(event["adapter_path"]))
             event = {**event, "adapter_key": key}
         _emit(event)
@@ -108,7 +107,7 @@ def train_data_parallel(args: argparse.Namespace, workdir: Path) -> int:
     try:
         trainer.fit()
     except Exception as e:  # noqa: BLE001 - a worker failed: rank 0 has said why where it could
-        _emit({"type": "error", "code": "training_failed", "message": f"data-parallel training failed: {e}"})
+        _emit(Error(message=f"data-parallel training failed: {e}").as_dict())
         return 1
     return 0
 

@@ -1,12 +1,15 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from service.batches.protocol import Batch, CreateBatchRequest
-from service.deps import Batches, Project
+from service.components import provide
+from service.deps import Project
+from service.batches.service import BatchService
 from service.protocol import ListObject
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
+Batches = Annotated[BatchService, Depends(provide(BatchService))]
 
 
 @router.post("", response_model=Batch)

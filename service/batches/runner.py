@@ -14,16 +14,16 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 
 from pydantic import ValidationError
 
 from service.batches.protocol import BatchError, BatchInputLine
-from service.db import Database
+from service.batches.store import BatchStore
 from service.errors import APIError, Kind, envelope, invalid_request
 from service.files.service import FileService
 from service.inference.engine import BATCH_PRIORITY
 from service.inference.protocol import ChatCompletionRequest, CompletionRequest
+from service.ids import new_id
 from service.leases import LeasedRunner
 
 log = logging.getLogger("ftserve.batches")
@@ -31,11 +31,9 @@ MAX_ERRORS = 20
 
 
 class BatchRunner(LeasedRunner):
-    table = "batches"
-
-    def __init__(self, db: Database, files: FileService, chat, completions, settings):
-        super().__init__(db, settings)
-        self.files = files
+    def __init__(self, store: BatchStore, files: FileService, chat, completions, settings):
+        super().__init__(store.leases, settings)
+        self.store, self.files = store, files
         self.services = {"/v1/chat/completions": (chat, ChatCompletionRequest),
                          "/v1/completions": (completions, CompletionRequest)}
 
@@ -47,7 +45,7 @@ class BatchRunner(LeasedRunner):
             {"code": "server_error", "message": f"internal error while running the batch: {error}"}]})
 
     async def _run(self, batch_id: str) -> None:
-        batch = self.db.get_batch(batch_id)
+        batch = self.store.get_batch(batch_id)
         lines, errors = await asyncio.to_thread(self._read_input, batch)
         if batch["status"] == "validating":
             if errors:
@@ -58,7 +56,7 @@ class BatchRunner(LeasedRunner):
             batch = self._save(batch_id, expect="validating", status="in_progress", in_progress_at=int(time.time()),
                                request_counts={"total": len(lines), "completed": 0, "failed": 0})
             if batch is None:  # cancelled while validating
-                batch = self.db.get_batch(batch_id)
+                batch = self.store.get_batch(batch_id)
         if batch["status"] == "in_progress":
             await self._execute(batch_id, batch["endpoint"], lines)
         await self._finalize(batch_id)
@@ -90,8 +88,8 @@ class BatchRunner(LeasedRunner):
 
     # ------------------------------------------------------------------ lines
     async def _execute(self, batch_id: str, endpoint: str, lines: list[BatchInputLine]) -> None:
-        done = {line for line, _, _ in await asyncio.to_thread(self.db.batch_results, batch_id)}
-        project = self.db.batch_project(batch_id)  # its lines may use what the batch's project may use
+        done = {line for line, _, _ in await asyncio.to_thread(self.store.batch_results, batch_id)}
+        project = self.store.batch_project(batch_id)  # its lines may use what the batch's project may use
         counts = self._counts(batch_id)
         slots = asyncio.Semaphore(self.settings.batch_concurrency)
         running: set[asyncio.Task] = set()
@@ -99,7 +97,7 @@ class BatchRunner(LeasedRunner):
         async def one(index: int, line: BatchInputLine) -> None:
             try:
                 ok, doc = await self._answer(endpoint, line, project)
-                await asyncio.to_thread(self.db.add_batch_result, batch_id, index, ok, doc)
+                await asyncio.to_thread(self.store.add_batch_result, batch_id, index, ok, doc)
                 counts["completed" if ok else "failed"] += 1
                 self._save(batch_id, request_counts=dict(counts))
             finally:
@@ -109,7 +107,7 @@ class BatchRunner(LeasedRunner):
             if index in done:
                 continue
             await slots.acquire()
-            if self.db.get_batch(batch_id)["status"] != "in_progress":  # cancelling: no new lines
+            if self.store.get_batch(batch_id)["status"] != "in_progress":  # cancelling: no new lines
                 slots.release()
                 break
             task = asyncio.create_task(one(index, line))
@@ -120,7 +118,7 @@ class BatchRunner(LeasedRunner):
     async def _answer(self, endpoint: str, line: BatchInputLine, project: str) -> tuple[bool, dict]:
         """One line's output-file line: its response, or its error response, in OpenAI's shape."""
         service, request_type = self.services[endpoint]
-        request_id = f"req_{uuid.uuid4().hex}"
+        request_id = new_id("req_", 32)
         while True:
             try:
                 if line.body.get("stream"):
@@ -137,20 +135,20 @@ class BatchRunner(LeasedRunner):
                     continue
                 status, body = e.kind.status, envelope(e.kind, e.message, e.param, e.code)
             ok = status == 200
-            return ok, {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": line.custom_id,
+            return ok, {"id": new_id("batch_req_"), "custom_id": line.custom_id,
                         "response": {"status_code": status, "request_id": request_id, "body": body}, "error": None}
 
     # ------------------------------------------------------------------ the end
     async def _finalize(self, batch_id: str) -> None:
-        batch = self.db.get_batch(batch_id)
+        batch = self.store.get_batch(batch_id)
         cancelled = batch["status"] == "cancelling"
         if batch["status"] == "in_progress":
             batch = self._save(batch_id, expect="in_progress", status="finalizing", finalizing_at=int(time.time())) \
-                or self.db.get_batch(batch_id)
+                or self.store.get_batch(batch_id)
             cancelled = batch["status"] == "cancelling"
         if batch["status"] not in ("finalizing", "cancelling"):
             return
-        results = await asyncio.to_thread(self.db.batch_results, batch_id)
+        results = await asyncio.to_thread(self.store.batch_results, batch_id)
         files = {}
         for ok, name in ((True, "output"), (False, "error")):
             docs = [doc for _, line_ok, doc in results if line_ok == ok]
@@ -158,7 +156,7 @@ class BatchRunner(LeasedRunner):
                 data = "".join(json.dumps(d) + "\n" for d in docs).encode()
                 files[f"{name}_file_id"] = (await asyncio.to_thread(
                     self.files.create_internal, data, f"{batch_id}_{name}.jsonl", "batch_output",
-                    self.db.batch_project(batch_id))).id
+                    self.store.batch_project(batch_id))).id
         counts = {"total": batch["request_counts"]["total"], "completed": sum(ok for _, ok, _ in results),
                   "failed": sum(not ok for _, ok, _ in results)}
         now = int(time.time())
@@ -166,16 +164,16 @@ class BatchRunner(LeasedRunner):
         self._save(batch_id, request_counts=counts, **files, **end)
 
     def _counts(self, batch_id: str) -> dict:
-        return dict(self.db.get_batch(batch_id)["request_counts"])
+        return dict(self.store.get_batch(batch_id)["request_counts"])
 
     def _save(self, batch_id: str, expect: str | None = None, **changes) -> dict | None:
         """Change the batch's document; with `expect`, only while its status is that one (None if not).
         A status changed meanwhile (a cancel) is kept unless `changes` set one."""
         for _ in range(5):
-            doc = self.db.get_batch(batch_id)
+            doc = self.store.get_batch(batch_id)
             if expect is not None and doc["status"] != expect:
                 return None
             new = {**doc, **changes}
-            if self.db.update_batch(new, expect=(doc["status"],)):
+            if self.store.update_batch(new, expect=(doc["status"],)):
                 return new
         raise RuntimeError(f"batch {batch_id}: its status kept changing")

@@ -1,8 +1,10 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
-from service.deps import Evals, Project
+from service.components import provide
+from service.deps import Project
+from service.evals.service import EvalService
 from service.evals.protocol import (
     CreateEvalRequest, CreateEvalRunRequest, DeleteEvalResponse, DeleteEvalRunResponse, Eval, EvalRun,
     EvalRunOutputItem, RunStatus, UpdateEvalRequest,
@@ -10,6 +12,7 @@ from service.evals.protocol import (
 from service.protocol import ListObject
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"])
+Evals = Annotated[EvalService, Depends(provide(EvalService))]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Order = Literal["asc", "desc"]
 

@@ -14,16 +14,17 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections import Counter, defaultdict
 
 from service.batches.protocol import CreateBatchRequest
-from service.db import Database
+from service.evals.sources import read_rows
+from service.evals.store import EvalStore
 from service.evals import graders
 from service.evals.protocol import (
     CompletionsRunDataSource, Eval, EvalRun, EvalRunOutputItem, GraderResult, LabelModelGrader, Sample,
     ScoreModelGrader, SourceRow, StringCheckGrader, TemplateInputMessages,
 )
+from service.ids import new_id
 from service.leases import LeasedRunner
 
 log = logging.getLogger("ftserve.evals")
@@ -36,12 +37,9 @@ class RunCanceled(Exception):
 
 
 class EvalRunner(LeasedRunner):
-    table = "eval_runs"
-
-    def __init__(self, db: Database, files, batches, settings):
-        super().__init__(db, settings)
-        self.files, self.batches = files, batches
-        self.service = None  # the EvalService, for reading a run's rows; set by the app
+    def __init__(self, store: EvalStore, files, batches, settings):
+        super().__init__(store.leases, settings)
+        self.store, self.files, self.batches = store, files, batches
 
     async def run(self, run_id: str) -> None:
         try:
@@ -55,11 +53,11 @@ class EvalRunner(LeasedRunner):
     # ---------------------------------------------------------------- one run
     async def _run(self, run_id: str) -> None:
         if self._save(run_id, expect="queued", status="in_progress") is None and \
-                self.db.get_run(run_id)["status"] != "in_progress":
+                self.store.get_run(run_id)["status"] != "in_progress":
             return
-        run = EvalRun.model_validate(self.db.get_run(run_id))
-        ev = Eval.model_validate(self.db.get_eval(run.eval_id))
-        rows = await asyncio.to_thread(self.service.rows, run.data_source.source, "data_source.source", None)
+        run = EvalRun.model_validate(self.store.get_run(run_id))
+        ev = Eval.model_validate(self.store.get_eval(run.eval_id))
+        rows = await asyncio.to_thread(read_rows, self.files, run.data_source.source, "data_source.source", None)
         source = run.data_source
         usage: dict[str, Counter] = defaultdict(Counter)
 
@@ -87,7 +85,7 @@ class EvalRunner(LeasedRunner):
                 verdicts[grader.name, n] = self._verdict(grader, status, body, usage)
 
         items = [self._grade(ev, run, n, rows[n], namespaces[n], samples[n], verdicts) for n in range(len(rows))]
-        await asyncio.to_thread(self.db.replace_output_items, run_id, [i.model_dump(mode="json") for i in items])
+        await asyncio.to_thread(self.store.replace_output_items, run_id, [i.model_dump(mode="json") for i in items])
         counts = Counter(i.status for i in items)
         per_criterion = [{"testing_criteria": g.name,
                           "passed": sum(r.passed for i in items for r in i.results if r.name == g.name),
@@ -181,16 +179,16 @@ class EvalRunner(LeasedRunner):
             sample = Sample()
         if error is not None and sample.error is None:
             sample.error = error
-        return EvalRunOutputItem(id=f"outputitem_{uuid.uuid4().hex}", run_id=run.id, eval_id=ev.id, created_at=int(time.time()),
+        return EvalRunOutputItem(id=new_id("outputitem_", 32), run_id=run.id, eval_id=ev.id, created_at=int(time.time()),
                                  status=status, datasource_item_id=n, datasource_item=row.item, results=results,
                                  sample=sample)
 
     # ---------------------------------------------------------------- through the Batch API
     async def _through_batch(self, run_id: str, stage: str, bodies: list[dict]) -> list[tuple[int, dict]]:
         """(status code, body) per request, in order, answered by one batch on the shared engine."""
-        batch_id = (self.db.get_run(run_id).get("batches") or {}).get(stage)
+        batch_id = (self.store.get_run(run_id).get("batches") or {}).get(stage)
+        project = self.store.eval_project(self.store.get_run(run_id)["eval_id"])  # the run answers as its eval's project
         if batch_id is None:
-            project = self.db.eval_project(self.db.get_run(run_id)["eval_id"])  # the run answers as its eval's project
             lines = "".join(json.dumps({"custom_id": f"item-{n}", "method": "POST", "url": "/v1/chat/completions",
                                         "body": body}, ensure_ascii=False) + "\n" for n, body in enumerate(bodies))
             file = await asyncio.to_thread(self.files.create_internal, lines.encode(), f"{run_id}_{stage}.jsonl",
@@ -199,15 +197,15 @@ class EvalRunner(LeasedRunner):
                                                            completion_window="24h",
                                                            metadata={"eval_run": run_id, "stage": stage}), project)
             batch_id = batch.id
-            doc = self.db.get_run(run_id)
+            doc = self.store.get_run(run_id)
             if self._save(run_id, expect="in_progress", batches={**(doc.get("batches") or {}), stage: batch_id}) \
                     is None:
-                self._cancel_batch(batch_id)
+                self._cancel_batch(batch_id, project)
                 raise RunCanceled
         while True:
-            batch = self.db.get_batch(batch_id)
-            if self.db.get_run(run_id)["status"] != "in_progress":
-                self._cancel_batch(batch_id)
+            batch = self.batches.get(batch_id, project).model_dump()
+            if self.store.get_run(run_id)["status"] != "in_progress":
+                self._cancel_batch(batch_id, project)
                 raise RunCanceled
             if batch["status"] in BATCH_DONE:
                 break
@@ -222,20 +220,20 @@ class EvalRunner(LeasedRunner):
                     answers[doc["custom_id"]] = (doc["response"]["status_code"], doc["response"]["body"])
         return [answers[f"item-{n}"] for n in range(len(bodies))]
 
-    def _cancel_batch(self, batch_id: str) -> None:
+    def _cancel_batch(self, batch_id: str, project: str) -> None:
         try:
-            self.batches.cancel(batch_id, self.db.batch_project(batch_id))
+            self.batches.cancel(batch_id, project)
         except Exception:  # noqa: BLE001 - already finished
             pass
 
     def _save(self, run_id: str, expect: str | None = None, **changes) -> dict | None:
         """Change the run's document; with `expect`, only while its status is that one (None if not)."""
         for _ in range(5):
-            doc = self.db.get_run(run_id)
+            doc = self.store.get_run(run_id)
             if doc is None or (expect is not None and doc["status"] != expect):
                 return None
             new = {**doc, **changes}
-            if self.db.update_run(new, expect=(doc["status"],)):
+            if self.store.update_run(new, expect=(doc["status"],)):
                 return new
         raise RuntimeError(f"eval run {run_id}: its status kept changing")
 

@@ -10,20 +10,22 @@ against the eval's item schema), the model it samples, and that every `{{item.x}
 from __future__ import annotations
 
 import time
-import uuid
 
 from jsonschema import Draft202012Validator, SchemaError
-from pydantic import ValidationError
 
-from service.db import ACTIVE_RUN, Database
+from service.evals.sources import bad_request, read_rows
+from service.evals.store import ACTIVE_RUN, EvalStore
+from service.ids import new_id
 from service.errors import APIError, Kind
 from service.evals import graders
 from service.evals.protocol import (
     CompletionsRunDataSource, CreateEvalRequest, CreateEvalRunRequest, DeleteEvalResponse, DeleteEvalRunResponse,
-    Eval, EvalRun, EvalRunOutputItem, FileContentSource, LabelModelGrader, ScoreModelGrader, SourceRow,
+    Eval, EvalRun, EvalRunOutputItem, LabelModelGrader, ScoreModelGrader, SourceRow,
     TemplateInputMessages, UpdateEvalRequest,
 )
+from service.evals.runner import EvalRunner
 from service.files.service import FileService
+from service.models.service import ModelService
 from service.protocol import ListObject
 
 # What `{{sample.*}}` holds when a run samples a model (the eval's schema includes it on request).
@@ -32,13 +34,9 @@ SAMPLE_SCHEMA = {"type": "object", "properties": {
     "output_json": {}, "output_tools": {"type": "array"}}, "required": ["model", "output_text"]}
 
 
-def _bad(message: str, param: str, code: str | None = None) -> APIError:
-    return APIError(Kind.INVALID_REQUEST, message, param=param, code=code)
-
-
 class EvalService:
-    def __init__(self, db: Database, files: FileService, models, runner):
-        self.db, self.files, self.models, self.runner = db, files, models, runner
+    def __init__(self, store: EvalStore, files: FileService, models: ModelService, runner: EvalRunner):
+        self.store, self.files, self.models, self.runner = store, files, models, runner
 
     # ---------------------------------------------------------------- evals
     def create(self, req: CreateEvalRequest, project: str) -> Eval:
@@ -46,38 +44,38 @@ class EvalService:
         try:
             Draft202012Validator.check_schema(config.item_schema)
         except SchemaError as e:
-            raise _bad(f"item_schema is not a valid JSON schema: {e.message}", "data_source_config.item_schema")
+            raise bad_request(f"item_schema is not a valid JSON schema: {e.message}", "data_source_config.item_schema")
         namespaces = {"item", "sample"}  # a jsonl run may bring its own samples
         for i, grader in enumerate(req.testing_criteria):
             self._check_templates(grader, namespaces, f"testing_criteria[{i}]")
             if isinstance(grader, LabelModelGrader) and not set(grader.passing_labels) <= set(grader.labels):
-                raise _bad("passing_labels must be among labels.", f"testing_criteria[{i}].passing_labels")
+                raise bad_request("passing_labels must be among labels.", f"testing_criteria[{i}].passing_labels")
             if isinstance(grader, (LabelModelGrader, ScoreModelGrader)):
                 self._check_model(grader.model, f"testing_criteria[{i}].model", project)
         names = [g.name for g in req.testing_criteria]
         if len(set(names)) != len(names):
-            raise _bad("Each testing criterion needs its own name.", "testing_criteria")
+            raise bad_request("Each testing criterion needs its own name.", "testing_criteria")
         properties, required = {"item": config.item_schema}, ["item"]
         if config.include_sample_schema:
             properties["sample"] = SAMPLE_SCHEMA
             required.append("sample")
-        eval_id = f"eval_{uuid.uuid4().hex}"
+        eval_id = new_id("eval_", 32)
         doc = Eval(id=eval_id, name=req.name or eval_id, created_at=int(time.time()), metadata=req.metadata or {},
                    data_source_config={"type": "custom", "schema": {"type": "object", "properties": properties,
                                                                     "required": required}},
                    testing_criteria=req.testing_criteria)
-        self.db.insert_eval(doc.model_dump(mode="json", by_alias=True), project)
+        self.store.insert_eval(doc.model_dump(mode="json", by_alias=True), project)
         return doc
 
     def get(self, eval_id: str, project: str) -> Eval:
-        doc = self.db.get_eval(eval_id, project)
+        doc = self.store.get_eval(eval_id, project)
         if doc is None:
             raise APIError(Kind.NOT_FOUND, f"No eval found with id '{eval_id}'.", param="eval_id",
                            code="eval_not_found")
         return Eval.model_validate(doc)
 
     def list(self, project: str, after: str | None, limit: int, order: str) -> ListObject[Eval]:
-        docs, more = self.db.list_evals(project, after, limit, order)
+        docs, more = self.store.list_evals(project, after, limit, order)
         return ListObject[Eval].page([Eval.model_validate(d) for d in docs], more)
 
     def update(self, eval_id: str, req: UpdateEvalRequest, project: str) -> Eval:
@@ -86,27 +84,27 @@ class EvalService:
             doc.name = req.name
         if req.metadata is not None:
             doc.metadata = req.metadata
-        self.db.update_eval(doc.model_dump(mode="json", by_alias=True))
+        self.store.update_eval(doc.model_dump(mode="json", by_alias=True))
         return doc
 
     def delete(self, eval_id: str, project: str) -> DeleteEvalResponse:
         self.get(eval_id, project)
-        for run in self.db.list_runs(eval_id, None, 10_000, "asc", None)[0]:
+        for run in self.store.list_runs(eval_id, None, 10_000, "asc", None)[0]:
             self._cancel(run)
-        self.db.delete_eval(eval_id)
+        self.store.delete_eval(eval_id)
         return DeleteEvalResponse(eval_id=eval_id)
 
     # ---------------------------------------------------------------- runs
     def create_run(self, eval_id: str, req: CreateEvalRunRequest, base_url: str, project: str) -> EvalRun:
         ev = self.get(eval_id, project)
         source = req.data_source
-        rows = self.rows(source.source, "data_source.source", project)
+        rows = read_rows(self.files, source.source, "data_source.source", project)
         validator = Draft202012Validator(ev.data_source_config.schema_["properties"]["item"])
         for n, row in enumerate(rows):
             error = next(iter(validator.iter_errors(row.item)), None)
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path)
-                raise _bad(f"Item {n} does not match the eval's item_schema{' at ' + where if where else ''}: "
+                raise bad_request(f"Item {n} does not match the eval's item_schema{' at ' + where if where else ''}: "
                            f"{error.message}", "data_source.source", code="invalid_item")
         sampled = isinstance(source, CompletionsRunDataSource)
         if sampled:
@@ -120,26 +118,26 @@ class EvalService:
                 self._check_fields("{{" + path + "}}", {"item"}, rows, "data_source.input_messages.item_reference")
         elif any(row.sample is None for row in rows) and any(
                 f.startswith("sample.") for g in ev.testing_criteria for t in _templates(g) for f in graders.fields(t)):
-            raise _bad("The testing criteria read {{sample.*}}: a jsonl run needs a 'sample' on every row, or a "
+            raise bad_request("The testing criteria read {{sample.*}}: a jsonl run needs a 'sample' on every row, or a "
                        "'completions' data source to sample a model.", "data_source.source")
         for i, grader in enumerate(ev.testing_criteria):
             for template in _templates(grader):
                 if sampled:
                     self._check_fields(template, {"item", "sample"}, rows, f"testing_criteria[{i}]", sampled=True)
-        run_id = f"evalrun_{uuid.uuid4().hex}"
+        run_id = new_id("evalrun_", 32)
         named = {str((row.sample or {}).get("model", "")) for row in rows}
         model = source.model if sampled else named.pop() if len(named) == 1 else ""
         run = EvalRun(id=run_id, eval_id=eval_id, status="queued", model=model,
                       name=req.name or model or f"{source.type}-run", created_at=int(time.time()),
                       report_url=f"{base_url.rstrip('/')}/v1/evals/{eval_id}/runs/{run_id}",
                       data_source=source, metadata=req.metadata or {})
-        self.db.insert_run(run.model_dump(mode="json"))
+        self.store.insert_run(run.model_dump(mode="json"))
         self.runner.wake()
         return run
 
     def get_run(self, eval_id: str, run_id: str, project: str) -> EvalRun:
         self.get(eval_id, project)
-        doc = self.db.get_run(run_id)
+        doc = self.store.get_run(run_id)
         if doc is None or doc["eval_id"] != eval_id:
             raise APIError(Kind.NOT_FOUND, f"No run found with id '{run_id}' in eval '{eval_id}'.", param="run_id",
                            code="run_not_found")
@@ -148,7 +146,7 @@ class EvalService:
     def list_runs(self, eval_id: str, project: str, after: str | None, limit: int, order: str,
                   status: str | None) -> ListObject[EvalRun]:
         self.get(eval_id, project)
-        docs, more = self.db.list_runs(eval_id, after, limit, order, status)
+        docs, more = self.store.list_runs(eval_id, after, limit, order, status)
         return ListObject[EvalRun].page([EvalRun.model_validate(d) for d in docs], more)
 
     def cancel_run(self, eval_id: str, run_id: str, project: str) -> EvalRun:
@@ -156,11 +154,11 @@ class EvalService:
         if run.status not in ACTIVE_RUN and run.status != "canceled":
             raise APIError(Kind.CONFLICT, f"Run {run_id} is {run.status} and cannot be canceled.", param="run_id",
                            code="run_not_cancellable")
-        return EvalRun.model_validate(self._cancel(self.db.get_run(run_id)))
+        return EvalRun.model_validate(self._cancel(self.store.get_run(run_id)))
 
     def delete_run(self, eval_id: str, run_id: str, project: str) -> DeleteEvalRunResponse:
         self._cancel(self.get_run(eval_id, run_id, project).model_dump(mode="json"))
-        self.db.delete_run(run_id)
+        self.store.delete_run(run_id)
         return DeleteEvalRunResponse(run_id=run_id)
 
     def _cancel(self, doc: dict) -> dict:
@@ -168,47 +166,28 @@ class EvalService:
             if doc["status"] not in ACTIVE_RUN:
                 return doc
             new = {**doc, "status": "canceled"}
-            if self.db.update_run(new, expect=ACTIVE_RUN):
+            if self.store.update_run(new, expect=ACTIVE_RUN):
                 self.runner.wake()
                 return new
-            doc = self.db.get_run(doc["id"])
+            doc = self.store.get_run(doc["id"])
         return doc
 
     # ---------------------------------------------------------------- output items
     def list_items(self, eval_id: str, run_id: str, project: str, after: str | None, limit: int, order: str,
                    status: str | None) -> ListObject[EvalRunOutputItem]:
         self.get_run(eval_id, run_id, project)
-        docs, more = self.db.list_output_items(run_id, after, limit, order, status)
+        docs, more = self.store.list_output_items(run_id, after, limit, order, status)
         return ListObject[EvalRunOutputItem].page([EvalRunOutputItem.model_validate(d) for d in docs], more)
 
     def get_item(self, eval_id: str, run_id: str, item_id: str, project: str) -> EvalRunOutputItem:
         self.get_run(eval_id, run_id, project)
-        doc = self.db.get_output_item(run_id, item_id)
+        doc = self.store.get_output_item(run_id, item_id)
         if doc is None:
             raise APIError(Kind.NOT_FOUND, f"No output item found with id '{item_id}'.", param="output_item_id",
                            code="output_item_not_found")
         return EvalRunOutputItem.model_validate(doc)
 
     # ---------------------------------------------------------------- checks
-    def rows(self, source, param: str, project: str | None) -> list[SourceRow]:
-        """A source's rows: inline, or a JSONL file of `{"item": ..., "sample"?: ...}` lines (of `project`)."""
-        if isinstance(source, FileContentSource):
-            return source.content
-        if self.db.get_file(source.id, project) is None:
-            raise _bad(f"File {source.id} does not exist.", f"{param}.id", code="file_not_found")
-        rows = []
-        for n, line in enumerate(self.files.path(source.id, project).read_bytes().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(SourceRow.model_validate_json(line))
-            except ValidationError as e:
-                raise _bad(f"Line {n} of file {source.id} is not an eval row ({{\"item\": {{...}}}}): "
-                           f"{e.errors()[0]['msg']}", f"{param}.id", code="invalid_file_format")
-        if not rows:
-            raise _bad(f"File {source.id} has no rows.", f"{param}.id", code="invalid_file_format")
-        return rows
-
     def _check_model(self, model: str, param: str, project: str) -> None:
         try:
             self.models.get(model, project)
@@ -221,21 +200,21 @@ class EvalService:
         for template in _templates(grader):
             for path in graders.fields(template):
                 if path.split(".")[0] not in namespaces:
-                    raise _bad(f"'{{{{{path}}}}}' names neither item nor sample.", param)
+                    raise bad_request(f"'{{{{{path}}}}}' names neither item nor sample.", param)
 
     @staticmethod
     def _check_fields(template: str, namespaces: set[str], rows: list[SourceRow], param: str,
                       sampled: bool = False) -> None:
         for path in graders.fields(template):
             if path.split(".")[0] not in namespaces:
-                raise _bad(f"'{{{{{path}}}}}' cannot be used here: only {sorted(namespaces)} can.", param)
+                raise bad_request(f"'{{{{{path}}}}}' cannot be used here: only {sorted(namespaces)} can.", param)
             if path.startswith("sample.") and sampled:
                 continue  # filled by the run
             for n, row in enumerate(rows):
                 try:
                     graders.lookup(path, {"item": row.item, "sample": row.sample or {}})
                 except graders.TemplateError:
-                    raise _bad(f"Item {n} has no value for '{{{{{path}}}}}'.", param, code="invalid_item") from None
+                    raise bad_request(f"Item {n} has no value for '{{{{{path}}}}}'.", param, code="invalid_item") from None
 
 
 def _templates(grader) -> list[str]:

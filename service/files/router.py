@@ -1,15 +1,18 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 from fastapi.concurrency import run_in_threadpool
 
-from service.deps import Files, Project
+from service.components import provide
+from service.deps import Project
 from service.files.service import media_type
 from service.files.protocol import FileObject
+from service.files.service import FileService
 from service.protocol import DeletedObject, ListObject
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
+Files = Annotated[FileService, Depends(provide(FileService))]
 
 
 @router.post("", response_model=FileObject)

@@ -11,35 +11,32 @@ import contextlib
 import io
 import logging
 import time
-import uuid
 from pathlib import Path
 from typing import BinaryIO
 
 from adapters.atomic import staged
 from adapters.objects import ObjectStore, StorageUnavailable
-from service.db import Database
 from service.errors import APIError, Kind, storage_error
 from service.files.protocol import UPLOAD_PURPOSES, FileObject
+from service.files.store import FileStore, FileUser
+from service.ids import new_id
 from service.protocol import DeletedObject, ListObject
 from trainer.data import DataError, load_dataset
 
 log = logging.getLogger("ftserve.files")
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
 class FileService:
-    def __init__(self, db: Database, objects: ObjectStore, max_bytes: int):
-        self.db, self.objects, self.max_bytes = db, objects, max_bytes
+    def __init__(self, store: FileStore, objects: ObjectStore, max_bytes: int, users: list[FileUser]):
+        """`users`: the stores whose active work reads files; a file one of them uses cannot be deleted."""
+        self.store, self.objects, self.max_bytes, self.users = store, objects, max_bytes, users
 
     def upload(self, stream: BinaryIO, filename: str | None, purpose: str, project: str) -> FileObject:
         if purpose not in UPLOAD_PURPOSES:
             raise APIError(Kind.INVALID_REQUEST, f"Invalid purpose '{purpose}'; expected one of "
                            f"{', '.join(UPLOAD_PURPOSES)}.", param="purpose")
         filename = Path(filename or "upload.jsonl").name[:255]
-        file_id = new_id("file")
+        file_id = new_id("file-")
         key, path = self._receive(file_id, stream, self.max_bytes)
         if path.stat().st_size == 0:
             path.unlink(missing_ok=True)
@@ -60,7 +57,7 @@ class FileService:
 
     def create_internal(self, data: bytes, filename: str, purpose: str, project: str) -> FileObject:
         """A file the service writes itself for a project (e.g. a job's result CSV)."""
-        file_id = new_id("file")
+        file_id = new_id("file-")
         key, path = self._receive(file_id, io.BytesIO(data), limit=len(data))
         doc = FileObject(id=file_id, bytes=len(data), created_at=int(time.time()), filename=filename,
                          purpose=purpose, status="processed")
@@ -80,7 +77,7 @@ class FileService:
         try:
             if self.objects.local_path(key) is None:
                 self.objects.put_file(key, path)
-            self.db.insert_file(doc.model_dump(), key, project)
+            self.store.insert_file(doc.model_dump(), key, project)
         except Exception:
             path.unlink(missing_ok=True)  # no stored file without its row
             if self.objects.local_path(key) is None:
@@ -112,23 +109,28 @@ class FileService:
         """A local path of the file's content (downloaded once from S3)."""
         return self.objects.fetch(self._row(file_id, project)[1])
 
+    def find(self, file_id: str, project: str | None) -> FileObject | None:
+        """The file, or None if there is none (of `project`)."""
+        row = self.store.get_file(file_id, project)
+        return None if row is None else FileObject(**row[0])
+
     def _row(self, file_id: str, project: str | None) -> tuple[dict, str]:
-        row = self.db.get_file(file_id, project)
+        row = self.store.get_file(file_id, project)
         if row is None:
             raise APIError(Kind.NOT_FOUND, f"No such File object: {file_id}", param="id", code="file_not_found")
         return row
 
     def list(self, project: str, purpose: str | None, after: str | None, limit: int,
              order: str) -> ListObject[FileObject]:
-        docs, more = self.db.list_files(project, purpose, after, limit, order)
+        docs, more = self.store.list_files(project, purpose, after, limit, order)
         return ListObject[FileObject].page([FileObject(**d) for d in docs], more)
 
     def delete(self, file_id: str, project: str) -> DeletedObject:
         _, key = self._row(file_id, project)
-        if self.db.file_in_use(file_id):
+        if any(user.uses_file(file_id) for user in self.users):
             raise APIError(Kind.CONFLICT, f"File {file_id} is used by an active fine-tuning job or batch.",
                            param="id", code="file_in_use")
-        self.db.delete_file(file_id)  # unlisted first; then its content goes
+        self.store.delete_file(file_id)  # unlisted first; then its content goes
         self.objects.forget(key)
         try:
             self.objects.delete(key)

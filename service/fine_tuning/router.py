@@ -1,8 +1,10 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
-from service.deps import Jobs, Project
+from service.components import provide
+from service.deps import Project
+from service.fine_tuning.service import JobService
 from service.fine_tuning.protocol import (
     CreateFineTuningJobRequest,
     FineTuningJob,
@@ -12,6 +14,7 @@ from service.fine_tuning.protocol import (
 from service.protocol import ListObject
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+Jobs = Annotated[JobService, Depends(provide(JobService))]
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 

@@ -34,34 +34,41 @@ from pathlib import Path
 
 from adapters import AdapterStore, ObjectStore, StorageUnavailable
 from adapters.store import AdapterError
-from service.db import JobRow
 from service.errors import storage_error
 from service.files.service import FileService, file_format
 from service.fine_tuning.backends import BackendUnavailable, Launch, LocalBackend, TrainingRun
 from service.fine_tuning.plan import DEFAULT_CUTOFF, plan
-from service.fine_tuning.store import TERMINAL, JobStore
+from service.fine_tuning.store import TERMINAL, JobRow, JobStore
 from service.fine_tuning.protocol import CheckpointMetrics, FineTuningJobCheckpoint, Method
 from service.settings import Settings
 from service.evals.protocol import CreateEvalRequest, CreateEvalRunRequest
+from service.evals.service import EvalService
+from service.metrics import Metrics
+from trainer.contract import (
+    EVENTS_FILE, STATE_FILE, Checkpoint, Done, Error, Evaluation, Info, Interrupted, JobKeys, parse_event,
+)
+from trainer.contract import (
+    Metrics as StepMetrics,
+)
 from trainer.data import STAGE_KINDS, DataError, load_dataset
 from trainer.evaluation import MAX_PROBES
 
 log = logging.getLogger("ftserve.runner")
 POLL_SECONDS = 2.0
-STATE_FILE = "trainer_state.pt"  # trainer.recipe.STATE_FILE: a checkpoint is complete once it is there
 BACKEND_RETRY_SECONDS = 5.0  # a job waits this long, queued, before trying an unreachable backend again
 
 
 class JobRunner:
     def __init__(self, store: JobStore, files: FileService, adapters: AdapterStore, objects: ObjectStore,
-                 settings: Settings, base_model_path: Path, backend=None):
-        self.store, self.db, self.files, self.adapters, self.settings = store, store.db, files, adapters, settings
+                 settings: Settings, base_model_path: Path, backend=None, evals: EvalService | None = None,
+                 metrics: Metrics | None = None):
+        """`evals`: for each job's before/after eval (None: none); `metrics`: training tokens by project."""
+        self.store, self.files, self.adapters, self.settings = store, files, adapters, settings
         self.objects = objects
         self.base_model_path = base_model_path
         self._tokenizer = None  # the base model's, loaded when a text file's blocks are first counted
         self.backend = backend or LocalBackend(settings.trainer_threads)
-        self.evals = None  # the EvalService, for each job's before/after eval; set by the app
-        self.metrics = None  # the app's Metrics (training tokens by project); set by the app
+        self.evals, self.metrics = evals, metrics
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._runs: dict[str, TrainingRun] = {}  # the trainers this server watches, by job
         self._tasks: set[asyncio.Task] = set()
@@ -74,8 +81,8 @@ class JobRunner:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         # this server's own jobs from before a restart resume at once; another server's, once its lease expires
-        interrupted = [r for r in self.db.jobs_with_status("running") if r.owner in (None, self.owner)]
-        waiting = self.db.jobs_with_status("validating_files", "queued")
+        interrupted = [r for r in self.store.with_status("running") if r.owner in (None, self.owner)]
+        waiting = self.store.with_status("validating_files", "queued")
         for row in interrupted:  # first: they were already under way
             if self.backend.stops_with_server and row.backend_ref:
                 await self.backend.stop(row.backend_ref)  # should PDEATHSIG have failed
@@ -114,7 +121,7 @@ class JobRunner:
             await asyncio.sleep(interval)
             try:
                 here = list(self._runs)
-                held = await asyncio.to_thread(self.db.renew_leases, self.owner, here)
+                held = await asyncio.to_thread(self.store.leases.renew, self.owner, here)
                 for job_id in set(here) - held:
                     run, status = self._runs.get(job_id), self.store.get(job_id).status
                     if run is None:
@@ -126,7 +133,7 @@ class JobRunner:
                         self.pause_job(job_id)
                     elif status in TERMINAL:  # cancelled through another server
                         await run.kill()
-                for job_id in await asyncio.to_thread(self.db.requeue_expired, self.settings.job_lease_seconds):
+                for job_id in await asyncio.to_thread(self.store.requeue_expired, self.settings.job_lease_seconds):
                     self.store.add_event(job_id, "The server training this job stopped renewing its lease; "
                                          "the job resumes from its last checkpoint")
                     self._queue.put_nowait(job_id)
@@ -135,7 +142,7 @@ class JobRunner:
 
     def _mine(self, job_id: str, *statuses: str) -> bool:
         """The job is in one of these statuses and leased to this server."""
-        row = self.db.job_row(job_id)  # one read: the status column moves with the job's document
+        row = self.store.row(job_id)  # one read: the status column moves with the job's document
         return row.status in statuses and row.owner == self.owner
 
     def lock(self, job_id: str) -> asyncio.Lock:
@@ -160,7 +167,7 @@ class JobRunner:
         run = self._runs.get(job_id)
         if run is not None:
             await run.kill()
-        elif not self.backend.stops_with_server and (ref := self.db.job_row(job_id).backend_ref):
+        elif not self.backend.stops_with_server and (ref := self.store.row(job_id).backend_ref):
             await self.backend.stop(ref)
 
     def pause_job(self, job_id: str) -> None:
@@ -170,7 +177,7 @@ class JobRunner:
             run = self._runs.get(job_id)
             if run is not None:
                 await run.terminate(self.settings.shutdown_timeout_seconds)
-            elif not self.backend.stops_with_server and (ref := self.db.job_row(job_id).backend_ref):
+            elif not self.backend.stops_with_server and (ref := self.store.row(job_id).backend_ref):
                 await self.backend.stop(ref)
 
         task = asyncio.get_running_loop().create_task(pause())
@@ -197,7 +204,7 @@ class JobRunner:
             p = plan(hp, n_examples, {**self._local_paths(job), "served_model_name": self.settings.base_model_name,
                                       "seed": job.seed, "num_threads": self.settings.trainer_threads,
                                       "stage": stage, "data_format": data_format})
-            await asyncio.to_thread(self.objects.put_bytes, f"jobs/{job_id}/spec.json",
+            await asyncio.to_thread(self.objects.put_bytes, JobKeys(job_id).spec,
                                     json.dumps(p.spec, indent=1).encode())
         except _Invalid as e:
             self.store.fail(job_id, e.code, e.message, e.param)
@@ -256,7 +263,7 @@ class JobRunner:
         except AdapterError:
             raise _Invalid("model_not_available", f"model {job.model!r} was deleted before the job started",
                            "model") from None
-        self.objects.put_tree(f"jobs/{job.id}/parent", source)
+        self.objects.put_tree(JobKeys(job.id).parent, source)
 
     # ------------------------------------------------------------------ queued -> running -> done
     async def _worker(self) -> None:
@@ -264,7 +271,7 @@ class JobRunner:
             # The database is the queue: the oldest queued job, claimed atomically (on PostgreSQL with
             # FOR UPDATE SKIP LOCKED), so servers sharing a database never train one job twice. The
             # in-memory queue only wakes a worker early; without it, workers look every POLL_SECONDS.
-            job_id = await asyncio.to_thread(self.db.claim_next_job, self.owner)
+            job_id = await asyncio.to_thread(self.store.claim_next, self.owner)
             if job_id is None:
                 try:
                     await asyncio.wait_for(self._queue.get(), POLL_SECONDS)
@@ -278,7 +285,7 @@ class JobRunner:
             except Exception as e:  # a failure here must fail the job, never stop the worker
                 log.exception("job %s: runner error", job_id)
                 if storage_error(e) is not None:
-                    self.db.release_reserve()  # so that the failure itself can be written down
+                    self.store.db.release_reserve()  # so that the failure itself can be written down
                     code, message = "insufficient_storage", f"the server ran out of storage space: {e}"
                 elif isinstance(e, StorageUnavailable):
                     code, message = "object_store_unavailable", ("the object store was unreachable while the job's "
@@ -295,7 +302,7 @@ class JobRunner:
         adapter it trains on from."""
         parent = None
         if self._parent(job) is not None:
-            parent = str(self.objects.fetch_tree(f"jobs/{job.id}/parent", self.run_dir(job.id) / "parent"))
+            parent = str(self.objects.fetch_tree(JobKeys(job.id).parent, self.run_dir(job.id) / "parent"))
         return dict(model_name_or_path=str(self.base_model_path), output_dir=str(self.run_dir(job.id)),
                     dataset=str(self.files.path(job.training_file, None)),
                     eval_dataset=str(self.files.path(job.validation_file, None)) if job.validation_file else None,
@@ -306,15 +313,15 @@ class JobRunner:
         (from S3) the latest checkpoint another server made, so that training resumes from it."""
         run_dir = self.run_dir(job_id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        spec = {**json.loads(self.objects.get_bytes(f"jobs/{job_id}/spec.json")),
+        spec = {**json.loads(self.objects.get_bytes(JobKeys(job_id).spec)),
                 **self._local_paths(self.store.get(job_id))}
         (run_dir / "spec.json").write_text(json.dumps(spec, indent=1))
-        if self.objects.local_path(f"jobs/{job_id}") is None:  # a local store's checkpoints are in place
-            self.objects.fetch_latest_checkpoint(f"jobs/{job_id}/checkpoints", run_dir / "checkpoints", STATE_FILE)
+        if self.objects.local_path(JobKeys(job_id).prefix) is None:  # a local store's checkpoints are in place
+            self.objects.fetch_latest_checkpoint(JobKeys(job_id).checkpoints, run_dir / "checkpoints", STATE_FILE)
         return run_dir
 
     async def _train(self, job_id: str) -> None:
-        row = self.db.job_row(job_id)
+        row = self.store.row(job_id)
         model_name = row.model_name
         try:
             run, replay = await self._start_run(row)
@@ -328,7 +335,7 @@ class JobRunner:
             if not self._mine(job_id, "running"):
                 await run.kill()
                 return
-            self.db.set_job_columns(job_id, backend_ref=run.ref,
+            self.store.set_columns(job_id, backend_ref=run.ref,
                                     pid=int(run.ref.split(":")[1]) if run.ref.startswith("local:") else None)
             if replay is None:
                 self.store.add_event(job_id, "Fine-tuning job started" + (
@@ -340,15 +347,14 @@ class JobRunner:
         finally:
             self._runs.pop(job_id, None)
             self.training_tokens_per_s.pop(job_id, None)
-            self.db.set_job_columns(job_id, pid=None)
+            self.store.set_columns(job_id, pid=None)
             await self._upload_events(job_id, self.run_dir(job_id))
         if self._stopping or not self._mine(job_id, "running"):
             return  # shutting down (resume or re-attach at next start), cancelled, paused or taken over
         if failure is None and state.done is not None:
             await self._succeed(job_id, model_name, state)
         elif state.error is not None:
-            self.store.fail(job_id, state.error.get("code", "training_failed"), state.error["message"],
-                           state.error.get("param"))
+            self.store.fail(job_id, state.error.code, state.error.message, state.error.param)
         else:
             self.store.fail(job_id, "training_failed", failure or "the trainer ended without a result")
 
@@ -359,7 +365,7 @@ class JobRunner:
         if ref is not None:
             run = await self.backend.attach(ref)
             if run is not None:
-                return run, max((e["data"]["step"] for e in self.db.job_events(job_id, "metrics")
+                return run, max((e["data"]["step"] for e in self.store.events(job_id, "metrics")
                                  if "step" in (e.get("data") or {})), default=0)
         job = self.store.get(job_id)
         attempt = int(ref.rsplit("-", 1)[1]) + 1 if ref and ref.startswith("ftjob-") else 1
@@ -376,8 +382,8 @@ class JobRunner:
     async def _wait_for_backend(self, job_id: str, why: str) -> None:
         async with self.lock(job_id):
             if self.store.update(job_id, expect=("running",), status="queued"):
-                self.db.set_job_columns(job_id, owner=None)
-                events = self.db.list_events(job_id, None, 1)[0]
+                self.store.set_columns(job_id, owner=None)
+                events = self.store.list_events(job_id, None, 1)[0]
                 if not events or not events[0]["message"].startswith("Waiting for the training backend"):
                     self.store.add_event(job_id, f"Waiting for the training backend: {why}", level="warn")
         await asyncio.sleep(BACKEND_RETRY_SECONDS)
@@ -388,49 +394,50 @@ class JobRunner:
         """Record the trainer's events as they come. Re-attached to a run (its log read from the start),
         the events up to step `replay`, recorded before, are passed over."""
         async for raw in stream:
-            try:  # a Ray Train worker's lines come prefixed with its (coloured) name: the event starts at a brace
-                event = json.loads(raw[max(raw.find(b"{"), 0):])
-            except ValueError:
+            # a Ray Train worker's lines come prefixed with its (coloured) name: the event starts at a brace
+            event = parse_event(raw[max(raw.find(b"{"), 0):])
+            if event is None:
                 continue  # stray output; stderr carries the diagnostics
-            if not isinstance(event, dict):
-                continue
-            kind = event.get("type")
             if replay is not None:
-                if kind in ("info", "interrupted") or (
-                        kind in ("metrics", "checkpoint", "evaluation") and event["step"] <= replay):
+                if isinstance(event, (Info, Interrupted)) or (
+                        isinstance(event, (StepMetrics, Checkpoint, Evaluation)) and event.step <= replay):
                     continue
                 replay = None
-            if kind == "info":
-                await self._record(job_id, event["message"])
-            elif kind == "metrics":  # one event per logged step, validation metrics included where measured
-                self.training_tokens_per_s[job_id] = event["tokens_per_s"]
-                data = {k: v for k, v in event.items() if k != "type"}
-                message = f"Step {event['step']}/{event['total_steps']}: training loss={event['train_loss']:.4f}"
-                if "train_reward_accuracy" in event:
-                    message += f", reward accuracy={event['train_reward_accuracy']:.3f}"
-                if "valid_loss" in event:
-                    message += f", validation loss={event['valid_loss']:.4f}"
-                    message += (f", token accuracy={event['valid_mean_token_accuracy']:.3f}"
-                                 if "valid_mean_token_accuracy" in event
-                                 else f", reward accuracy={event['valid_reward_accuracy']:.3f}")
-                await self._record(job_id, message, data=data, type="metrics")
-                remaining = (event["total_steps"] - event["step"]) * event["elapsed_s"] / max(event["step"], 1)
-                self.store.update(job_id, expect=("running",), trained_tokens=event["tokens"],
-                                 estimated_finish=int(time.time() + remaining))
-            elif kind == "evaluation":  # before/after (trainer/evaluation.py); its answers kept for the job's eval
-                # (a message with data: metrics events stay one per training step)
-                await self._record(job_id, _evaluation_message(event),
-                                   data={"step": event["step"], **event["metrics"], "answers": event["answers"]})
-            elif kind == "checkpoint":
-                await self._publish_checkpoint(job_id, model_name, event, event["metrics"])
-            elif kind == "interrupted":
-                why = "the job was paused" if self.store.get(job_id).status == "paused" else \
-                    "a server shutdown; it resumes at the next start"
-                await self._record(job_id, f"Training stopped at step {event['step']} for {why}")
-            elif kind == "done":
-                state.done = event
-            elif kind == "error":
-                state.error = event
+            match event:
+                case Info():
+                    await self._record(job_id, event.message)
+                case StepMetrics():  # one event per logged step, validation metrics included where measured
+                    await self._record_metrics(job_id, event)
+                case Evaluation():  # before/after (trainer/evaluation.py); its answers kept for the job's eval
+                    # (a message with data: metrics events stay one per training step)
+                    await self._record(job_id, _evaluation_message(event),
+                                       data={"step": event.step, **event.metrics, "answers": event.answers})
+                case Checkpoint():
+                    await self._publish_checkpoint(job_id, model_name, event)
+                case Interrupted():
+                    why = "the job was paused" if self.store.get(job_id).status == "paused" else \
+                        "a server shutdown; it resumes at the next start"
+                    await self._record(job_id, f"Training stopped at step {event.step} for {why}")
+                case Done():
+                    state.done = event
+                case Error():
+                    state.error = event
+
+    async def _record_metrics(self, job_id: str, event: StepMetrics) -> None:
+        self.training_tokens_per_s[job_id] = event.tokens_per_s
+        data = event.values
+        message = f"Step {event.step}/{event.total_steps}: training loss={event.train_loss:.4f}"
+        if "train_reward_accuracy" in data:
+            message += f", reward accuracy={data['train_reward_accuracy']:.3f}"
+        if "valid_loss" in data:
+            message += f", validation loss={data['valid_loss']:.4f}"
+            message += (f", token accuracy={data['valid_mean_token_accuracy']:.3f}"
+                        if "valid_mean_token_accuracy" in data
+                        else f", reward accuracy={data['valid_reward_accuracy']:.3f}")
+        await self._record(job_id, message, data=data, type="metrics")
+        remaining = (event.total_steps - event.step) * event.elapsed_s / max(event.step, 1)
+        self.store.update(job_id, expect=("running",), trained_tokens=event.tokens,
+                          estimated_finish=int(time.time() + remaining))
 
     async def _record(self, job_id: str, message: str, **kwargs) -> None:
         """Record what the trainer said, unless the job has ended meanwhile: lines it printed before a
@@ -439,29 +446,29 @@ class JobRunner:
             if self.store.get(job_id).status not in TERMINAL:
                 self.store.add_event(job_id, message, **kwargs)
 
-    async def _publish_checkpoint(self, job_id: str, model_name: str, event: dict, metrics: dict) -> None:
+    async def _publish_checkpoint(self, job_id: str, model_name: str, event: Checkpoint) -> None:
         """Publish a checkpoint, unless the job has ended (a cancel never lets one through); store it whole
         (optimizer state last), for any server to resume from. A remote trainer stored it already (`key`):
         it is fetched from there."""
-        step = event["step"]
+        step = event.step
         async with self.lock(job_id):
             if not self._mine(job_id, "running", "paused"):
                 return
-            if "key" in event:
-                path = await asyncio.to_thread(self.objects.fetch_tree, event["key"],
+            if event.key is not None:
+                path = await asyncio.to_thread(self.objects.fetch_tree, event.key,
                                                self.run_dir(job_id) / "checkpoints" / f"step-{step}")
             else:
-                path = Path(event["path"])
-                await asyncio.to_thread(self.objects.put_tree, f"jobs/{job_id}/checkpoints/step-{step}", path,
+                path = Path(event.path)
+                await asyncio.to_thread(self.objects.put_tree, JobKeys(job_id).checkpoint(step), path,
                                         last=STATE_FILE)
-            await self._publish_checkpoint_locked(job_id, model_name, step, path, metrics)
+            await self._publish_checkpoint_locked(job_id, model_name, step, path, event.metrics)
 
     async def _upload_events(self, job_id: str, run_dir: Path) -> None:
         """The trainer's own event log, kept with the job's artifacts."""
-        log_file = run_dir / "events.jsonl"
-        if log_file.is_file() and self.objects.local_path(f"jobs/{job_id}") is None:
+        log_file, keys = run_dir / EVENTS_FILE, JobKeys(job_id)
+        if log_file.is_file() and self.objects.local_path(keys.prefix) is None:
             try:
-                await asyncio.to_thread(self.objects.put_file, f"jobs/{job_id}/events.jsonl", log_file)
+                await asyncio.to_thread(self.objects.put_file, keys.events, log_file)
             except Exception:  # noqa: BLE001 - the database has the events; this copy is for people
                 log.warning("job %s: could not store the trainer's event log", job_id, exc_info=True)
 
@@ -473,20 +480,20 @@ class JobRunner:
             id=f"ftckpt-{job_id[6:18]}{step}", created_at=int(time.time()), fine_tuned_model_checkpoint=name,
             fine_tuning_job_id=job_id, metrics=CheckpointMetrics(**{**metrics, "step": step}), step_number=step,
         )
-        self.db.upsert_checkpoint(job_id, step, checkpoint.model_dump(exclude_none=True))
+        self.store.upsert_checkpoint(job_id, step, checkpoint.model_dump(exclude_none=True))
         self.store.add_event(job_id, f"Checkpoint created at step {step}: {name}")
 
     async def _succeed(self, job_id: str, model_name: str, state: _RunState) -> None:
         done = state.done
-        adapter = Path(done["adapter_path"]) if "adapter_key" not in done else await asyncio.to_thread(
-            self.objects.fetch_tree, done["adapter_key"], self.run_dir(job_id) / "adapter")
+        adapter = Path(done.adapter_path) if done.adapter_key is None else await asyncio.to_thread(
+            self.objects.fetch_tree, done.adapter_key, self.run_dir(job_id) / "adapter")
         async with self.lock(job_id):  # a cancel waits for this, and then finds the job succeeded
             if not self._mine(job_id, "running"):
                 return
-            await self._publish_checkpoint_locked(job_id, model_name, done["steps"], adapter, done.get("metrics", {}))
+            await self._publish_checkpoint_locked(job_id, model_name, done.steps, adapter, done.metrics)
             await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id,
-                                    step=done["steps"], replace=True, parent=self._parent(self.store.get(job_id)))
-            project = self.db.job_row(job_id).project_id
+                                    step=done.steps, replace=True, parent=self._parent(self.store.get(job_id)))
+            project = self.store.row(job_id).project_id
             results = self.files.create_internal(self._results_csv(job_id), "step_metrics.csv",
                                                  "fine-tune-results", project)
             # everything a client reads about a succeeded job is there before its status says so
@@ -497,14 +504,14 @@ class JobRunner:
                 log.exception("job %s: could not store its before/after evaluation", job_id)
             self.store.add_event(job_id, "The job has successfully completed")
             self.store.update(job_id, expect=("running",), status="succeeded", fine_tuned_model=model_name,
-                             finished_at=int(time.time()), trained_tokens=done["trained_tokens"],
+                             finished_at=int(time.time()), trained_tokens=done.trained_tokens,
                              result_files=[results.id], estimated_finish=None)
         if self.metrics is not None:
-            self.metrics.training_tokens(project, done["trained_tokens"])
+            self.metrics.training_tokens(project, done.trained_tokens)
 
     def _before_after_eval(self, job, model_name: str) -> None:
         """The trainer's before/after answers as an eval with two runs (Evals API), for people to open."""
-        measured = [e["data"] for e in self.db.job_events(job.id) if "answers" in (e.get("data") or {})]
+        measured = [e["data"] for e in self.store.events(job.id) if "answers" in (e.get("data") or {})]
         if self.evals is None or not job.validation_file or len(measured) < 2:
             return
         items = []
@@ -516,7 +523,7 @@ class JobRunner:
         before, after = measured[0], measured[-1]
         if not len(items) == len(before["answers"]) == len(after["answers"]):
             return  # a validation row without an answer to ask for: no item to pair with
-        project = self.db.job_row(job.id).project_id
+        project = self.store.row(job.id).project_id
         ev = self.evals.create(CreateEvalRequest.model_validate({
             "name": f"{model_name}: before and after", "metadata": {"fine_tuning_job": job.id},
             "data_source_config": {"type": "custom", "include_sample_schema": True, "item_schema": {
@@ -542,7 +549,7 @@ class JobRunner:
 
     def _results_csv(self, job_id: str) -> bytes:
         rows: dict[int, dict] = {}
-        for event in self.db.job_events(job_id, "metrics"):
+        for event in self.store.events(job_id, "metrics"):
             data = event.get("data") or {}
             if "step" in data:
                 rows.setdefault(data["step"], {}).update(data)
@@ -556,12 +563,12 @@ class JobRunner:
         return out.getvalue().encode()
 
 
-def _evaluation_message(event: dict) -> str:
-    m, when = event["metrics"], "Before training" if event["step"] == 0 else f"After step {event['step']}"
-    n = len(event["answers"])
+def _evaluation_message(event: Evaluation) -> str:
+    m, when = event.metrics, "Before training" if event.step == 0 else f"After step {event.step}"
+    n = len(event.answers)
     text = (f"{when}: {round(m['valid_exact_match'] * n)}/{n} validation answers exact (fuzzy match "
             f"{m['valid_fuzzy_match']:.2f}); general perplexity {m['general_perplexity']:.2f}")
-    if event["step"]:
+    if event.step:
         text += f", {m['general_agreement']:.0%} of general answers unchanged"
     return text
 
@@ -570,8 +577,8 @@ class _RunState:
     """What a trainer's events said about how it ended."""
 
     def __init__(self):
-        self.done: dict | None = None
-        self.error: dict | None = None
+        self.done: Done | None = None
+        self.error: Error | None = None
 
 
 class _Invalid(Exception):

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from adapters.store import AdapterError
 from service.errors import APIError, Kind
-from service.files.service import FileService, new_id
+from service.files.service import FileService
+from service.ids import new_id
 from service.fine_tuning.protocol import (
     CreateFineTuningJobRequest,
     FineTuningJob,
@@ -35,16 +36,16 @@ class JobService:
     """The API's side of jobs: create and read them, and ask the runner to cancel, pause or resume."""
 
     def __init__(self, store: JobStore, files: FileService, settings: Settings, runner: JobRunner, access: Access):
-        self.store, self.db, self.files, self.settings, self.runner = store, store.db, files, settings, runner
+        self.store, self.files, self.settings, self.runner = store, files, settings, runner
         self.access = access
 
     # ------------------------------------------------------------------ create
     def create(self, req: CreateFineTuningJobRequest, project: str) -> FineTuningJob:
-        waiting = self.db.count_jobs_by_status()
+        waiting = self.store.count_by_status()
         if waiting.get("validating_files", 0) + waiting.get("queued", 0) >= self.settings.max_queued_jobs:
             raise APIError(Kind.RATE_LIMITED, f"{self.settings.max_queued_jobs} fine-tuning jobs are already "
                            "waiting; retry later.", code="too_many_queued_jobs", headers={"Retry-After": "30"})
-        mine = self.db.count_jobs_by_status(project)
+        mine = self.store.count_by_status(project)
         if sum(mine.get(s, 0) for s in ("validating_files", "queued", "running")) >= \
                 self.settings.project_max_training_jobs:
             raise APIError(Kind.RATE_LIMITED, f"Your project has {self.settings.project_max_training_jobs} "
@@ -72,7 +73,7 @@ class JobService:
             raise APIError(Kind.INVALID_REQUEST, f"n_workers={hp.n_workers} needs the Ray training backend "
                            "(--training-backend ray); this server trains each job in one local process.",
                            param=f"{hp_param}.n_workers", code="n_workers_unsupported")
-        job_id = new_id("ftjob")
+        job_id = new_id("ftjob-")
         model_name = f"ft:{base}:{self.settings.organization}:{req.suffix or ''}:{job_id[6:14]}"
         job = FineTuningJob(
             id=job_id, created_at=int(time.time()), hyperparameters=hp.model_dump(include={
@@ -83,7 +84,7 @@ class JobService:
             method={"type": kind, kind: {"hyperparameters": hp.model_dump(exclude_none=True)}},
             metadata=req.metadata, user_provided_suffix=req.suffix,
         )
-        self.db.insert_job(job.model_dump(), model_name, f"jobs/{job_id}", project,
+        self.store.insert(job.model_dump(), model_name, f"jobs/{job_id}", project,
                            req.resources.model_dump(exclude_none=True) if req.resources else None)
         self.store.add_event(job_id, f"Validating training file: {req.training_file}")
         self.runner.submit(job_id)
@@ -112,34 +113,33 @@ class JobService:
                                f"Leave {name} out.", param=f"{hp_param}.{name}", code="invalid_hyperparameters")
 
     def _check_file(self, file_id: str, param: str, project: str) -> None:
-        row = self.db.get_file(file_id, project)
-        if row is None:
+        file = self.files.find(file_id, project)
+        if file is None:
             raise APIError(Kind.INVALID_REQUEST, f"File {file_id} does not exist.", param=param, code="file_not_found")
-        doc = row[0]
-        if doc["purpose"] != "fine-tune":
-            raise APIError(Kind.INVALID_REQUEST, f"File {file_id} has purpose '{doc['purpose']}', "
+        if file.purpose != "fine-tune":
+            raise APIError(Kind.INVALID_REQUEST, f"File {file_id} has purpose '{file.purpose}', "
                            "not 'fine-tune'.", param=param, code="invalid_file_purpose")
-        if doc["status"] == "error":
+        if file.status == "error":
             raise APIError(Kind.INVALID_REQUEST, f"File {file_id} is not a valid training file: "
-                           f"{doc['status_details']}", param=param, code="invalid_training_file")
+                           f"{file.status_details}", param=param, code="invalid_training_file")
 
     # ------------------------------------------------------------------ read
     def get(self, job_id: str, project: str) -> FineTuningJob:
         return self.store.get(job_id, project)
 
     def list(self, project: str, after: str | None, limit: int, metadata: dict[str, str]) -> ListObject[FineTuningJob]:
-        docs, more = self.db.list_jobs(project, after, limit, metadata)
+        docs, more = self.store.list(project, after, limit, metadata)
         return ListObject.page([FineTuningJob(**d) for d in docs], more)
 
     def events(self, job_id: str, project: str, after: str | None, limit: int) -> ListObject[FineTuningJobEvent]:
         self.get(job_id, project)
-        docs, more = self.db.list_events(job_id, after, limit)
+        docs, more = self.store.list_events(job_id, after, limit)
         return ListObject.page([FineTuningJobEvent(**d) for d in docs], more)
 
     def checkpoints(self, job_id: str, project: str, after: str | None,
                     limit: int) -> ListObject[FineTuningJobCheckpoint]:
         self.get(job_id, project)
-        docs, more = self.db.list_checkpoints(job_id, after, limit)
+        docs, more = self.store.list_checkpoints(job_id, after, limit)
         return ListObject.page([FineTuningJobCheckpoint(**d) for d in docs], more)
 
     # ------------------------------------------------------------------ change

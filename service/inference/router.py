@@ -1,10 +1,17 @@
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
-from service.deps import Chat, Completions, Project
+from service.components import provide
+from service.deps import Project
+from service.inference.chat import ChatService
+from service.inference.completions import CompletionService
 from service.inference.protocol import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["inference"])
+Chat = Annotated[ChatService, Depends(provide(ChatService))]
+Completions = Annotated[CompletionService, Depends(provide(CompletionService))]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 

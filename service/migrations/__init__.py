@@ -1,4 +1,5 @@
-"""The database schema's versions (Alembic), applied at start: `upgrade(engine)`.
+"""The database schema's versions (Alembic), applied where the operator starts the server (`ftserve serve`,
+`ftserve migrate`): `upgrade(engine)`.
 
 Idempotent, and safe when several servers start at once: on PostgreSQL the upgrade runs under a
 transaction-scoped advisory lock, on SQLite under a lock file beside the database, so one server

@@ -1,10 +1,15 @@
-from fastapi import APIRouter
+from typing import Annotated
 
-from service.deps import Models, Project
+from fastapi import APIRouter, Depends
+
+from service.components import provide
+from service.deps import Project
+from service.models.service import ModelService
 from service.models.protocol import Model
 from service.protocol import DeletedObject, ListObject
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+Models = Annotated[ModelService, Depends(provide(ModelService))]
 
 
 @router.get("", response_model=ListObject[Model])

@@ -23,6 +23,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.projects.store import ProjectStore
+
 DEFAULT_PROJECT = "proj_default"
 KEY_CHECK = "key_check"  # the HMAC of a fixed text, stored: replicas with different secrets are caught at start
 
@@ -57,8 +59,8 @@ def load_secret(value: str | None, path: Path) -> bytes:
 
 
 class Keyring:
-    def __init__(self, db, secret: bytes, api_keys: list[str], admin_key: str | None):
-        self.db, self.secret = db, secret
+    def __init__(self, store: ProjectStore, secret: bytes, api_keys: list[str], admin_key: str | None):
+        self.store, self.secret = store, secret
         self.static = [(self.digest(k), self.key_id(k)) for k in api_keys]
         self.admin = self.digest(admin_key) if admin_key else None
         self.check_secret()
@@ -75,14 +77,14 @@ class Keyring:
         return "key_" + self.digest("id:" + key)[:16]
 
     def check_secret(self) -> None:
-        stored = self.db.stored_secret(KEY_CHECK)
+        stored = self.store.stored_secret(KEY_CHECK)
         if stored is not None and not hmac.compare_digest(stored, self.digest(KEY_CHECK)):
             raise RuntimeError("This server's key secret is not the one the database's service account keys were "
                                "made with: give every server sharing the database the same FTSERVE_KEY_SECRET.")
 
     def new_key(self) -> tuple[str, str, str]:
         """A new service account key: (value, id, digest). The value is shown once and not stored."""
-        if not hmac.compare_digest(self.db.server_secret(KEY_CHECK, self.digest(KEY_CHECK)), self.digest(KEY_CHECK)):
+        if not hmac.compare_digest(self.store.server_secret(KEY_CHECK, self.digest(KEY_CHECK)), self.digest(KEY_CHECK)):
             self.check_secret()  # raises: another server made keys under another secret
         value = "sk-svcacct-" + secrets.token_urlsafe(32)
         return value, "key_" + secrets.token_hex(8), self.digest(value)
@@ -98,5 +100,5 @@ class Keyring:
                 found = Caller(DEFAULT_PROJECT, key_id)
         if found is not None:
             return found
-        owner = self.db.key_owner(digest)
+        owner = self.store.key_owner(digest)
         return None if owner is None else Caller(*owner)

@@ -1,18 +1,21 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from service.deps import Admin, Projects
+from service.components import provide
+from service.deps import Admin
 from service.projects.protocol import (
     CheckpointPermission, CheckpointPermissionDeleted, CreateCheckpointPermissionRequest, CreateProjectRequest,
     CreateServiceAccountRequest, Project, ServiceAccount, ServiceAccountCreated, ServiceAccountDeleted,
     UpdateProjectRequest,
 )
+from service.projects.service import ProjectService
 from service.protocol import ListObject
 
 router = APIRouter(prefix="/v1/organization/projects", tags=["projects"])
 permissions = APIRouter(prefix="/v1/fine_tuning/checkpoints", tags=["fine-tuning"])
 Limit = Annotated[int, Query(ge=1, le=100)]
+Projects = Annotated[ProjectService, Depends(provide(ProjectService))]
 
 
 @router.post("", response_model=Project)

@@ -7,7 +7,7 @@ import pytest
 
 from adapters import AdapterCache, AdapterNotFound, InvalidAdapter, ObjectAdapterStore, StorageUnavailable
 from adapters.objects import LocalObjects, open_objects
-from tests.seaweedfs import SeaweedS3
+from tests.support.seaweedfs import SeaweedS3
 
 
 @pytest.fixture(scope="module")

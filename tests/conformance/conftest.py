@@ -9,9 +9,9 @@ import json
 import pytest
 from openai import OpenAI
 
-from tests.conftest import FACTS, REPO
-from tests.service.conftest import create_job, wait_for_status
-from tests.service.server import Server
+from tests.support.paths import FACTS, REPO
+from tests.support.jobs import create_job, wait_for_status
+from tests.support.server import Server
 
 SPEC = json.loads((REPO / "tests" / "openai_spec" / "schemas.json").read_text())
 

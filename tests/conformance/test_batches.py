@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests.conformance.conftest import assert_official
-from tests.conftest import write_jsonl
-from tests.service.conftest import wait_for
+from tests.support.paths import write_jsonl
+from tests.support.jobs import wait_for
 
 pytestmark = pytest.mark.slow
 

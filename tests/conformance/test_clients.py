@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from adapters import AdapterStore
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.slow
 

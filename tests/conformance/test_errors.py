@@ -10,7 +10,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.service.conftest import wait_for
+from tests.support.jobs import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import openai
 import pytest
 
 from tests.conformance.conftest import assert_official
-from tests.conftest import FACTS, write_jsonl
-from tests.service.conftest import wait_for
+from tests.support.paths import FACTS, write_jsonl
+from tests.support.jobs import wait_for
 
 pytestmark = pytest.mark.slow
 

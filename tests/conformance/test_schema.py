@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from tests.conformance.conftest import assert_official
-from tests.conftest import FACTS
-from tests.service.conftest import wait_for_status
+from tests.support.paths import FACTS
+from tests.support.jobs import wait_for_status
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import pytest
 
 from tests.conformance.conftest import assert_official
 from tests.conformance.test_clients import _drive
-from tests.conftest import REPO
-from tests.service.conftest import wait_for_status
+from tests.support.paths import REPO
+from tests.support.jobs import wait_for_status
 
 pytestmark = pytest.mark.slow
 

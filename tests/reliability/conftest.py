@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from tests.service.conftest import create_job, wait_for_status
-from tests.service.server import Server
+from tests.support.jobs import create_job, wait_for_status
+from tests.support.server import Server
 
 FIGURES: dict = {}
 

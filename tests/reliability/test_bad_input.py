@@ -5,7 +5,7 @@ afterwards the server is healthy and every earlier file, job and adapter is inta
 import httpx
 import pytest
 
-from tests.conftest import FACTS
+from tests.support.paths import FACTS
 from tests.service.test_bad_input import CASES as CONTROL_PLANE_CASES
 
 pytestmark = pytest.mark.slow

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from adapters import AdapterNotFound, AdapterStore
-from tests.conftest import FACTS
-from tests.service.conftest import create_job, wait_for, wait_for_status
-from tests.service.server import Server, trainer_pids
+from tests.support.paths import FACTS
+from tests.support.jobs import create_job, wait_for, wait_for_status
+from tests.support.server import Server, trainer_pids
 from tests.service.test_operations import alive, descendants
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from adapters import AdapterStore
-from tests.conftest import FACTS
-from tests.service.conftest import wait_for
+from tests.support.paths import FACTS
+from tests.support.jobs import wait_for
 from tests.service.test_operations import value
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import FACTS
+from tests.support.paths import FACTS
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +139,7 @@ def test_bad_request_gets_4xx_envelope(http, ids, method, path, kwargs, status, 
 
 
 def test_upload_over_the_limit_is_413_and_not_stored(tiny_model, tmp_path):
-    from tests.service.server import Server
+    from tests.support.server import Server
 
     server = Server(tmp_path / "data", model=tiny_model, engine="none", max_upload_bytes=1000).start()
     try:

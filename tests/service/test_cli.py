@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FACTS, REPO, write_jsonl
+from tests.support.paths import FACTS, REPO, write_jsonl
 
 pytestmark = pytest.mark.slow
 FTSERVE = [sys.executable, "-m", "service.cli"]

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.conftest import FACTS, write_jsonl
-from tests.service.conftest import wait_for, wait_for_status
-from tests.service.server import Server, trainer_pids
+from tests.support.paths import FACTS, write_jsonl
+from tests.support.jobs import wait_for, wait_for_status
+from tests.support.server import Server, trainer_pids
 
 pytestmark = pytest.mark.slow
 FAST = {"n_epochs": 4, "batch_size": 4, "learning_rate": 3e-3, "n_checkpoints": 2}
@@ -279,7 +279,7 @@ def test_sft_then_dpo_on_the_fine_tuned_model(client, server, tiny_model, tokeni
     from transformers import AutoModelForCausalLM
 
     from adapters import AdapterStore
-    from tests.trainer.conftest import recall
+    from tests.support.training import recall
 
     learn = {"n_epochs": 50, "batch_size": 4, "learning_rate": 5e-3, "lora_r": 16, "n_checkpoints": 1}
     sft = wait_for_status(client, _create(client, _upload(client).id, hp=learn, suffix="sft", seed=0).id,

@@ -11,9 +11,9 @@ import pytest
 from openai import OpenAI
 
 from adapters import AdapterStore
-from tests.conftest import FACTS, write_jsonl
-from tests.service.conftest import wait_for, wait_for_status
-from tests.service.server import Server
+from tests.support.paths import FACTS, write_jsonl
+from tests.support.jobs import wait_for, wait_for_status
+from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ import time
 import pytest
 
 from adapters import AdapterStore
-from tests.conftest import FACTS
-from tests.service.conftest import wait_for, wait_for_status
-from tests.service.server import trainer_pids
+from tests.support.paths import FACTS
+from tests.support.jobs import wait_for, wait_for_status
+from tests.support.server import trainer_pids
 
 pytestmark = pytest.mark.slow
 

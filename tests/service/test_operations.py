@@ -15,9 +15,9 @@ from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters import AdapterStore
-from tests.conftest import FACTS, REPO
-from tests.service.conftest import create_job, wait_for, wait_for_status
-from tests.service.server import Server, trainer_pids
+from tests.support.paths import FACTS, REPO
+from tests.support.jobs import create_job, wait_for, wait_for_status
+from tests.support.server import Server, trainer_pids
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ import psutil
 import pytest
 
 from adapters import AdapterStore
-from tests.conftest import FACTS
-from tests.service.conftest import create_job, wait_for, wait_for_status
-from tests.service.server import Server, trainer_pids
+from tests.support.paths import FACTS
+from tests.support.jobs import create_job, wait_for, wait_for_status
+from tests.support.server import Server, trainer_pids
 
 pytestmark = pytest.mark.slow
 

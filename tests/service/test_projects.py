@@ -18,9 +18,9 @@ from fastapi.routing import APIRoute
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conformance.conftest import assert_official
-from tests.conftest import FACTS, write_jsonl
-from tests.service.conftest import wait_for, wait_for_status
-from tests.service.server import Server
+from tests.support.paths import FACTS, write_jsonl
+from tests.support.jobs import wait_for, wait_for_status
+from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
 

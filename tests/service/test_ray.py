@@ -5,10 +5,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import FACTS
-from tests.ray_head import RayHead
-from tests.service.conftest import create_job, wait_for, wait_for_status
-from tests.service.server import Server
+from tests.support.paths import FACTS
+from tests.support.ray_head import RayHead
+from tests.support.jobs import create_job, wait_for, wait_for_status
+from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
 

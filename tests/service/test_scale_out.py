@@ -12,9 +12,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import FACTS, REPO
-from tests.service.conftest import create_job, wait_for, wait_for_status
-from tests.service.server import Server, trainer_pids
+from tests.support.paths import FACTS, REPO
+from tests.support.jobs import create_job, wait_for, wait_for_status
+from tests.support.server import Server, trainer_pids
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.support.paths import write_jsonl
 from trainer.data import (
     Conversation,
     DataError,

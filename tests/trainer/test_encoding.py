@@ -1,6 +1,6 @@
 from collections import Counter
 
-from tests.conftest import write_jsonl
+from tests.support.paths import write_jsonl
 from trainer.data import Conversation, Message, TextDocument, load_dataset
 from trainer.encoding import (
     IGNORE_INDEX,

@@ -8,8 +8,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from tests.conftest import write_jsonl
-from tests.trainer.conftest import recall, train_config
+from tests.support.paths import write_jsonl
+from tests.support.training import recall, train_config
 from trainer.recipe import train
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,9 @@ import threading
 import httpx
 import pytest
 
-from tests.conftest import FACTS, REPO, write_jsonl
-from tests.service.conftest import wait_for
-from tests.service.server import Server
+from tests.support.paths import FACTS, REPO, write_jsonl
+from tests.support.jobs import wait_for
+from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
 KEY = "dashboard-key"  # the default project's

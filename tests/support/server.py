@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import psutil
 from openai import OpenAI
 
-from tests.conftest import REPO
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports: every socket is held open while the next is chosen (one at a time, the
-    kernel may hand the same port out twice)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
+from tests.support.paths import REPO
+from tests.support.process import ManagedProcess, free_port
 
 
 class Server:
@@ -45,8 +26,13 @@ class Server:
             self.args += ["--model", str(model)]
         for key, value in settings.items():
             self.args += [f"--{key.replace('_', '-')}", str(value)]
-        self.proc: subprocess.Popen | None = None
+        self.process: ManagedProcess | None = None
         self.log = Path(data_dir) / f"server-{self.port}.log"
+
+    @property
+    def proc(self):
+        """The server's process (a `subprocess.Popen`), once spawned."""
+        return None if self.process is None else self.process.proc
 
     @property
     def url(self) -> str:
@@ -63,37 +49,31 @@ class Server:
         """Start the process without waiting (several servers then start at once)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=self.log.open("ab"),
-                                     stderr=subprocess.STDOUT)
+        self.process = ManagedProcess(f"ftserve on port {self.port}", self.args, self.log, cwd=REPO, env=env).spawn()
         return self
 
     def wait_ready(self, timeout: float = 120) -> Server:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+        def ready() -> bool:
             try:
                 if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
-                    return self
+                    return True
                 if httpx.get(self.url + "/health", timeout=1).status_code == 503:
-                    raise RuntimeError(f"the engine failed to start:\n{self.log.read_text()[-3000:]}")
+                    raise RuntimeError(f"the engine failed to start:\n{self.process.tail()}")
             except httpx.HTTPError:
                 pass
-            time.sleep(0.2)
-        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
+            return False
+
+        self.process.wait_until(ready, timeout, interval=0.2)
+        return self
 
     def kill(self) -> None:
         """kill -9, as the OS or an operator would."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+        self.process.kill()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        """SIGINT: a graceful shutdown (trainers checkpoint, the engine stops); SIGKILL after 30 s."""
+        if self.process is not None:
+            self.process.stop(signal.SIGINT, timeout=30)
 
 
 def trainer_pids(run_dir_part: str = "") -> list[int]:

@@ -12,10 +12,9 @@ import pwd
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from tests.service.server import free_port
+from tests.support.process import ManagedProcess, free_port
 
 USER = "ftserve_pg"
 
@@ -57,7 +56,7 @@ class Postgres:
         self.data = self.root / "pgdata"
         self.prefix: Path | None = None
         self.user = _system_user()
-        self.proc: subprocess.Popen | None = None
+        self.process: ManagedProcess | None = None
 
     def _bin(self, name: str) -> str:
         return str(self.prefix / "bin" / name)
@@ -94,21 +93,13 @@ class Postgres:
         return self
 
     def start(self, timeout: float = 30) -> Postgres:
-        log = (self.root / "postgres.log").open("ab")
-        self.proc = subprocess.Popen(
-            [self._bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(self.root), "-c", "fsync=off", "-c", "full_page_writes=off"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._as_user())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited: {(self.root / 'postgres.log').read_text()[-2000:]}")
-            ready = subprocess.run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                                   capture_output=True)
-            if ready.returncode == 0:
-                return self
-            time.sleep(0.1)
-        raise RuntimeError(f"postgres not ready in {timeout}s")
+        self.process = ManagedProcess(
+            "postgres", [self._bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
+                         "-k", str(self.root), "-c", "fsync=off", "-c", "full_page_writes=off"],
+            self.root / "postgres.log", own_group=True, **self._as_user()).spawn()
+        ready = [self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)]
+        self.process.wait_until(lambda: subprocess.run(ready, capture_output=True).returncode == 0, timeout)
+        return self
 
     def dump(self, database: str = "postgres") -> str:
         """`pg_dump` of a database, as an operator would take a backup."""
@@ -117,13 +108,8 @@ class Postgres:
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT) of the postmaster we started, which ends its own children."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.process is not None:
+            self.process.stop(signal.SIGINT, timeout=30)
 
     def remove(self) -> None:
         self.stop()

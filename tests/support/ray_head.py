@@ -13,14 +13,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sysconfig
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.service.server import free_ports
+from tests.support.process import ManagedProcess, free_ports
 
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
        "RAY_JOB_STOP_WAIT_TIME_S": "30"}  # a stopped job's trainer has time to checkpoint (pause)
@@ -34,7 +32,7 @@ class RayHead:
                  "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port")
         self.port, self.dashboard_port, *rest = free_ports(2 + len(names))
         self.ports = dict(zip(names, rest))
-        self.proc: subprocess.Popen | None = None
+        self.process: ManagedProcess | None = None
 
     @property
     def address(self) -> str:
@@ -55,22 +53,13 @@ class RayHead:
         args = [ray, "start", "--head", "--block", f"--num-cpus={self.num_cpus}", "--node-ip-address=127.0.0.1",
                 f"--port={self.port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                 f"--temp-dir={self.temp}", "--disable-usage-stats", *(f"--{k}={v}" for k, v in self.ports.items())]
-        log = (self.root / "ray-head.log").open("ab")
         # entrypoints run `python`: this environment's, as the ftserve image's is on a Ray cluster
         path = os.pathsep.join([sysconfig.get_path("scripts"), os.environ.get("PATH", "")])
-        self.proc = subprocess.Popen(args, cwd=self.root, env={**os.environ, **ENV, "PATH": path}, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ray exited: {(self.root / 'ray-head.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(self.address + "/api/jobs/", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"ray head not ready in {timeout}s: {(self.root / 'ray-head.log').read_text()[-3000:]}")
+        self.process = ManagedProcess("ray head", args, self.root / "ray-head.log", cwd=self.root,
+                                      env={**os.environ, **ENV, "PATH": path}, own_group=True).spawn()
+        self.process.wait_until(lambda: httpx.get(self.address + "/api/jobs/", timeout=2).status_code == 200,
+                                timeout, interval=0.2)
+        return self
 
     def client(self):
         from ray.job_submission import JobSubmissionClient
@@ -81,16 +70,9 @@ class RayHead:
         return self.client().list_jobs()
 
     def stop(self) -> None:
-        """SIGTERM to the `ray start --block` we started (it stops the head's processes), then its group."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # anything of ours that outlived it
-            except ProcessLookupError:
-                pass
+        """SIGTERM to the `ray start --block` we started (it stops the head's processes), then SIGKILL to its
+        group: anything of ours that outlived it."""
+        if self.process is not None:
+            self.process.stop(signal.SIGTERM, timeout=60)
+            self.process.kill()
             shutil.rmtree(self.temp, ignore_errors=True)

@@ -8,17 +8,14 @@ a stop and a start on the same directory keep the stored objects (the "store goe
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
 import sysconfig
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.service.server import free_ports
+from tests.support.process import ManagedProcess, free_ports
 
 ACCESS_KEY, SECRET_KEY, REGION = "ftserve-test", "ftserve-test-secret", "us-east-1"
 PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
@@ -36,7 +33,7 @@ class SeaweedS3:
     def __init__(self, root: Path, bucket: str = "ftserve"):
         self.root, self.bucket = Path(root), bucket
         self.ports = dict(zip(PORTS, free_ports(len(PORTS))))  # all distinct
-        self.proc: subprocess.Popen | None = None
+        self.process: ManagedProcess | None = None
 
     @property
     def endpoint(self) -> str:
@@ -59,28 +56,24 @@ class SeaweedS3:
         args = [weed_binary(), "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.config={config}",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", *(f"-{name}={port}" for name, port in self.ports.items())]
-        log = (self.root / "weed.log").open("ab")
-        self.proc = subprocess.Popen(args, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"weed exited: {(self.root / 'weed.log').read_text()[-2000:]}")
-            try:
-                client = self.client()
-                client.head_bucket(Bucket=self.bucket)
-                # ready means serving objects, which after a restart comes a little after the bucket
-                client.put_object(Bucket=self.bucket, Key=".ready-probe", Body=b"ok")
-                if client.get_object(Bucket=self.bucket, Key=".ready-probe")["Body"].read() == b"ok":
-                    return self
-            except Exception as e:  # noqa: BLE001 - not up yet, or the bucket is still to be made
-                if "404" in str(e) or "NoSuchBucket" in str(e) or "Not Found" in str(e):
-                    try:
-                        self.client().create_bucket(Bucket=self.bucket)
-                    except Exception:  # noqa: BLE001 - the filer may not be ready: try again
-                        pass
-            time.sleep(0.1)
-        raise RuntimeError(f"weed not ready in {timeout}s: {(self.root / 'weed.log').read_text()[-2000:]}")
+        self.process = ManagedProcess("weed", args, self.root / "weed.log", cwd=self.root, own_group=True).spawn()
+        self.process.wait_until(self._serving, timeout)
+        return self
+
+    def _serving(self) -> bool:
+        """Ready means serving objects, which after a restart comes a little after the bucket."""
+        try:
+            client = self.client()
+            client.head_bucket(Bucket=self.bucket)
+            client.put_object(Bucket=self.bucket, Key=".ready-probe", Body=b"ok")
+            return client.get_object(Bucket=self.bucket, Key=".ready-probe")["Body"].read() == b"ok"
+        except Exception as e:  # noqa: BLE001 - not up yet, or the bucket is still to be made
+            if "404" in str(e) or "NoSuchBucket" in str(e) or "Not Found" in str(e):
+                try:
+                    self.client().create_bucket(Bucket=self.bucket)
+                except Exception:  # noqa: BLE001 - the filer may not be ready: try again
+                    pass
+            return False
 
     def client(self):
         import boto3
@@ -98,10 +91,5 @@ class SeaweedS3:
 
     def stop(self) -> None:
         """SIGTERM to the server we started (its own process group), SIGKILL if it lingers."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.process is not None:
+            self.process.stop(signal.SIGTERM, timeout=15, group=True)

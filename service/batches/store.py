@@ -1,0 +1,71 @@
+"""The batches feature's tables: batches (leased to the server running them) and one row per finished line."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from service.db import Database, Store, after_id, metadata, of_project
+from service.leases import Leases
+
+batches = sa.Table(
+    "batches", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False, server_default="proj_default"),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.Column("owner", sa.Text),  # the server running it
+    sa.Column("heartbeat_at", sa.Float),  # when that server last renewed its lease
+)
+batch_results = sa.Table(
+    "batch_results", metadata,  # one row per finished input line: a line is never run twice
+    sa.Column("batch_id", sa.Text, nullable=False),
+    sa.Column("line", sa.Integer, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),  # the output (or error) file's line
+    sa.PrimaryKeyConstraint("batch_id", "line"),
+)
+
+ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
+
+
+class BatchStore(Store):
+    def __init__(self, db: Database):
+        super().__init__(db)
+        self.leases = Leases(db, batches, ACTIVE)
+
+    def insert_batch(self, doc: dict, project: str) -> None:
+        self._write(batches.insert().values(id=doc["id"], status=doc["status"], doc=doc, project_id=project))
+
+    def get_batch(self, batch_id: str, project: str | None = None) -> dict | None:
+        return self._doc(batches, batches.c.id == batch_id, of_project(batches, project))
+
+    def batch_project(self, batch_id: str) -> str | None:
+        row = self._one(sa.select(batches.c.project_id).where(batches.c.id == batch_id))
+        return None if row is None else row.project_id
+
+    def list_batches(self, project: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
+        return self._page(sa.select(batches.c.doc).where(of_project(batches, project), after_id(batches, after))
+                          .order_by(batches.c.seq.desc()), limit)
+
+    def update_batch(self, doc: dict, expect: tuple[str, ...]) -> bool:
+        """Write the batch's document if its status is still one of `expect`."""
+        return bool(self._write(batches.update().where(batches.c.id == doc["id"], batches.c.status.in_(expect))
+                                .values(status=doc["status"], doc=doc)))
+
+    def add_batch_result(self, batch_id: str, line: int, ok: bool, doc: dict) -> None:
+        """Record a line's result once (a second record of the same line is ignored)."""
+        try:
+            self._write(batch_results.insert().values(batch_id=batch_id, line=line, ok=ok, doc=doc))
+        except sa.exc.IntegrityError:
+            pass
+
+    def batch_results(self, batch_id: str) -> list[tuple[int, bool, dict]]:
+        rows = self._all(sa.select(batch_results.c.line, batch_results.c.ok, batch_results.c.doc)
+                         .where(batch_results.c.batch_id == batch_id).order_by(batch_results.c.line))
+        return [(r.line, r.ok, r.doc) for r in rows]
+
+    def uses_file(self, file_id: str) -> bool:
+        batch_input = batches.c.doc["input_file_id"].as_string() == file_id
+        return self._one(sa.select(batches.c.id).where(batches.c.status.in_(ACTIVE), batch_input)
+                         .limit(1)) is not None

@@ -1,0 +1,24 @@
+"""Fine-tuning jobs: the API, the runner that trains them (a local subprocess or a Ray job) and publishes
+each adapter, and the job store (jobs, events, checkpoints)."""
+
+from service.components import Components, Feature
+from service.evals.service import EvalService
+from service.files.service import FileService
+from service.fine_tuning.backends import open_backend
+from service.fine_tuning.router import router
+from service.fine_tuning.runner import JobRunner
+from service.fine_tuning.service import JobService
+from service.fine_tuning.store import JobStore
+from service.projects.service import Access
+
+
+def build(c: Components) -> None:
+    store, files = c.get(JobStore), c.get(FileService)
+    runner = JobRunner(store, files, c.adapters, c.objects, c.settings, c.model_path, open_backend(c.settings),
+                       c.get(EvalService), c.metrics)
+    c.add(runner, JobService(store, files, c.settings, runner, c.get(Access)))
+    c.on_start(runner.start)
+    c.on_stop(runner.close)
+
+
+feature = Feature("fine_tuning", routers=[router], stores=lambda db: [JobStore(db)], build=build)

@@ -1,0 +1,24 @@
+"""Chat Completions and Completions on the shared vLLM engine, the adapter named in `model` hot-loaded."""
+
+from service.components import Components, Feature
+from service.inference.chat import ChatService
+from service.inference.completions import CompletionService
+from service.inference.engine import AdapterResolver, Engine
+from service.inference.generation import Admission
+from service.inference.router import router
+from service.projects.service import Access
+
+
+def build(c: Components) -> None:
+    s = c.settings
+    engine = Engine(s, c.model_path)
+    resolver = AdapterResolver(c.adapters, c.get(Access), engine, s, c.metrics)
+    admission = Admission(s.max_concurrent_generations, s.project_max_generations)
+    c.add(engine, admission, ChatService(engine, resolver, admission, c.metrics),
+          CompletionService(engine, resolver, admission, c.metrics))
+    if s.engine == "vllm":
+        c.on_start(engine.start_background)
+    c.on_stop(engine.close)
+
+
+feature = Feature("inference", routers=[router], build=build)
