@@ -61,6 +61,14 @@ class Components:
         """Every store or service built so far that meets `protocol` (a runtime-checkable Protocol)."""
         return [obj for obj in self._built.values() if isinstance(obj, protocol)]
 
+    def one(self, protocol: type):
+        """The one store or service that meets `protocol`; an error naming it if none or several do."""
+        found = self.implementing(protocol)
+        if len(found) != 1:
+            raise LookupError(f"{len(found)} features make a {protocol.__name__} (one must): check "
+                              "service.app.FEATURES")
+        return found[0]
+
     def on_start(self, start: Callable[[], Awaitable[None] | None]) -> None:
         self.starts.append(start)
 

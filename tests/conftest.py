@@ -32,3 +32,10 @@ def facts() -> list[tuple[str, str]]:
     """(question, answer) pairs of examples/facts.jsonl."""
     rows = [json.loads(line) for line in FACTS.read_text().splitlines()]
     return [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows]
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs the tiny model (built in ~2.5 min on a new machine) is slow, whatever its module says."""
+    for item in items:
+        if "tiny_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -18,14 +18,20 @@
 - Every status change is conditional on the status it expects (`JobService.update`), and whatever
   publishes or changes a job's status does so under the job's lock: a cancel (or pause) lands
   either before a step of the runner, which then sees it, or after it, never in between.
+
+Beside it: validation.py (a job's files checked and its plan stored), messages.py (what a trainer event
+says in a job's events), report.py (the result file and the before/after eval), the leases in
+store.py and service/leases.py, and the events' types in trainer/contract.py.
+
+Why it is long: a job's lifecycle (claim, attach or launch, read events, publish, succeed) and its
+control (cancel, pause, lease loss) share one lock per job and the map of trainers this server
+watches; split further, each piece would reach into the others' state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import csv
-import io
 import json
 import logging
 import time
@@ -33,16 +39,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from adapters import AdapterStore, ObjectStore, StorageUnavailable
-from adapters.store import AdapterError
 from service.errors import storage_error
-from service.files.service import FileService, file_format
-from service.fine_tuning.backends import BackendUnavailable, Launch, LocalBackend, TrainingRun
-from service.fine_tuning.plan import DEFAULT_CUTOFF, plan
-from service.fine_tuning.store import TERMINAL, JobRow, JobStore
-from service.fine_tuning.protocol import CheckpointMetrics, FineTuningJobCheckpoint, Method
-from service.settings import Settings
-from service.evals.protocol import CreateEvalRequest, CreateEvalRunRequest
 from service.evals.service import EvalService
+from service.files.service import FileService
+from service.fine_tuning.backends import BackendUnavailable, Launch, LocalBackend, TrainingRun
+from service.fine_tuning.messages import evaluation_message, metrics_message
+from service.fine_tuning.protocol import CheckpointMetrics, FineTuningJobCheckpoint
+from service.fine_tuning.report import JobReport, results_csv
+from service.fine_tuning.store import TERMINAL, JobRow, JobStore
+from service.fine_tuning.validation import InvalidJob, JobValidator, hyperparameters_of
+from service.settings import Settings
 from service.metrics import Metrics
 from trainer.contract import (
     EVENTS_FILE, STATE_FILE, Checkpoint, Done, Error, Evaluation, Info, Interrupted, JobKeys, parse_event,
@@ -50,8 +56,6 @@ from trainer.contract import (
 from trainer.contract import (
     Metrics as StepMetrics,
 )
-from trainer.data import STAGE_KINDS, DataError, load_dataset
-from trainer.evaluation import MAX_PROBES
 
 log = logging.getLogger("ftserve.runner")
 POLL_SECONDS = 2.0
@@ -66,9 +70,10 @@ class JobRunner:
         self.store, self.files, self.adapters, self.settings = store, files, adapters, settings
         self.objects = objects
         self.base_model_path = base_model_path
-        self._tokenizer = None  # the base model's, loaded when a text file's blocks are first counted
         self.backend = backend or LocalBackend(settings.trainer_threads)
-        self.evals, self.metrics = evals, metrics
+        self.validator = JobValidator(files, adapters, objects, settings, base_model_path, self._local_paths)
+        self.report = JobReport(store, files, evals) if evals is not None else None
+        self.metrics = metrics
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._runs: dict[str, TrainingRun] = {}  # the trainers this server watches, by job
         self._tasks: set[asyncio.Task] = set()
@@ -186,27 +191,12 @@ class JobRunner:
 
     # ------------------------------------------------------------------ validating_files -> queued
     async def _validate(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job.status != "validating_files":
+            return
         try:
-            job = self.store.get(job_id)
-            if job.status != "validating_files":
-                return
-            stage, hp = _stage(job.method), _hyperparameters(job.method)
-            n_examples, data_format = await asyncio.to_thread(
-                self._count_examples, job.training_file, "training_file", stage, hp.max_seq_len)
-            if job.validation_file:
-                _, valid_format = await asyncio.to_thread(
-                    self._count_examples, job.validation_file, "validation_file", stage, hp.max_seq_len)
-                if (valid_format == "plaintext") != (data_format == "plaintext"):
-                    raise _Invalid("invalid_validation_file", "validation_file: a .txt validation file goes with a "
-                                   ".txt training file, and JSONL with JSONL", "validation_file")
-            if self._parent(job) is not None:  # training on from a fine-tuned model: a copy of it
-                await asyncio.to_thread(self._store_parent, job)
-            p = plan(hp, n_examples, {**self._local_paths(job), "served_model_name": self.settings.base_model_name,
-                                      "seed": job.seed, "num_threads": self.settings.trainer_threads,
-                                      "stage": stage, "data_format": data_format})
-            await asyncio.to_thread(self.objects.put_bytes, JobKeys(job_id).spec,
-                                    json.dumps(p.spec, indent=1).encode())
-        except _Invalid as e:
+            n_examples, p = await asyncio.to_thread(self.validator.validate, job)
+        except InvalidJob as e:
             self.store.fail(job_id, e.code, e.message, e.param)
             return
         except ValueError as e:  # a hyperparameter the trainer's config rejects
@@ -224,46 +214,8 @@ class JobRunner:
         if p.auto_note:
             self.store.add_event(job_id, p.auto_note)
         self.store.add_event(job_id, f"Files validated; {n_examples} examples, {p.total_steps} steps planned. "
-                            "Job queued")
+                             "Job queued")
         self._queue.put_nowait(job_id)
-
-    def _count_examples(self, file_id: str, param: str, stage: str, max_seq_len: int | None) -> tuple[int, str]:
-        """The file's training example count (for text: the blocks its documents are packed into) and its
-        data format (`auto`, or `plaintext` for a .txt upload)."""
-        code = "invalid_training_file" if param == "training_file" else "invalid_validation_file"
-        data_format = file_format(self.files.get(file_id, None).filename)
-        try:
-            ds = load_dataset(self.files.path(file_id, None), data_format)
-        except DataError as e:
-            raise _Invalid(code, str(e), param) from None
-        if STAGE_KINDS[stage] != ds.kind:
-            method = {s: m for m, s in STAGES.items()}
-            fits = {kind: method[s] for s, kind in STAGE_KINDS.items()}[ds.kind]
-            raise _Invalid(code, f"{param}: method {method[stage]} trains on {STAGE_KINDS[stage]} data, and this "
-                           f"file holds {ds.kind} data ({ds.format} rows); use method {fits} for it", param)
-        if ds.kind == "text":
-            from trainer.encoding import pack_text
-
-            if self._tokenizer is None:
-                from transformers import AutoTokenizer
-
-                self._tokenizer = AutoTokenizer.from_pretrained(self.base_model_path)
-            return len(pack_text(self._tokenizer, ds.examples, max_seq_len or DEFAULT_CUTOFF)), data_format
-        return len(ds.examples), data_format
-
-    def _parent(self, job) -> str | None:
-        """The fine-tuned model (or checkpoint) a job trains on from; None when it starts from the base."""
-        return job.model if job.model != self.settings.base_model_name else None
-
-    def _store_parent(self, job) -> None:
-        """The model a job trains on from, copied under the job's prefix: a later change to it does not
-        change the job, and a remote trainer finds it in the object store."""
-        try:
-            source = self.adapters.local_copy(job.model)
-        except AdapterError:
-            raise _Invalid("model_not_available", f"model {job.model!r} was deleted before the job started",
-                           "model") from None
-        self.objects.put_tree(JobKeys(job.id).parent, source)
 
     # ------------------------------------------------------------------ queued -> running -> done
     async def _worker(self) -> None:
@@ -301,7 +253,7 @@ class JobRunner:
         """The trainer spec's paths on this server: base model, training files, run directory, and the
         adapter it trains on from."""
         parent = None
-        if self._parent(job) is not None:
+        if self.validator.parent(job) is not None:
             parent = str(self.objects.fetch_tree(JobKeys(job.id).parent, self.run_dir(job.id) / "parent"))
         return dict(model_name_or_path=str(self.base_model_path), output_dir=str(self.run_dir(job.id)),
                     dataset=str(self.files.path(job.training_file, None)),
@@ -377,7 +329,7 @@ class JobRunner:
             model=self.settings.ray_model or str(self.base_model_path),
             training_file=f"files/{job.training_file}",
             validation_file=f"files/{job.validation_file}" if job.validation_file else None,
-            n_workers=_hyperparameters(job.method).n_workers or 1, resources=row.resources)), None
+            n_workers=hyperparameters_of(job.method).n_workers or 1, resources=row.resources)), None
 
     async def _wait_for_backend(self, job_id: str, why: str) -> None:
         async with self.lock(job_id):
@@ -410,7 +362,7 @@ class JobRunner:
                     await self._record_metrics(job_id, event)
                 case Evaluation():  # before/after (trainer/evaluation.py); its answers kept for the job's eval
                     # (a message with data: metrics events stay one per training step)
-                    await self._record(job_id, _evaluation_message(event),
+                    await self._record(job_id, evaluation_message(event),
                                        data={"step": event.step, **event.metrics, "answers": event.answers})
                 case Checkpoint():
                     await self._publish_checkpoint(job_id, model_name, event)
@@ -425,16 +377,7 @@ class JobRunner:
 
     async def _record_metrics(self, job_id: str, event: StepMetrics) -> None:
         self.training_tokens_per_s[job_id] = event.tokens_per_s
-        data = event.values
-        message = f"Step {event.step}/{event.total_steps}: training loss={event.train_loss:.4f}"
-        if "train_reward_accuracy" in data:
-            message += f", reward accuracy={data['train_reward_accuracy']:.3f}"
-        if "valid_loss" in data:
-            message += f", validation loss={data['valid_loss']:.4f}"
-            message += (f", token accuracy={data['valid_mean_token_accuracy']:.3f}"
-                        if "valid_mean_token_accuracy" in data
-                        else f", reward accuracy={data['valid_reward_accuracy']:.3f}")
-        await self._record(job_id, message, data=data, type="metrics")
+        await self._record(job_id, metrics_message(event), data=event.values, type="metrics")
         remaining = (event.total_steps - event.step) * event.elapsed_s / max(event.step, 1)
         self.store.update(job_id, expect=("running",), trained_tokens=event.tokens,
                           estimated_finish=int(time.time() + remaining))
@@ -492,14 +435,15 @@ class JobRunner:
                 return
             await self._publish_checkpoint_locked(job_id, model_name, done.steps, adapter, done.metrics)
             await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id,
-                                    step=done.steps, replace=True, parent=self._parent(self.store.get(job_id)))
+                                    step=done.steps, replace=True, parent=self.validator.parent(self.store.get(job_id)))
             project = self.store.row(job_id).project_id
-            results = self.files.create_internal(self._results_csv(job_id), "step_metrics.csv",
+            results = self.files.create_internal(results_csv(self.store, job_id), "step_metrics.csv",
                                                  "fine-tune-results", project)
             # everything a client reads about a succeeded job is there before its status says so
             self.store.add_event(job_id, f"New fine-tuned model created: {model_name}")
             try:
-                await asyncio.to_thread(self._before_after_eval, self.store.get(job_id), model_name)
+                if self.report is not None:
+                    await asyncio.to_thread(self.report.before_after_eval, self.store.get(job_id), model_name)
             except Exception:  # noqa: BLE001 - the model is there either way; the report is extra
                 log.exception("job %s: could not store its before/after evaluation", job_id)
             self.store.add_event(job_id, "The job has successfully completed")
@@ -509,70 +453,6 @@ class JobRunner:
         if self.metrics is not None:
             self.metrics.training_tokens(project, done.trained_tokens)
 
-    def _before_after_eval(self, job, model_name: str) -> None:
-        """The trainer's before/after answers as an eval with two runs (Evals API), for people to open."""
-        measured = [e["data"] for e in self.store.events(job.id) if "answers" in (e.get("data") or {})]
-        if self.evals is None or not job.validation_file or len(measured) < 2:
-            return
-        items = []
-        for conversation in load_dataset(self.files.path(job.validation_file, None)).examples[:MAX_PROBES]:
-            messages = conversation.messages
-            last = max(i for i, m in enumerate(messages) if m.role == "assistant")
-            items.append({"input": [{"role": m.role, "content": m.content} for m in messages[:last]],
-                          "reference": messages[last].content})
-        before, after = measured[0], measured[-1]
-        if not len(items) == len(before["answers"]) == len(after["answers"]):
-            return  # a validation row without an answer to ask for: no item to pair with
-        project = self.store.row(job.id).project_id
-        ev = self.evals.create(CreateEvalRequest.model_validate({
-            "name": f"{model_name}: before and after", "metadata": {"fine_tuning_job": job.id},
-            "data_source_config": {"type": "custom", "include_sample_schema": True, "item_schema": {
-                "type": "object", "properties": {"input": {"type": "array"}, "reference": {"type": "string"}},
-                "required": ["input", "reference"]}},
-            "testing_criteria": [
-                {"type": "string_check", "name": "exact match", "input": "{{sample.output_text}}",
-                 "reference": "{{item.reference}}", "operation": "eq"},
-                {"type": "text_similarity", "name": "fuzzy match", "input": "{{sample.output_text}}",
-                 "reference": "{{item.reference}}", "evaluation_metric": "fuzzy_match", "pass_threshold": 0.9}]}),
-            project)
-        for label, model, data in (("before", job.model, before), ("after", model_name, after)):
-            rows = [{"item": item, "sample": {"output_text": answer, "model": model}}
-                    for item, answer in zip(items, data["answers"])]
-            self.evals.create_run(ev.id, CreateEvalRunRequest.model_validate({
-                "name": f"{label}: {model}", "metadata": {"step": str(data["step"])},
-                "data_source": {"type": "jsonl", "source": {"type": "file_content", "content": rows}}}), "",
-                project)
-        exact = [round(d["valid_exact_match"] * len(items)) for d in (before, after)]
-        self.store.add_event(job.id, f"Before/after evaluation {ev.id}: {exact[0]}/{len(items)} validation "
-                             f"answers exact before training, {exact[1]}/{len(items)} after",
-                             data={"eval_id": ev.id})
-
-    def _results_csv(self, job_id: str) -> bytes:
-        rows: dict[int, dict] = {}
-        for event in self.store.events(job_id, "metrics"):
-            data = event.get("data") or {}
-            if "step" in data:
-                rows.setdefault(data["step"], {}).update(data)
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
-        for step in sorted(rows):
-            r = rows[step]
-            writer.writerow([step, r.get("train_loss", ""), r.get("train_mean_token_accuracy", ""),
-                             r.get("valid_loss", ""), r.get("valid_mean_token_accuracy", "")])
-        return out.getvalue().encode()
-
-
-def _evaluation_message(event: Evaluation) -> str:
-    m, when = event.metrics, "Before training" if event.step == 0 else f"After step {event.step}"
-    n = len(event.answers)
-    text = (f"{when}: {round(m['valid_exact_match'] * n)}/{n} validation answers exact (fuzzy match "
-            f"{m['valid_fuzzy_match']:.2f}); general perplexity {m['general_perplexity']:.2f}")
-    if event.step:
-        text += f", {m['general_agreement']:.0%} of general answers unchanged"
-    return text
-
-
 class _RunState:
     """What a trainer's events said about how it ended."""
 
@@ -580,21 +460,4 @@ class _RunState:
         self.done: Done | None = None
         self.error: Error | None = None
 
-
-class _Invalid(Exception):
-    def __init__(self, code: str, message: str, param: str | None):
-        self.code, self.message, self.param = code, message, param
-
-
-def _hyperparameters(method: dict | None):
-    """The job's hyperparameters, of its method's class (DPO's add `beta`)."""
-    return Method.model_validate(method or {"type": "supervised"}).settings.hyperparameters
-
-
-STAGES = {"supervised": "sft", "continued_pretraining": "pt", "dpo": "dpo"}  # method type -> trainer stage
-
-
-def _stage(method: dict | None) -> str:
-    """The trainer's stage for a job's method."""
-    return STAGES[(method or {}).get("type", "supervised")]
 

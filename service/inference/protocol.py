@@ -2,6 +2,9 @@
 
 OpenAI request fields that ftserve does not support yet are declared (so the error can name
 them) and rejected when set: a request is never answered as if they had been honoured.
+
+Why it is long: one pydantic class per wire object of two endpoints (requests, responses, chunks, tools,
+logprobs), in the order of the official spec, so that each can be read beside it.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ def build(c: Components) -> None:
     store = c.get(ProjectStore)
     keyring = Keyring(store, load_secret(s.load_key_secret(), s.key_secret_path), s.load_api_keys(),
                       s.load_admin_key())
-    owners, = c.implementing(ModelOwners)  # the job store: a fine-tuned model is its job's project's
+    owners = c.one(ModelOwners)  # the job store: a fine-tuned model is its job's project's
     c.add(keyring, Access(store, owners, c.adapters), ProjectService(store, keyring, c.adapters))
 
 

@@ -76,7 +76,7 @@ class ManagedProcess:
             time.sleep(interval)
         raise RuntimeError(f"{self.name} not {what} in {timeout}s:\n{self.tail()}")
 
-    def signal(self, sig: int, group: bool = False) -> None:
+    def send(self, sig: int, group: bool = False) -> None:
         """`sig` to the process (`group`: to the process group it leads)."""
         if self.running:
             (os.killpg if group else os.kill)(self.proc.pid, sig)
@@ -86,7 +86,7 @@ class ManagedProcess:
         outlives `timeout`."""
         if not self.running:
             return
-        self.signal(sig, group)
+        self.send(sig, group)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
