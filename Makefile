@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make serve` and `make test`. Both install .venv first.
-.PHONY: install serve demo-train test bench-train bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch bench-scoping openapi
+.PHONY: install serve demo-train test test-fast docs bench-train bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch bench-scoping openapi
 
 install:
 	@scripts/install.sh
@@ -15,6 +15,14 @@ demo-train: install
 test: install
 	@scripts/install.sh clients
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# The fast layer: logic, routes in-process, docs; no engine, no training (under a minute).
+test-fast: install
+	.venv/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The documentation site on localhost:8000 (mkdocs.yml); `mkdocs build --strict` builds it into site/.
+docs: install
+	.venv/bin/mkdocs serve
 
 bench-train: install
 	.venv/bin/python -m bench.train

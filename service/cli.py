@@ -113,7 +113,8 @@ def _openapi(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (the docs' CLI reference is generated from it)."""
     parser = argparse.ArgumentParser(prog="ftserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -162,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path)
     p.set_defaults(func=_openapi)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

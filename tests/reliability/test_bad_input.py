@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.support.paths import FACTS
-from tests.service.test_bad_input import CASES as CONTROL_PLANE_CASES
+from tests.support.bad_requests import CASES as CONTROL_PLANE_CASES
 
 pytestmark = pytest.mark.slow
 

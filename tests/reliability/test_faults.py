@@ -14,7 +14,7 @@ from adapters import AdapterNotFound, AdapterStore
 from tests.support.paths import FACTS
 from tests.support.jobs import create_job, wait_for, wait_for_status
 from tests.support.server import Server, trainer_pids
-from tests.service.test_operations import alive, descendants
+from tests.support.metrics import alive, descendants
 
 pytestmark = pytest.mark.slow
 

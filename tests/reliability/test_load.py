@@ -10,7 +10,7 @@ import pytest
 from adapters import AdapterStore
 from tests.support.paths import FACTS
 from tests.support.jobs import wait_for
-from tests.service.test_operations import value
+from tests.support.metrics import value
 
 pytestmark = pytest.mark.slow
 

@@ -9,13 +9,12 @@ import threading
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from openai import OpenAI
-from prometheus_client.parser import text_string_to_metric_families
 
 from adapters import AdapterStore
 from tests.support.paths import FACTS, REPO
+from tests.support.metrics import alive, descendants, samples, value
 from tests.support.jobs import create_job, wait_for, wait_for_status
 from tests.support.server import Server, trainer_pids
 
@@ -28,34 +27,6 @@ FAMILIES = [
     "ftserve_training_tokens_per_second", "ftserve_adapter_loads", "ftserve_adapter_load_seconds",
     "ftserve_adapter_evictions", "ftserve_project_requests", "ftserve_project_tokens", "ftserve_project_training_tokens",
 ]
-
-
-def samples(server) -> dict[tuple[str, tuple], float]:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(server, name: str, **labels) -> float:
-    return samples(server).get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def descendants(pid: int) -> set[int]:
-    return {p.pid for p in psutil.Process(pid).children(recursive=True)}
-
-
-def alive(pids: set[int]) -> set[int]:
-    out = set()
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.add(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 # ------------------------------------------------------------------ a server with the engine
@@ -275,7 +246,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tiny_model, 
         proc = subprocess.run(
             [str(Path(sys.executable).parent / "schemathesis"), "run", str(REPO / "openapi.yaml"), "--url", server.url,
              "--max-examples", "25", "--generation-deterministic", "--request-timeout", "30",
-             # chat and completions need the engine; tests/service/test_inference.py covers them
+             # chat and completions need the engine; tests/service/inference/test_api.py covers them
              "--exclude-path-regex", "^/v1/(chat/)?completions$",
              "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                          "response_schema_conformance,response_headers_conformance,unsupported_method"],
