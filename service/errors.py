@@ -87,7 +87,7 @@ _LOCATIONS = ("body", "query", "path", "header", "form")
 
 def _param(loc: tuple) -> str | None:
     """`('body', 'hyperparameters', 'n_epochs', 'int')` -> `hyperparameters.n_epochs`."""
-    from trainer.data import field_path
+    from trainer.data.errors import field_path
 
     return field_path(loc, skip=_LOCATIONS) or None
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from service.protocol import Sparse, Strict
-from trainer.data import ToolDefinition as ChatTool  # one class for a tool, trained and served: same rendering
+from trainer.data.tools import ToolDefinition as ChatTool  # one class for a tool, trained and served: same rendering
 
 # Official request fields ftserve cannot honour yet: declared, so that the error can name them,
 # and answered 400 when set (a request is never answered as if they had been honoured).

@@ -1,0 +1,117 @@
+"""The loader: a file's format detected from its first row (or given), every row validated by its
+format's schema, the errors collected with their lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from trainer.data.alpaca import AlpacaRow
+from trainer.data.errors import MAX_ERRORS, DataError, FieldError, RowError, RowFailure, pydantic_error
+from trainer.data.openai import ChatRow, PreferenceRow
+from trainer.data.sharegpt import sharegpt_example
+from trainer.data.shapes import KINDS, Dataset, Example, ShareGPTTags
+from trainer.data.text import TextRow, load_plain_text
+
+FORMATS = ("chat", "alpaca", "sharegpt", "preference", "text", "plaintext")
+
+
+ROW_SCHEMAS: dict[str, type[BaseModel]] = {
+    "chat": ChatRow,
+    "alpaca": AlpacaRow,
+    "text": TextRow,
+    "preference": PreferenceRow,
+}
+_DETECT_KEYS = [
+    ("messages", "chat"),
+    ("conversations", "sharegpt"),
+    ("instruction", "alpaca"),
+    ("preferred_output", "preference"),
+    ("text", "text"),
+]
+
+
+def detect_format(row: dict) -> str | None:
+    for key, fmt in _DETECT_KEYS:
+        if key in row:
+            return fmt
+    return None
+
+
+def parse_row(obj: Any, fmt: str, line: int, tags: ShareGPTTags = ShareGPTTags()) -> Example:
+    """Validate one decoded row of format `fmt`; raises `RowFailure`."""
+    if not isinstance(obj, dict):
+        raise RowFailure(RowError(line, "", f"expected a JSON object, got {type(obj).__name__}"))
+    if fmt == "sharegpt":
+        try:
+            return sharegpt_example(obj, tags)
+        except FieldError as e:
+            raise RowFailure(RowError(line, e.field, e.message)) from None
+    try:
+        return ROW_SCHEMAS[fmt].model_validate(obj).to_example()
+    except ValidationError as e:
+        raise RowFailure(pydantic_error(line, e)) from None
+    except FieldError as e:  # checks across fields (tool calls and their results)
+        raise RowFailure(RowError(line, e.field, e.message)) from None
+
+
+def load_dataset(
+    path: str | Path,
+    data_format: str = "auto",
+    tags: ShareGPTTags = ShareGPTTags(),
+    max_errors: int = MAX_ERRORS,
+) -> Dataset:
+    """Read and validate a whole JSONL file (or a `.txt` file of plain text); raises `DataError` listing
+    the bad rows."""
+    if data_format != "auto" and data_format not in FORMATS:
+        raise ValueError(f"data_format must be 'auto' or one of {FORMATS}, not '{data_format}'")
+    path = Path(path)
+    if data_format == "plaintext" or (data_format == "auto" and path.suffix.lower() == ".txt"):
+        return load_plain_text(path)
+    errors: list[RowError] = []
+    bad = 0
+    examples: list[Example] = []
+    fmt = None if data_format == "auto" else data_format
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, [RowError(0, "", f"cannot read file: {e.strerror}")]) from None
+    for lineno, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            err = RowError(lineno, "", "not valid UTF-8 text")
+        except json.JSONDecodeError as e:
+            err = RowError(lineno, "", f"invalid JSON: {e.msg} at column {e.colno}")
+        else:
+            if fmt is None:
+                fmt = detect_format(obj) if isinstance(obj, dict) else None
+                if fmt is None:
+                    keys = sorted(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
+                    raise DataError(
+                        path,
+                        [RowError(lineno, "", f"cannot detect the data format from keys {keys}; "
+                                  "expected messages, conversations, instruction, preferred_output or text")],
+                    )
+            try:
+                example = parse_row(obj, fmt, lineno, tags)
+                if examples and type(example) is not type(examples[0]):
+                    raise RowFailure(RowError(lineno, "", f"a {KINDS[type(example)]} row in a file of "
+                                               f"{KINDS[type(examples[0])]} rows: one file holds one kind"))
+                examples.append(example)
+                continue
+            except RowFailure as f:
+                err = f.error
+        bad += 1
+        if len(errors) < max_errors:
+            errors.append(err)
+    if errors:
+        raise DataError(path, errors, bad)
+    if not examples:
+        raise DataError(path, [RowError(0, "", "the file has no rows")])
+    return Dataset(str(path), fmt or data_format, examples)

@@ -1,0 +1,34 @@
+"""Text for continued pre-training: `{"text"}` rows, and plain `.txt` files of blank-line-separated
+documents."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from trainer.data.errors import DataError, RowError
+from trainer.data.shapes import Dataset, TextDocument
+from trainer.data.tools import NonEmpty, Strict
+
+
+class TextRow(Strict):
+    text: NonEmpty
+
+    def to_example(self) -> TextDocument:
+        return TextDocument(self.text)
+
+
+def load_plain_text(path: str | Path) -> Dataset:
+    """A plain-text file for continued pre-training: one document per blank-line-separated block."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise DataError(path, [RowError(0, "", f"cannot read file: {e.strerror}")]) from None
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise DataError(path, [RowError(line, "", "not valid UTF-8 text")]) from None
+    documents = [doc.strip() for doc in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if doc.strip()]
+    if not documents:
+        raise DataError(path, [RowError(0, "", "the file has no text")])
+    return Dataset(str(path), "plaintext", [TextDocument(doc) for doc in documents])
