@@ -1,7 +1,7 @@
 """mkdocs hook: pages say `<!-- ftserve:NAME -->` where generated reference goes, and this fills it in from
 the code itself (so the docs cannot drift from it): the settings (Settings' docstrings), the keys of
-`ftserve train` (TrainConfig's), the command line (argparse's help), the API (openapi.yaml), and the
-benchmark figures (bench/results/*.json)."""
+`ftserve train` (TrainConfig's), the command line (argparse's help), the API (openapi.yaml), the
+trainer's events (trainer/contract.py), and the benchmark figures (bench/results/*.json)."""
 
 from __future__ import annotations
 
@@ -77,6 +77,24 @@ def _schema(schema: dict) -> str:
     return f"`{ref.rsplit('/', 1)[1]}`" if ref else (f"`{schema['type']}`" if "type" in schema else "")
 
 
+def events() -> str:
+    from trainer import contract
+
+    out = []
+    for cls in (contract.Info, contract.Metrics, contract.Evaluation, contract.Checkpoint, contract.Done,
+                contract.Interrupted, contract.Error):
+        out += [f"## `{cls.model_fields['type'].default}`", "", _cell(cls.__doc__ or ""), "",
+                "| field | type | default |", "|---|---|---|"]
+        for name, field in cls.model_fields.items():
+            if name == "type":
+                continue
+            kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+            default = "required" if field.is_required() else f"`{field.get_default(call_default_factory=True)!r}`"
+            out.append(f"| `{name}` | `{_cell(kind)}` | {default} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def bench(name: str) -> str:
     data = json.loads((REPO / "bench" / "results" / f"{name}.json").read_text())
     rows = [f"`bench/results/{name}.json`:", "", "| figure | value |", "|---|---|"]
@@ -95,7 +113,8 @@ def bench(name: str) -> str:
     return "\n".join(rows)
 
 
-GENERATORS = {"settings": settings, "train-keys": train_keys, "cli": cli, "api": api, "bench": bench}
+GENERATORS = {"settings": settings, "train-keys": train_keys, "cli": cli, "api": api, "events": events,
+              "bench": bench}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
