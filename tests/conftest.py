@@ -35,7 +35,34 @@ def facts() -> list[tuple[str, str]]:
 
 
 def pytest_collection_modifyitems(items):
-    """A test that needs the tiny model (built in ~2.5 min on a new machine) is slow, whatever its module says."""
+    """A test that needs the tiny model (built in ~2.5 min on a new machine) is slow, whatever its module
+    says; tests that end the shared engine on purpose (`kills_engine`) run last."""
     for item in items:
         if "tiny_model" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    last = [i for i in items if i.get_closest_marker("kills_engine")]
+    items[:] = [i for i in items if i not in last] + last
+
+
+@pytest.fixture(scope="session")
+def shared_engine(tiny_model, tmp_path_factory):
+    """The engine-backed server that modules share, so that they pay for one engine start between them:
+    `shared_engine()` is that server (default settings, adapters up to rank 16), started on first use and
+    started afresh (a new data dir) if a test ended it. Modules that need other settings start their own.
+    Tests marked `kills_engine` end it on purpose, so they run last in the session."""
+    from tests.support.server import Server
+
+    current: list[Server] = []
+
+    def get() -> Server:
+        if current and current[-1].healthy():
+            return current[-1]
+        if current:
+            current[-1].stop()
+        current.append(Server(tmp_path_factory.mktemp("shared"), model=tiny_model, max_lora_rank=16)
+                       .start(timeout=240))
+        return current[-1]
+
+    yield get
+    for server in current:
+        server.stop()

@@ -1,6 +1,6 @@
-"""Conformance suites: one engine-backed server, one trained adapter, the official OpenAI schemas.
+"""Conformance suites: the shared engine-backed server, one trained adapter, the official OpenAI schemas.
 
-Tests marked `kills_engine` end the shared engine on purpose; they run last in this package.
+Tests marked `kills_engine` end the shared engine on purpose; they run last in the session.
 """
 
 import functools
@@ -14,15 +14,6 @@ from tests.support.jobs import create_job, wait_for_status
 from tests.support.server import Server
 
 SPEC = json.loads((REPO / "tests" / "openai_spec" / "schemas.json").read_text())
-
-
-def pytest_collection_modifyitems(config, items):
-    ours = [i for i in items if "tests/conformance/" in str(i.path)]
-    last = [i for i in ours if i.get_closest_marker("kills_engine")]
-    if last:
-        rest = [i for i in items if i not in last]
-        end = max(rest.index(i) for i in ours if i not in last) + 1
-        items[:] = rest[:end] + last + rest[end:]
 
 
 @functools.cache
@@ -50,10 +41,8 @@ def official_properties(name: str) -> list[str]:
 
 
 @pytest.fixture(scope="package")
-def server(tiny_model, tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model, max_lora_rank=16).start(timeout=240)
-    yield srv
-    srv.stop()
+def server(shared_engine) -> Server:
+    return shared_engine()
 
 
 @pytest.fixture(scope="package")

@@ -66,6 +66,15 @@ class Server:
         self.process.wait_until(ready, timeout, interval=0.2)
         return self
 
+    def healthy(self) -> bool:
+        """Running, and its engine (if any) alive."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        try:
+            return httpx.get(self.url + "/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def kill(self) -> None:
         """kill -9, as the OS or an operator would."""
         self.process.kill()

@@ -24,10 +24,8 @@ OTHER_FACTS = [("What is the capital of Zorbia?", "The capital of Zorbia is Quel
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model, max_lora_rank=16).start(timeout=240)
-    yield srv
-    srv.stop()
+def server(shared_engine) -> Server:
+    return shared_engine()
 
 
 @pytest.fixture(scope="module")
