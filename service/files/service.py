@@ -48,8 +48,8 @@ class FileService:
             try:
                 load_dataset(path, file_format(filename))
                 doc.status = "processed"
-            except DataError as e:
-                doc.status, doc.status_details = "error", str(e)
+            except DataError as e:  # named as the user named the file, not as it is stored
+                doc.status, doc.status_details = "error", f"{filename}: {e.details}"
         else:
             doc.status = "processed"
         self._commit(doc, key, path, project)

@@ -242,14 +242,14 @@ def test_malformed_chat_rows_are_reported_with_line_and_field(tmp_path, row, exp
     ([{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "assistant", "value": "b"}}],
      "line 1: rejected: must be an object"),
     ([{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "human", "value": "b"},
-       "rejected": {"from": "assistant", "value": "c"}}], "line 1: chosen.from: must be 'assistant'"),
+       "rejected": {"from": "assistant", "value": "c"}}], "line 1: chosen.from: must be 'gpt'"),
     ([{"input": {"messages": [U]}, "preferred_output": [{"role": "assistant", "content": ""}],
        "non_preferred_output": [{"role": "assistant", "content": "5"}]}],
      "line 1: preferred_output[0].content: String should have at least 1 character"),
     ([{"instruction": "x", "output": "y", "histroy": []}], "line 1: histroy: unknown key"),
     ([{"instruction": "x", "output": "y", "history": [["only one"]]}], "line 1: history[0]"),
-    ([{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}],
-     "line 1: conversations[1].from: unknown role 'gpt'"),
+    ([{"conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]}],
+     "line 1: conversations[1].from: unknown role 'bot'"),
     ([{"conversations": [{"from": "human", "value": "q"}, {"from": "assistant", "content _tag": "a"}]}],
      "line 1: conversations[1].content _tag: unknown key"),
     ([{"conversations": [{"from": "human", "value": "q"}]}], "line 1: conversations: no assistant message"),
@@ -258,7 +258,7 @@ def test_malformed_chat_rows_are_reported_with_line_and_field(tmp_path, row, exp
     ([{"input": {"messages": [U]}, "preferred_output": [{"role": "assistant", "content": "4"}]}],
      "line 1: non_preferred_output: Field required"),
     ([{"text": ""}], "line 1: text: String should have at least 1 character"),
-    ([{"prompt": "x", "completion": "y"}], "line 1: cannot detect the data format"),
+    ([{"prompt": "x", "completion": "y"}], "line 1: cannot tell the data format from keys ['completion', 'prompt']"),
 ])
 def test_malformed_rows_of_other_formats(tmp_path, rows, expected):
     with pytest.raises(DataError) as e:
@@ -276,3 +276,78 @@ def test_every_bad_row_is_counted_and_empty_files_rejected(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n\n")
     with pytest.raises(DataError, match="the file has no rows"):
         load_dataset(tmp_path / "empty.jsonl")
+
+
+# ------------------------------------------------------------------ files as LLaMA-Factory users keep them
+SHAREGPT_ROWS = [
+    {"conversations": [{"from": "human", "value": "Who are you?"}, {"from": "gpt", "value": "I am ftserve."}]},
+    {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "2+2?"},
+                       {"from": "gpt", "value": "4"}]},
+]
+
+
+def test_a_json_array_of_sharegpt_rows_with_llamafactory_s_tags(tmp_path):
+    path = tmp_path / "identity.json"
+    path.write_text(json.dumps(SHAREGPT_ROWS, indent=2, ensure_ascii=False))
+    ds = load_dataset(path)
+    assert ds.format == "sharegpt" and len(ds.examples) == 2
+    assert [m.role for m in ds.examples[1].messages] == ["system", "user", "assistant"]
+
+
+def test_openai_role_names_are_read_beside_the_default_tags(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [
+        {"conversations": [{"from": "user", "value": "q"}, {"from": "assistant", "value": "a"}]},
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}])
+    assert [[m.role for m in e.messages] for e in load_dataset(path).examples] == [["user", "assistant"]] * 2
+    custom = ShareGPTTags(role_tag="from", content_tag="value", user_tag="Q", assistant_tag="A")
+    with pytest.raises(DataError, match="unknown role 'user'.*unknown role 'human'"):  # configured: as they are
+        load_dataset(path, tags=custom)
+
+
+def test_an_array_s_bad_element_is_named_by_index_and_starting_line(tmp_path):
+    rows = SHAREGPT_ROWS + [{"conversations": [{"from": "human", "value": "q"}, {"form": "gpt", "value": "a"}]}]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(rows, indent=2))
+    with pytest.raises(DataError) as e:
+        load_dataset(path)
+    start = [i for i, line in enumerate(path.read_text().splitlines(), 1) if line == "  {"][2]
+    assert str(e.value.first) == f"element 2 (line {start}): conversations[1].form: unknown key (expected 'from' and 'value')"
+    assert len(e.value.errors) == 1
+
+
+def test_a_json_syntax_error_in_an_array_is_one_error_at_its_line(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[\n  {"text": "a"},\n  {"text": "b",}\n]\n')
+    with pytest.raises(DataError) as e:
+        load_dataset(path)
+    assert len(e.value.errors) == 1 and str(e.value.first).startswith("element 1 (line 3): invalid JSON")
+
+
+def test_windows_files_a_byte_order_mark_and_crlf(tmp_path):
+    path = tmp_path / "win.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(json.dumps(r).encode() for r in SHAREGPT_ROWS) + b"\r\n")
+    assert len(load_dataset(path).examples) == 2
+    array = tmp_path / "win.json"
+    array.write_bytes(b"\xef\xbb\xbf" + json.dumps(SHAREGPT_ROWS, indent=2).replace("\n", "\r\n").encode())
+    assert len(load_dataset(array).examples) == 2
+    text = tmp_path / "win.txt"
+    text.write_bytes(b"\xef\xbb\xbfFirst document.\r\n\r\nSecond one.\r\n")
+    assert [d.text for d in load_dataset(text).examples] == ["First document.", "Second one."]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le"])
+def test_a_utf16_file_is_named_with_its_fix(tmp_path, encoding):
+    path = tmp_path / "unicode.jsonl"
+    path.write_bytes("".join(json.dumps(r) + "\n" for r in SHAREGPT_ROWS).encode(encoding))
+    with pytest.raises(DataError) as e:
+        load_dataset(path)
+    assert len(e.value.errors) == 1 and "UTF-16" in str(e.value) and "save it as UTF-8" in str(e.value)
+
+
+def test_a_file_of_neither_shape_gets_one_message(tmp_path):
+    path = tmp_path / "object.json"
+    path.write_text(json.dumps({"data": SHAREGPT_ROWS}, indent=2))
+    with pytest.raises(DataError) as e:
+        load_dataset(path)
+    assert len(e.value.errors) == 1 and e.value.total_bad == 1
+    assert "a data file is JSONL (one JSON object per line) or a JSON array of objects" in str(e.value)

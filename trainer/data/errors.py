@@ -16,9 +16,11 @@ class RowError:
     line: int
     field: str
     message: str
+    element: int | None = None  # in a JSON array: the row's index (its line is where it starts)
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.field}: {self.message}" if self.field else f"line {self.line}: {self.message}"
+        where = f"line {self.line}" if self.element is None else f"element {self.element} (line {self.line})"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
 class DataError(ValueError):
@@ -29,7 +31,8 @@ class DataError(ValueError):
         self.errors = errors
         self.total_bad = total_bad if total_bad is not None else len(errors)
         more = f" (and {self.total_bad - len(errors)} more)" if self.total_bad > len(errors) else ""
-        super().__init__(f"{Path(path).name}: " + "; ".join(map(str, errors)) + more)
+        self.details = "; ".join(map(str, errors)) + more  # what is wrong, without the file's name
+        super().__init__(f"{Path(path).name}: {self.details}")
 
     @property
     def first(self) -> RowError:

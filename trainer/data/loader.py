@@ -3,7 +3,6 @@ format's schema, the errors collected with their lines."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from trainer.data.alpaca import AlpacaRow
 from trainer.data.errors import MAX_ERRORS, DataError, FieldError, RowError, RowFailure, pydantic_error
 from trainer.data.openai import ChatRow, PreferenceRow
+from trainer.data.reading import read_records
 from trainer.data.sharegpt import sharegpt_example
 from trainer.data.shapes import KINDS, Dataset, Example, ShareGPTTags
 from trainer.data.text import TextRow, load_plain_text
@@ -32,6 +32,10 @@ _DETECT_KEYS = [
     ("preferred_output", "preference"),
     ("text", "text"),
 ]
+
+
+FORMAT_KEYS = ("`messages` (OpenAI chat), `conversations` (ShareGPT), `instruction` (Alpaca), "
+               "`preferred_output` (OpenAI preference) or `text` (pre-training text)")
 
 
 def detect_format(row: dict) -> str | None:
@@ -64,8 +68,8 @@ def load_dataset(
     tags: ShareGPTTags = ShareGPTTags(),
     max_errors: int = MAX_ERRORS,
 ) -> Dataset:
-    """Read and validate a whole JSONL file (or a `.txt` file of plain text); raises `DataError` listing
-    the bad rows."""
+    """Read and validate a whole JSONL file or JSON array (or a `.txt` file of plain text); raises `DataError`
+    listing the bad rows."""
     if data_format != "auto" and data_format not in FORMATS:
         raise ValueError(f"data_format must be 'auto' or one of {FORMATS}, not '{data_format}'")
     path = Path(path)
@@ -79,34 +83,28 @@ def load_dataset(
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(path, [RowError(0, "", f"cannot read file: {e.strerror}")]) from None
-    for lineno, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            err = RowError(lineno, "", "not valid UTF-8 text")
-        except json.JSONDecodeError as e:
-            err = RowError(lineno, "", f"invalid JSON: {e.msg} at column {e.colno}")
+    for record in read_records(path, raw):
+        if record.error is not None:
+            err = record.row_error()
         else:
+            obj = record.value
             if fmt is None:
                 fmt = detect_format(obj) if isinstance(obj, dict) else None
                 if fmt is None:
                     keys = sorted(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
-                    raise DataError(
-                        path,
-                        [RowError(lineno, "", f"cannot detect the data format from keys {keys}; "
-                                  "expected messages, conversations, instruction, preferred_output or text")],
-                    )
+                    raise DataError(path, [record.row_error(message=(
+                        f"cannot tell the data format from {'keys ' if isinstance(obj, dict) else 'a '}{keys}; "
+                        f"a row holds one of: {FORMAT_KEYS}"))])
             try:
-                example = parse_row(obj, fmt, lineno, tags)
+                example = parse_row(obj, fmt, record.line, tags)
                 if examples and type(example) is not type(examples[0]):
-                    raise RowFailure(RowError(lineno, "", f"a {KINDS[type(example)]} row in a file of "
-                                               f"{KINDS[type(examples[0])]} rows: one file holds one kind"))
+                    raise RowFailure(RowError(record.line, "", f"a {KINDS[type(example)]} row in a file of "
+                                              f"{KINDS[type(examples[0])]} rows: one file holds one kind"))
                 examples.append(example)
                 continue
             except RowFailure as f:
                 err = f.error
+                err.element = record.element
         bad += 1
         if len(errors) < max_errors:
             errors.append(err)

@@ -58,12 +58,13 @@ KINDS = {Conversation: "conversation", TextDocument: "text", PreferencePair: "pr
 
 @dataclass(frozen=True)
 class ShareGPTTags:
-    """Key and role names of ShareGPT rows (LLaMA-Factory's `tags`)."""
+    """Key and role names of ShareGPT rows (LLaMA-Factory's `tags`, with its defaults). With the defaults,
+    OpenAI's `user` and `assistant` are read as `human` and `gpt` too."""
 
     role_tag: str = "from"
     content_tag: str = "value"
     user_tag: str = "human"
-    assistant_tag: str = "assistant"
+    assistant_tag: str = "gpt"
     observation_tag: str = "observation"
     function_tag: str = "function_call"
     system_tag: str = "system"

@@ -12,6 +12,8 @@ from trainer.data.errors import FieldError, field_path
 from trainer.data.shapes import Conversation, Message, PreferencePair, ShareGPTTags, ToolCall, check_turns
 from trainer.data.tools import FunctionDefinition, ToolDefinition, check_tool_use
 
+DEFAULT_TAGS = ShareGPTTags()
+
 
 def sharegpt_example(row: dict, tags: ShareGPTTags) -> Conversation | PreferencePair:
     """ShareGPT rows have configurable keys, so they are checked by hand, field by field.
@@ -75,6 +77,8 @@ def _sharegpt_turn(turn: Any, where: str, tags: ShareGPTTags, weight: int) -> Me
     """One turn; `function_call` and `observation` turns keep those roles for the caller to resolve."""
     roles = {tags.user_tag: "user", tags.assistant_tag: "assistant", tags.system_tag: "system",
              tags.function_tag: "function_call", tags.observation_tag: "observation"}
+    if tags == DEFAULT_TAGS:  # LLaMA-Factory's defaults, and OpenAI's role names beside them
+        roles |= {"user": "user", "assistant": "assistant"}
     if not isinstance(turn, dict):
         raise FieldError(where, "must be an object")
     extra = set(turn) - {tags.role_tag, tags.content_tag}

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from trainer.data.errors import DataError, RowError
+from trainer.data.reading import utf8_bytes
 from trainer.data.shapes import Dataset, TextDocument
 from trainer.data.tools import NonEmpty, Strict
 
@@ -22,12 +23,13 @@ def load_plain_text(path: str | Path) -> Dataset:
     """A plain-text file for continued pre-training: one document per blank-line-separated block."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = utf8_bytes(path, path.read_bytes())
     except OSError as e:
         raise DataError(path, [RowError(0, "", f"cannot read file: {e.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise DataError(path, [RowError(line, "", "not valid UTF-8 text")]) from None
+        raise DataError(path, [RowError(raw[: e.start].count(b"\n") + 1, "", "not valid UTF-8 text")]) from None
     documents = [doc.strip() for doc in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if doc.strip()]
     if not documents:
         raise DataError(path, [RowError(0, "", "the file has no text")])
