@@ -1,7 +1,8 @@
 """The training recipe's one config: a typed dataclass, validated once on construction.
 
-Field names follow LLaMA-Factory where it has the option, so its YAML files mostly work as
-they are (`ftserve train CONFIG.yaml`). Unknown keys are errors that name the nearest valid key.
+Field names follow LLaMA-Factory where it has the option, and every key of its LoRA examples is
+accepted: honoured where it means something here, else kept as "accepted, no effect here" with the
+reason in its docstring. Unknown keys are errors, all reported at once, each with the nearest valid key.
 """
 
 from __future__ import annotations
@@ -16,12 +17,8 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
-# Keys LLaMA-Factory users type that mean something else here.
+# Keys users type that are spelt otherwise here.
 _REDIRECTS = {
-    "template": "ftserve always uses the base model's own chat template; remove 'template'",
-    "fp16": "use 'dtype: float16'",
-    "do_train": "remove it: `ftserve train` always trains",
-    "overwrite_output_dir": "remove it: a new run refuses a non-empty output_dir unless resuming",
     "lora_r": "the LLaMA-Factory key is 'lora_rank'",
     "epochs": "the key is 'num_train_epochs'",
     "batch_size": "the key is 'per_device_train_batch_size'",
@@ -138,6 +135,48 @@ class TrainConfig:
     eval_steps: int = Field(default=0, ge=0)
     """Evaluate every this many steps; 0 evaluates at each checkpoint and at the end."""
 
+    # --- LLaMA-Factory's keys: honoured where they mean something here -------------------------
+    template: str | None = None
+    """LLaMA-Factory's chat template name. ftserve always renders with the base model's own chat template
+    (the one vLLM serves with, so training and serving agree); a template of another model family than
+    the base model's is reported in a warning event."""
+
+    max_samples: int | None = Field(default=None, ge=1)
+    """Use at most this many rows of each dataset (the first ones)."""
+
+    overwrite_output_dir: bool = False
+    """Start afresh in an output_dir that holds checkpoints of an earlier run (they are removed)."""
+
+    trust_remote_code: bool = False
+    """Let transformers run the model folder's own code (custom architectures); off unless you trust it."""
+
+    fp16: bool = False
+    """LLaMA-Factory's switch: true means dtype float16."""
+
+    report_to: str = "none"
+    """Where metrics go besides `events.jsonl`: `none` (LLaMA-Factory's example). Others are refused."""
+
+    do_train: bool = True
+    """Accepted, no effect here: `ftserve train` always trains (false is refused)."""
+
+    overwrite_cache: bool = False
+    """Accepted, no effect here: ftserve keeps no preprocessed-data cache between runs."""
+
+    preprocessing_num_workers: int | None = Field(default=None, ge=1)
+    """Accepted, no effect here: rows are tokenized in the training process (fast enough for its sizes)."""
+
+    dataloader_num_workers: int | None = Field(default=0, ge=0)
+    """Accepted, no effect here: batches are built in the training process from pre-tokenized rows."""
+
+    ddp_timeout: int | None = None
+    """Accepted, no effect here: one process trains (data-parallel runs go through Ray Train)."""
+
+    plot_loss: bool = False
+    """Accepted, no effect here yet: the loss curves are in `events.jsonl` and on the dashboard."""
+
+    save_only_model: bool = False
+    """Accepted, no effect here: checkpoints keep the optimizer state, which resuming needs."""
+
     save_steps: int = Field(default=0, ge=0)
     """Write a checkpoint every this many steps; 0 writes only the final adapter."""
 
@@ -167,10 +206,29 @@ class TrainConfig:
             raise ValueError(f"unknown preference loss '{value}'; the supported one is 'sigmoid'")
         return value
 
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, value: str) -> str:
+        if value != "none":
+            raise ValueError(f"'{value}' is not available here; use 'none' (the metrics are in "
+                             "output_dir/events.jsonl and, for jobs, in the job's events and on the dashboard)")
+        return value
+
+    @field_validator("do_train")
+    @classmethod
+    def _do_train(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("`ftserve train` always trains; remove do_train or set it to true")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        if self.bf16 and self.fp16:
+            raise ValueError("give either bf16 or fp16, not both")
         if self.bf16:
             self.dtype = "bfloat16"
+        if self.fp16:
+            self.dtype = "float16"
         if self.eval_dataset and self.val_size:
             raise ValueError("give either eval_dataset or val_size, not both")
         if self.served_model_name is None:
@@ -183,6 +241,7 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ConfigError("the config must be a mapping of keys to values")
         known = set(cls.__dataclass_fields__)
+        unknown = []
         for key in values:
             if key in known:
                 continue
@@ -190,14 +249,18 @@ class TrainConfig:
             if hint is None:
                 near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
                 hint = f"did you mean '{near[0]}'?" if near else "see `ftserve train --help`"
-            raise ConfigError(f"unknown key '{key}': {hint}", param=key)
+            unknown.append((key, hint))
+        problems = [(key, f"unknown key ({hint})") for key, hint in unknown]
         try:
-            return cls(**values)
-        except ValidationError as e:
-            err = e.errors()[0]
-            param = ".".join(str(p) for p in err["loc"]) or None
-            msg = err["msg"].removeprefix("Value error, ")
-            raise ConfigError(f"{param}: {msg}" if param else msg, param=param) from None
+            config = cls(**{key: value for key, value in values.items() if key in known})
+        except ValidationError as e:  # every bad value, beside every unknown key: one run tells them all
+            for err in e.errors():
+                param = ".".join(str(p) for p in err["loc"]) or None
+                problems.append((param, err["msg"].removeprefix("Value error, ")))
+        if not problems:
+            return config
+        message = "; ".join(f"{param}: {msg}" if param else msg for param, msg in problems)
+        raise ConfigError(message, param=problems[0][0])
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
@@ -229,3 +292,17 @@ class TrainConfig:
             default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
             lines.append(f"  {name:30s} {f.description} [{default}]")
         return "\n".join(lines)
+
+
+def template_mismatch(template: str | None, model_type: str) -> str | None:
+    """What to warn about when LLaMA-Factory's `template` names another model family than the base
+    model's own (`model_type` from its config.json); None when they agree or the template is generic."""
+    if not template:
+        return None
+    family = template.split("_")[0].rstrip("0123456789.").lower()
+    generic = {"default", "empty", "chatml", "alpaca", "vicuna", "cpm", "zephyr"}
+    if family in generic or model_type.lower().startswith(family) or family.startswith(model_type.lower()):
+        return None
+    return (f"template '{template}' is for another model family than the base model ({model_type}); ftserve "
+            "trains with the base model's own chat template, the one it is served with, not with "
+            f"'{template}'")

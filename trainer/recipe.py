@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,9 +34,9 @@ from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dic
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
 from adapters.atomic import staged
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, template_mismatch
 from trainer.contract import EVENTS_FILE, STATE_FILE, Checkpoint, Done, Evaluation, Info, Interrupted, Metrics
-from trainer.data import ShareGPTTags, check_stage, load_dataset
+from trainer.data import Dataset, ShareGPTTags, check_stage, load_dataset
 from trainer.encoding import encode_dataset, length_grouped_batches
 from trainer.evaluation import BeforeAfter
 from trainer.objectives import LanguageModeling, Preference
@@ -89,11 +90,14 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     _seed_everything(cfg.seed)
     resume_dir = _resume_dir(cfg, out_dir)
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_rows, eval_rows = _load_rows(cfg, tokenizer, log)
 
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=dtype,
+                                                 trust_remote_code=cfg.trust_remote_code).to(device)
+    if (warning := template_mismatch(cfg.template, model.config.model_type)) is not None:
+        log(Info(message=f"warning: {warning}"))
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -273,8 +277,11 @@ def _seed_everything(seed: int) -> None:
 def _resume_dir(cfg: TrainConfig, out_dir: Path) -> Path | None:
     if cfg.resume_from_checkpoint is None:
         if any((out_dir / "checkpoints").glob("step-*")):
-            raise ValueError(f"{out_dir} already holds checkpoints: set resume_from_checkpoint "
-                             "('latest' or a checkpoint path) or choose a new output_dir")
+            if not cfg.overwrite_output_dir:
+                raise ValueError(f"{out_dir} already holds checkpoints: set resume_from_checkpoint ('latest' or a "
+                                 "checkpoint path), overwrite_output_dir: true, or choose a new output_dir")
+            for earlier in ("checkpoints", "adapter"):  # a fresh run: the earlier one's results go
+                shutil.rmtree(out_dir / earlier, ignore_errors=True)
         return None
     if cfg.resume_from_checkpoint == "latest":
         return latest_checkpoint(out_dir)  # None: nothing saved yet, start from the beginning
@@ -284,6 +291,13 @@ def _resume_dir(cfg: TrainConfig, out_dir: Path) -> Path | None:
     return path
 
 
+def _first(dataset: Dataset, max_samples: int | None) -> Dataset:
+    """LLaMA-Factory's `max_samples`: the first rows of a dataset."""
+    if max_samples is not None:
+        dataset.examples = dataset.examples[:max_samples]
+    return dataset
+
+
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
     found = [p for p in (Path(out_dir) / "checkpoints").glob("step-*") if (p / STATE_FILE).is_file()]
     return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
@@ -291,12 +305,12 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 def _load_rows(cfg: TrainConfig, tokenizer, log: Callable[[Info], None]) -> tuple[list, list]:
     tags = ShareGPTTags(**cfg.sharegpt_tags)
-    dataset = load_dataset(cfg.dataset, cfg.data_format, tags)
+    dataset = _first(load_dataset(cfg.dataset, cfg.data_format, tags), cfg.max_samples)
     check_stage(cfg.stage, dataset.kind)
     rows, stats = encode_dataset(tokenizer, dataset, cfg.cutoff_len)
     eval_rows: list = []
     if cfg.eval_dataset:
-        eval_set = load_dataset(cfg.eval_dataset, cfg.data_format, tags)
+        eval_set = _first(load_dataset(cfg.eval_dataset, cfg.data_format, tags), cfg.max_samples)
         check_stage(cfg.stage, eval_set.kind)
         eval_rows, _ = encode_dataset(tokenizer, eval_set, cfg.cutoff_len)
     elif cfg.val_size:

@@ -101,7 +101,7 @@ def test_train_command_rejects_a_typo_with_the_nearest_key(tmp_path):
     config.write_text("model_name_or_path: m\ndataset: d\noutput_dir: o\nper_device_train_batchsize: 2\n")
     proc = _run(FTSERVE + ["train", str(config)])
     assert proc.returncode == 2
-    assert "unknown key 'per_device_train_batchsize': did you mean 'per_device_train_batch_size'?" in proc.stderr
+    assert "per_device_train_batchsize: unknown key (did you mean 'per_device_train_batch_size'?)" in proc.stderr
 
 
 def test_train_command_lists_bad_rows(tiny_model, tmp_path):
@@ -128,3 +128,27 @@ def test_trainer_module_streams_json_events(tiny_model, tmp_path):
     proc = _run([sys.executable, "-m", "trainer", str(spec)])
     last = json.loads(proc.stdout.splitlines()[-1])
     assert proc.returncode == 1 and last["type"] == "error" and "cannot read file" in last["message"]
+
+
+def test_train_command_on_a_llamafactory_config_and_json_array(tiny_model, tmp_path):
+    """LLaMA-Factory's keys (template, max_samples, overwrite_output_dir, plot_loss, do_train, ...) and a
+    ShareGPT JSON array with its default tags: trained, twice into the same output_dir."""
+    rows = [json.loads(line)["messages"] for line in FACTS.read_text().splitlines()]
+    sharegpt = [{"conversations": [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]}
+                                   for m in messages]} for messages in rows]
+    (tmp_path / "identity.json").write_text(json.dumps(sharegpt, indent=2))
+    config = tmp_path / "qwen3_lora_sft.yaml"
+    config.write_text(
+        f"model_name_or_path: {tiny_model}\ntrust_remote_code: true\nstage: sft\ndo_train: true\n"
+        "finetuning_type: lora\nlora_rank: 8\nlora_target: all\ndataset: identity.json\ntemplate: llama3\n"
+        "cutoff_len: 2048\nmax_samples: 5\npreprocessing_num_workers: 16\ndataloader_num_workers: 4\n"
+        "output_dir: saves/sft\nlogging_steps: 1\nsave_steps: 2\nplot_loss: true\noverwrite_output_dir: true\n"
+        "save_only_model: false\nreport_to: none\nper_device_train_batch_size: 1\ngradient_accumulation_steps: 1\n"
+        "learning_rate: 1.0e-4\nmax_steps: 3\nlr_scheduler_type: cosine\nwarmup_ratio: 0.1\nddp_timeout: 180000000\n"
+        "resume_from_checkpoint: null\nnum_threads: 2\n")
+    for _ in range(2):  # the second run starts afresh where the first left checkpoints (overwrite_output_dir)
+        proc = _run(FTSERVE + ["train", str(config)])
+        assert proc.returncode == 0, proc.stderr
+        assert "sharegpt data: 5 rows" in proc.stdout
+        assert "warning: template 'llama3' is for another model family than the base model (qwen2)" in proc.stdout
+    assert (tmp_path / "saves" / "sft" / "adapter" / "adapter_model.safetensors").is_file()

@@ -1,6 +1,6 @@
 import pytest
 
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import ConfigError, TrainConfig, template_mismatch
 
 REQUIRED = {"model_name_or_path": "m", "dataset": "d.jsonl", "output_dir": "out"}
 
@@ -39,9 +39,11 @@ def test_llama_factory_yaml_is_accepted(tmp_path):
 
 
 @pytest.mark.parametrize("extra,param,message", [
-    ({"learning_rte": 1e-4}, "learning_rte", "did you mean 'learning_rate'?"),
+    ({"learning_rte": 1e-4}, "learning_rte", "learning_rte: unknown key (did you mean 'learning_rate'?)"),
     ({"lora_rnak": 8}, "lora_rnak", "did you mean 'lora_rank'?"),
-    ({"template": "qwen"}, "template", "own chat template"),
+    ({"report_to": "wandb"}, "report_to", "'wandb' is not available here"),
+    ({"do_train": False}, "do_train", "always trains"),
+    ({"bf16": True, "fp16": True}, None, "either bf16 or fp16"),
     ({"lora_r": 8}, "lora_r", "'lora_rank'"),
     ({"learning_rate": "fast"}, "learning_rate", "valid number"),
     ({"learning_rate": -1}, "learning_rate", "greater than 0"),
@@ -68,3 +70,65 @@ def test_missing_required_key():
 def test_every_field_has_a_docstring():
     for name, field in TrainConfig.__pydantic_fields__.items():
         assert field.description, name
+
+
+# The keys of LLaMA-Factory's LoRA SFT example (examples/train_lora/qwen3_lora_sft.yaml), with our paths.
+LLAMA_FACTORY_EXAMPLE_KEYS = """\
+model_name_or_path: {model}
+trust_remote_code: true
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_rank: 8
+lora_target: all
+dataset: {dataset}
+template: qwen3_nothink
+cutoff_len: 2048
+max_samples: 1000
+preprocessing_num_workers: 16
+dataloader_num_workers: 4
+output_dir: saves/qwen3-4b/lora/sft
+logging_steps: 10
+save_steps: 500
+plot_loss: true
+overwrite_output_dir: true
+save_only_model: false
+report_to: none
+per_device_train_batch_size: 1
+gradient_accumulation_steps: 8
+learning_rate: 1.0e-4
+num_train_epochs: 3.0
+lr_scheduler_type: cosine
+warmup_ratio: 0.1
+bf16: true
+ddp_timeout: 180000000
+resume_from_checkpoint: null
+"""
+
+
+def test_every_key_of_llamafactory_s_lora_example_is_accepted(tmp_path):
+    (tmp_path / "identity.json").write_text("[]")
+    path = tmp_path / "qwen3_lora_sft.yaml"
+    path.write_text(LLAMA_FACTORY_EXAMPLE_KEYS.format(model="m", dataset="identity.json"))
+    cfg = TrainConfig.from_file(path)
+    assert (cfg.max_samples, cfg.template, cfg.trust_remote_code, cfg.overwrite_output_dir) == (
+        1000, "qwen3_nothink", True, True)
+    assert cfg.dtype == "bfloat16" and cfg.lora_target == "all-linear" and cfg.resume_from_checkpoint is None
+
+
+def test_two_typos_and_an_unsupported_value_are_reported_in_one_run():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_mapping({**REQUIRED, "lerning_rate": 1e-4, "lora_rnak": 8, "stage": "rm"})
+    message = str(e.value)
+    assert "lerning_rate: unknown key (did you mean 'learning_rate'?)" in message
+    assert "lora_rnak: unknown key (did you mean 'lora_rank'?)" in message
+    assert "stage: Input should be 'sft', 'pt' or 'dpo'" in message
+
+
+@pytest.mark.parametrize("template, model_type, warns", [
+    (None, "qwen2", False), ("qwen", "qwen2", False), ("qwen3_nothink", "qwen3", False), ("qwen3", "qwen2", False),
+    ("llama3", "llama", False), ("chatml", "qwen2", False), ("empty", "llama", False),
+    ("llama3", "qwen2", True), ("mistral", "qwen2", True), ("gemma", "llama", True),
+])
+def test_a_template_of_another_family_is_warned_about(template, model_type, warns):
+    assert (template_mismatch(template, model_type) is not None) is warns
