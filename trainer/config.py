@@ -40,7 +40,8 @@ class TrainConfig:
     """Base model: a local Hugging Face model directory (see `ftserve tiny-model`)."""
 
     dataset: str
-    """Training data: a JSONL file in chat, alpaca, sharegpt, preference or text format."""
+    """Training data: a JSONL file or JSON array in chat, alpaca, sharegpt, preference or text format; or
+    LLaMA-Factory dataset names (comma-separated) described in `dataset_dir/dataset_info.json`."""
 
     output_dir: str
     """Run directory: `checkpoints/step-N/`, the final `adapter/` and `events.jsonl` go here."""
@@ -49,7 +50,13 @@ class TrainConfig:
     """The base model's id as the server serves it; written to adapter_config.json. Default: model_name_or_path."""
 
     eval_dataset: str | None = None
-    """Validation data: a JSONL file in the same format as `dataset`."""
+    """Validation data: a file in the same format as `dataset`, or dataset names as there."""
+
+    dataset_dir: str = "data"
+    """LLaMA-Factory's folder of data files and their `dataset_info.json`, where `dataset` names are looked up."""
+
+    mix_strategy: Literal["concat"] = "concat"
+    """How several named datasets are mixed: `concat` (one after the other, then shuffled by the data order)."""
 
     val_size: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Fraction of `dataset` held out for validation when no `eval_dataset` is given."""
@@ -271,7 +278,8 @@ class TrainConfig:
         except (OSError, yaml.YAMLError, json.JSONDecodeError) as e:
             raise ConfigError(f"cannot read {path}: {e}") from None
         if isinstance(values, dict):
-            for key in ("model_name_or_path", "dataset", "eval_dataset", "output_dir", "adapter_name_or_path"):
+            for key in ("model_name_or_path", "dataset", "eval_dataset", "dataset_dir", "output_dir",
+                        "adapter_name_or_path"):
                 value = values.get(key)
                 if isinstance(value, str) and value and not Path(value).is_absolute():
                     candidate = os.path.normpath(path.parent / value)

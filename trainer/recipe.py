@@ -37,6 +37,7 @@ from adapters.atomic import staged
 from trainer.config import TrainConfig, template_mismatch
 from trainer.contract import EVENTS_FILE, STATE_FILE, Checkpoint, Done, Evaluation, Info, Interrupted, Metrics
 from trainer.data import Dataset, ShareGPTTags, check_stage, load_dataset
+from trainer.data.dataset_info import is_dataset_names, load_named_datasets
 from trainer.encoding import encode_dataset, length_grouped_batches
 from trainer.evaluation import BeforeAfter
 from trainer.objectives import LanguageModeling, Preference
@@ -291,10 +292,14 @@ def _resume_dir(cfg: TrainConfig, out_dir: Path) -> Path | None:
     return path
 
 
-def _first(dataset: Dataset, max_samples: int | None) -> Dataset:
-    """LLaMA-Factory's `max_samples`: the first rows of a dataset."""
-    if max_samples is not None:
-        dataset.examples = dataset.examples[:max_samples]
+def _read(value: str, cfg: TrainConfig, tags: ShareGPTTags) -> Dataset:
+    """A data file, or LLaMA-Factory dataset names in `dataset_dir/dataset_info.json`; at most
+    `max_samples` rows of each (the first ones)."""
+    if is_dataset_names(value, cfg.dataset_dir):
+        return load_named_datasets(value, cfg.dataset_dir, cfg.max_samples)
+    dataset = load_dataset(value, cfg.data_format, tags)
+    if cfg.max_samples is not None:
+        dataset.examples = dataset.examples[: cfg.max_samples]
     return dataset
 
 
@@ -305,12 +310,12 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 def _load_rows(cfg: TrainConfig, tokenizer, log: Callable[[Info], None]) -> tuple[list, list]:
     tags = ShareGPTTags(**cfg.sharegpt_tags)
-    dataset = _first(load_dataset(cfg.dataset, cfg.data_format, tags), cfg.max_samples)
+    dataset = _read(cfg.dataset, cfg, tags)
     check_stage(cfg.stage, dataset.kind)
     rows, stats = encode_dataset(tokenizer, dataset, cfg.cutoff_len)
     eval_rows: list = []
     if cfg.eval_dataset:
-        eval_set = _first(load_dataset(cfg.eval_dataset, cfg.data_format, tags), cfg.max_samples)
+        eval_set = _read(cfg.eval_dataset, cfg, tags)
         check_stage(cfg.stage, eval_set.kind)
         eval_rows, _ = encode_dataset(tokenizer, eval_set, cfg.cutoff_len)
     elif cfg.val_size:

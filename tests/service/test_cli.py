@@ -132,15 +132,19 @@ def test_trainer_module_streams_json_events(tiny_model, tmp_path):
 
 def test_train_command_on_a_llamafactory_config_and_json_array(tiny_model, tmp_path):
     """LLaMA-Factory's keys (template, max_samples, overwrite_output_dir, plot_loss, do_train, ...) and a
-    ShareGPT JSON array with its default tags: trained, twice into the same output_dir."""
+    dataset named in dataset_info.json (a ShareGPT JSON array with its default tags): trained, twice into
+    the same output_dir."""
     rows = [json.loads(line)["messages"] for line in FACTS.read_text().splitlines()]
     sharegpt = [{"conversations": [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]}
                                    for m in messages]} for messages in rows]
-    (tmp_path / "identity.json").write_text(json.dumps(sharegpt, indent=2))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "identity.json").write_text(json.dumps(sharegpt, indent=2))
+    (tmp_path / "data" / "dataset_info.json").write_text(json.dumps(
+        {"identity": {"file_name": "identity.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}}}))
     config = tmp_path / "qwen3_lora_sft.yaml"
     config.write_text(
         f"model_name_or_path: {tiny_model}\ntrust_remote_code: true\nstage: sft\ndo_train: true\n"
-        "finetuning_type: lora\nlora_rank: 8\nlora_target: all\ndataset: identity.json\ntemplate: llama3\n"
+        "finetuning_type: lora\nlora_rank: 8\nlora_target: all\ndataset: identity\ndataset_dir: data\ntemplate: llama3\n"
         "cutoff_len: 2048\nmax_samples: 5\npreprocessing_num_workers: 16\ndataloader_num_workers: 4\n"
         "output_dir: saves/sft\nlogging_steps: 1\nsave_steps: 2\nplot_loss: true\noverwrite_output_dir: true\n"
         "save_only_model: false\nreport_to: none\nper_device_train_batch_size: 1\ngradient_accumulation_steps: 1\n"

@@ -67,9 +67,10 @@ def load_dataset(
     data_format: str = "auto",
     tags: ShareGPTTags = ShareGPTTags(),
     max_errors: int = MAX_ERRORS,
+    rename: dict[str, str] | None = None,
 ) -> Dataset:
     """Read and validate a whole JSONL file or JSON array (or a `.txt` file of plain text); raises `DataError`
-    listing the bad rows."""
+    listing the bad rows. `rename`: the file's column names -> the format's keys."""
     if data_format != "auto" and data_format not in FORMATS:
         raise ValueError(f"data_format must be 'auto' or one of {FORMATS}, not '{data_format}'")
     path = Path(path)
@@ -88,6 +89,8 @@ def load_dataset(
             err = record.row_error()
         else:
             obj = record.value
+            if rename and isinstance(obj, dict):  # a dataset_info.json entry's columns, as the loader's keys
+                obj = {rename.get(key, key): value for key, value in obj.items()}
             if fmt is None:
                 fmt = detect_format(obj) if isinstance(obj, dict) else None
                 if fmt is None:
