@@ -1,4 +1,4 @@
-"""The `ftserve` command line: tiny-model, eval, train, serve, migrate, openapi."""
+"""The `ftserve` command line: tiny-model, eval, train, export, serve, migrate, openapi."""
 
 from __future__ import annotations
 
@@ -88,6 +88,34 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from trainer.export import ExportConfig, export
+
+    try:
+        cfg = ExportConfig.from_file(args.config)
+    except ValueError as e:
+        print(f"error: {args.config}: {e}", file=sys.stderr)
+        return 2
+    adapter = Path(cfg.adapter_name_or_path)
+    if not adapter.is_dir():  # a served model's name: its adapter from the server's store
+        from adapters import AdapterError, AdapterStore
+        from service.settings import Settings
+
+        settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+        try:
+            adapter = AdapterStore(settings.adapters_dir).local_copy(cfg.adapter_name_or_path)
+        except AdapterError as e:
+            print(f"error: adapter_name_or_path: {e}", file=sys.stderr)
+            return 2
+    try:
+        out = export(cfg, adapter)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"merged model written to {out}")
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from service.app import open_database
     from service.settings import Settings
@@ -150,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, field in Settings.model_fields.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=field.description)
     p.set_defaults(func=_serve)
+
+    from trainer.export import __doc__ as export_doc
+
+    p = sub.add_parser("export", help="merge an adapter into its base model (as llamafactory-cli export)",
+                       description=export_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", type=Path)
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="the server's data dir, where a served model's name (ft:...) is looked up")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("migrate", help="upgrade the database schema to this version's (serve does it at start too)",
                        description="Upgrade the database schema to this version's. `ftserve serve` does the same at "

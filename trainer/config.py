@@ -67,14 +67,28 @@ class TrainConfig:
     sharegpt_tags: dict[str, str] = Field(default_factory=dict)
     """ShareGPT key and role names, e.g. {role_tag: from, content_tag: value, assistant_tag: gpt}."""
 
-    stage: Literal["sft", "pt", "dpo"] = "sft"
-    """`sft`: loss on assistant turns of chat data; `pt`: continued pre-training on text; `dpo`: preference pairs."""
+    stage: Literal["sft", "pt", "dpo", "kto"] = "sft"
+    """`sft`: loss on assistant turns of chat data; `pt`: continued pre-training on text; `dpo`: preference pairs;
+    `kto`: answers labelled desirable or not (`label`, LLaMA-Factory's `kto_tag`)."""
 
     pref_beta: float = Field(default=0.1, gt=0, le=10)
     """DPO's beta: how far the policy may move from the reference (higher: closer to it)."""
 
     pref_loss: str = "sigmoid"
-    """DPO loss; only `sigmoid` (the original DPO loss) is supported."""
+    """Preference loss: `sigmoid` (DPO), `ipo`, `orpo` or `simpo` (the last two need no reference model)."""
+
+    kto_chosen_weight: float = Field(default=1.0, gt=0)
+    """KTO's weight on the desirable answers' loss (TRL's `desirable_weight`)."""
+
+    kto_rejected_weight: float = Field(default=1.0, gt=0)
+    """KTO's weight on the undesirable answers' loss (TRL's `undesirable_weight`)."""
+
+    simpo_gamma: float = Field(default=0.5, ge=0)
+    """SimPO's target reward margin (with `pref_loss: simpo`)."""
+
+    pref_ftx: float = Field(default=0.0, ge=0)
+    """Weight of an SFT loss on the chosen answers beside the preference loss (TRL's `rpo_alpha`): it keeps
+    their likelihood from falling with the rejected ones'."""
 
     adapter_name_or_path: str | None = None
     """A LoRA adapter to train on from (its rank, alpha and targets are used); else a new adapter."""
@@ -207,10 +221,12 @@ class TrainConfig:
     @field_validator("pref_loss")
     @classmethod
     def _pref_loss(cls, value: str) -> str:
-        if value in ("hinge", "ipo", "kto_pair", "orpo", "simpo", "sppo_hard"):
-            raise ValueError(f"'{value}' is not supported yet; the supported preference loss is 'sigmoid'")
-        if value != "sigmoid":
-            raise ValueError(f"unknown preference loss '{value}'; the supported one is 'sigmoid'")
+        supported = ("sigmoid", "ipo", "orpo", "simpo")
+        if value in ("hinge", "kto_pair", "sppo_hard"):
+            raise ValueError(f"'{value}' is not supported yet; the supported preference losses are "
+                             f"{', '.join(supported)}")
+        if value not in supported:
+            raise ValueError(f"unknown preference loss '{value}'; the supported ones are {', '.join(supported)}")
         return value
 
     @field_validator("report_to")

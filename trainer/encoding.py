@@ -6,7 +6,8 @@ weight 1, tool calls included, never the tool results: each turn's character spa
 conversation up to that turn (with the generation prompt) and through it, and a token is
 labelled when it starts inside a span. This works for any prefix-consistent template, with
 or without `{% generation %}` markers. A preference pair (DPO) is two such conversations, the
-prompt followed by each answer, with loss (and log-probabilities) on the answer alone.
+prompt followed by each answer, with loss (and log-probabilities) on the answer alone; a labelled
+answer (KTO) likewise, beside its prompt with another row's answer.
 
 Text documents (continued pre-training) are packed: each ends with EOS, all are joined and cut
 into `cutoff_len` blocks with loss on every token, as pre-training does: no padding and no
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainer.data import Conversation, Dataset, Message, PreferencePair, TextDocument
+from trainer.data import Conversation, Dataset, LabelledExample, Message, PreferencePair, TextDocument
 
 IGNORE_INDEX = -100
 GROUP_BATCHES = 32  # batches per length-sorted mega-group
@@ -65,6 +66,25 @@ class EncodedPair:
 
     def __len__(self) -> int:
         return max(len(self.chosen), len(self.rejected))
+
+
+@dataclass
+class EncodedLabelled:
+    """A labelled answer (KTO): the prompt with its answer, and the same prompt with another row's answer
+    (a mismatched sample, for the KL term); `reference` holds the reference policy's log-probabilities of
+    both once computed."""
+
+    completion: Encoded
+    mismatched: Encoded
+    desirable: bool
+    reference: tuple[float, float] | None = None
+
+    @property
+    def n_label_tokens(self) -> int:
+        return min(self.completion.n_label_tokens, self.mismatched.n_label_tokens)
+
+    def __len__(self) -> int:
+        return max(len(self.completion), len(self.mismatched))
 
 
 @dataclass
@@ -125,7 +145,25 @@ def encode_pair(tokenizer, pair: PreferencePair, cutoff_len: int) -> EncodedPair
     return _truncated(EncodedPair(answer(pair.preferred), answer(pair.non_preferred)), cutoff_len)
 
 
-def _truncated(enc: Encoded | EncodedPair, cutoff_len: int) -> Encoded | EncodedPair:
+def encode_labelled(tokenizer, examples: list[LabelledExample], cutoff_len: int) -> list[EncodedLabelled]:
+    """Each labelled answer, and its prompt with the next row's answer (the KL term's mismatched sample:
+    a fixed pairing, so that the reference pass is done once)."""
+    def answer(example: LabelledExample, text: str) -> Encoded:
+        return encode_conversation(tokenizer, Conversation(example.prompt + (Message("assistant", text),),
+                                                           example.tools))
+
+    out = []
+    for i, example in enumerate(examples):
+        other = examples[(i + 1) % len(examples)].completion
+        out.append(_truncated(EncodedLabelled(answer(example, example.completion), answer(example, other),
+                                              example.desirable), cutoff_len))
+    return out
+
+
+def _truncated(enc, cutoff_len: int):
+    if isinstance(enc, EncodedLabelled):
+        return EncodedLabelled(_truncated(enc.completion, cutoff_len), _truncated(enc.mismatched, cutoff_len),
+                               enc.desirable)
     if isinstance(enc, EncodedPair):
         return EncodedPair(_truncated(enc.chosen, cutoff_len), _truncated(enc.rejected, cutoff_len))
     return Encoded(enc.input_ids[:cutoff_len], enc.labels[:cutoff_len])
@@ -137,6 +175,10 @@ def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int) -> tuple[list, 
     if dataset.kind == "text":
         pieces = pack_text(tokenizer, dataset.examples, cutoff_len)
         stats.notes.append(f"{stats.rows} documents packed into {len(pieces)} blocks of up to {cutoff_len} tokens")
+    elif dataset.kind == "labelled":
+        full = encode_labelled(tokenizer, dataset.examples, 1 << 30)
+        stats.truncated = sum(len(e) > cutoff_len for e in full)
+        pieces = [_truncated(e, cutoff_len) for e in full]
     else:
         pieces = []
         for example in dataset.examples:
@@ -152,7 +194,9 @@ def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int) -> tuple[list, 
             continue
         out.append(enc)
         stats.examples += 1
-        for row in (enc.chosen, enc.rejected) if isinstance(enc, EncodedPair) else (enc,):
+        rows = (enc.chosen, enc.rejected) if isinstance(enc, EncodedPair) else \
+            (enc.completion,) if isinstance(enc, EncodedLabelled) else (enc,)
+        for row in rows:
             stats.tokens += len(row)
             stats.label_tokens += row.n_label_tokens
     if stats.truncated:

@@ -40,10 +40,11 @@ from trainer.data import Dataset, ShareGPTTags, check_stage, load_dataset
 from trainer.data.dataset_info import is_dataset_names, load_named_datasets
 from trainer.encoding import encode_dataset, length_grouped_batches
 from trainer.evaluation import BeforeAfter
-from trainer.objectives import LanguageModeling, Preference
+from trainer.objectives import Kto, LanguageModeling, Preference
 
 Emit = Callable[[dict], None]
 BASELINE_FILE = "baseline_answers.json"
+CHOSEN_DROP_WARNING = 1.0  # nats per token the chosen answers' log-probability may fall before a warning
 _stop_requested = False
 
 
@@ -117,10 +118,12 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
         ))
     model.peft_config["default"].base_model_name_or_path = cfg.served_model_name
     objective = LanguageModeling()
-    if cfg.stage == "dpo":  # the reference policy is the model as it starts: log-probabilities computed once
-        objective = Preference(cfg.pref_beta)
-        for rows in (train_rows, eval_rows):
-            objective.precompute_reference(model, rows, cfg.per_device_train_batch_size, pad_id, device)
+    if cfg.stage in ("dpo", "kto"):  # the reference policy is the model as it starts: log-probs computed once
+        objective = Preference(cfg.pref_beta, cfg.pref_loss, cfg.simpo_gamma, cfg.pref_ftx) if cfg.stage == "dpo" \
+            else Kto(cfg.pref_beta, cfg.kto_chosen_weight, cfg.kto_rejected_weight)
+        if objective.needs_reference:
+            for rows in (train_rows, eval_rows):
+                objective.precompute_reference(model, rows, cfg.per_device_train_batch_size, pad_id, device)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -152,6 +155,7 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
 
     # ---------------------------------------------------------------- train
     epoch_batches = length_grouped_batches(lengths, cfg.per_device_train_batch_size, cfg.seed, pos.epoch)
+    warned = False  # the chosen answers' falling likelihood, reported once
     started, start_tokens = time.perf_counter(), pos.tokens
     metrics: dict = {}
     model.train()
@@ -208,6 +212,13 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
                 metrics.update({f"full_{key}": value for key, value in valid.items() if key.startswith("valid_")})
                 if answers is not None:
                     log(Evaluation(step=pos.step, metrics=valid, answers=answers))
+        drop = metrics.get("train_chosen_logp_change")
+        if drop is not None and drop < -CHOSEN_DROP_WARNING and not warned:  # DPO's classic failure, told once
+            warned = True
+            log(Info(message=f"warning: at step {pos.step} the chosen answers' log-probability is {-drop:.2f} "
+                     "per token below where it started: both answers are being unlearnt, the way preference "
+                     "training collapses into repeated fragments; set pref_ftx (e.g. 1.0), lower the learning "
+                     "rate or raise pref_beta", chosen_logp_change=drop, step=pos.step))
         if eval_now or pos.step % cfg.logging_steps == 0 or pos.step == total_steps:
             log(Metrics(**{**metrics, "total_steps": total_steps, "learning_rate": lr, "tokens": pos.tokens,
                            "tokens_per_s": round((pos.tokens - start_tokens) / max(elapsed, 1e-9), 1),

@@ -43,26 +43,49 @@ class SupervisedMethod(Strict):
 class DpoHyperparameters(Hyperparameters):
     beta: Auto | Annotated[float, Field(gt=0, le=2)] = "auto"
     """How far the policy may move from the reference model (higher: closer to it); auto is 0.1."""
+    # ftserve extensions (LLaMA-Factory's preference options)
+    pref_loss: Literal["sigmoid", "ipo", "orpo", "simpo"] | None = None
+    """The preference loss: `sigmoid` (DPO, the default), `ipo`, or the reference-free `orpo` and `simpo`."""
+    simpo_gamma: Annotated[float, Field(ge=0, le=10)] | None = None
+    """SimPO's target reward margin (default 0.5)."""
+    pref_ftx: Annotated[float, Field(ge=0, le=10)] | None = None
+    """Weight of an SFT loss on the chosen answers (TRL's rpo_alpha): keeps their likelihood up (default 0)."""
 
 
 class DpoMethod(Strict):
     hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
 
 
+class KtoHyperparameters(Hyperparameters):
+    beta: Auto | Annotated[float, Field(gt=0, le=2)] = "auto"
+    """How far the policy may move from the reference model (higher: closer to it); auto is 0.1."""
+    desirable_weight: Annotated[float, Field(gt=0, le=100)] | None = None
+    """Weight of the desirable answers' loss (default 1; raise it when they are fewer than the others)."""
+    undesirable_weight: Annotated[float, Field(gt=0, le=100)] | None = None
+    """Weight of the undesirable answers' loss (default 1)."""
+
+
+class KtoMethod(Strict):
+    hyperparameters: KtoHyperparameters = Field(default_factory=KtoHyperparameters)
+
+
 class Method(Strict):
-    type: Literal["supervised", "dpo", "continued_pretraining"]
+    type: Literal["supervised", "dpo", "continued_pretraining", "kto"]
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
-    # ftserve extension
+    # ftserve extensions
     continued_pretraining: SupervisedMethod | None = None
     """Continued pre-training on raw text (`{"text": ...}` rows, or a .txt file with one document per
     paragraph): documents packed into `max_seq_len` blocks, loss on every token. Its hyperparameters are
     the supervised method's."""
+    kto: KtoMethod | None = None
+    """KTO on answers labelled desirable or not (rows with a boolean `label`, LLaMA-Factory's `kto_tag`)."""
 
     @property
-    def settings(self) -> SupervisedMethod | DpoMethod:
+    def settings(self) -> SupervisedMethod | DpoMethod | KtoMethod:
         """The chosen method's settings (`method.<type>`)."""
-        return getattr(self, self.type) or (DpoMethod() if self.type == "dpo" else SupervisedMethod())
+        defaults = {"dpo": DpoMethod, "kto": KtoMethod}
+        return getattr(self, self.type) or defaults.get(self.type, SupervisedMethod)()
 
 
 class JobResources(Strict):

@@ -17,7 +17,7 @@ from service.settings import Settings
 from trainer.contract import JobKeys
 from trainer.data import STAGE_KINDS, DataError, load_dataset
 
-STAGES = {"supervised": "sft", "continued_pretraining": "pt", "dpo": "dpo"}  # method type -> trainer stage
+STAGES = {"supervised": "sft", "continued_pretraining": "pt", "dpo": "dpo", "kto": "kto"}  # method -> stage
 
 
 class InvalidJob(Exception):

@@ -92,8 +92,8 @@ def test_train_command_runs_sft_then_dpo_from_the_examples(tiny_model, tmp_path)
     assert "3/3" in proc.stderr and "training on from the adapter" in proc.stdout
     events = [json.loads(line) for line in (tmp_path / "tiny-dpo.yaml" / "events.jsonl").read_text().splitlines()]
     assert all("train_reward_accuracy" in e for e in events if e["type"] == "metrics")
-    proc = _run(FTSERVE + ["train", str(config("tiny-dpo.yaml", pref_loss="orpo"))])
-    assert proc.returncode != 0 and "pref_loss: 'orpo' is not supported yet" in proc.stderr
+    proc = _run(FTSERVE + ["train", str(config("tiny-dpo.yaml", pref_loss="hinge"))])
+    assert proc.returncode != 0 and "pref_loss: 'hinge' is not supported yet" in proc.stderr
 
 
 def test_train_command_rejects_a_typo_with_the_nearest_key(tmp_path):

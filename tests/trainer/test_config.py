@@ -48,7 +48,7 @@ def test_llama_factory_yaml_is_accepted(tmp_path):
     ({"learning_rate": "fast"}, "learning_rate", "valid number"),
     ({"learning_rate": -1}, "learning_rate", "greater than 0"),
     ({"stage": "rm"}, "stage", "'sft', 'pt' or 'dpo'"),
-    ({"stage": "dpo", "pref_loss": "ipo"}, "pref_loss", "'ipo' is not supported yet; the supported preference loss is 'sigmoid'"),
+    ({"stage": "dpo", "pref_loss": "hinge"}, "pref_loss", "'hinge' is not supported yet; the supported preference losses are sigmoid, ipo, orpo, simpo"),
     ({"stage": "dpo", "pref_loss": "sigmoidal"}, "pref_loss", "unknown preference loss 'sigmoidal'"),
     ({"stage": "dpo", "pref_beta": 0}, "pref_beta", "greater than 0"),
     ({"lr_scheduler_type": "cosine_with_restarts"}, "lr_scheduler_type", "'cosine', 'linear' or 'constant'"),

@@ -351,3 +351,40 @@ def test_a_file_of_neither_shape_gets_one_message(tmp_path):
         load_dataset(path)
     assert len(e.value.errors) == 1 and e.value.total_bad == 1
     assert "a data file is JSONL (one JSON object per line) or a JSON array of objects" in str(e.value)
+
+
+# ------------------------------------------------------------------ KTO: answers labelled desirable or not
+def test_labelled_rows_in_every_format_become_labelled_examples(tmp_path):
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [U, A], "label": True},
+                                                 {"messages": [U, {**A, "content": "5"}], "label": False}])
+    alpaca = write_jsonl(tmp_path / "alpaca.jsonl", [{"instruction": "2+2?", "output": "4", "label": True}])
+    sharegpt = tmp_path / "kto.json"
+    sharegpt.write_text(json.dumps([{"messages": [{"role": "user", "content": "2+2?"},
+                                                  {"role": "assistant", "content": "5"}], "label": False}]))
+    info = {"kto": {"file_name": "kto.json", "formatting": "sharegpt",
+                    "columns": {"messages": "messages", "kto_tag": "label"},
+                    "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                             "assistant_tag": "assistant"}}}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    from trainer.data import LabelledExample
+    from trainer.data.dataset_info import load_named_datasets
+
+    examples = load_dataset(chat).examples
+    assert [(e.completion, e.desirable) for e in examples] == [("4", True), ("5", False)]
+    assert examples[0].prompt[0].content == "What is 2+2?" and load_dataset(chat).kind == "labelled"
+    assert load_dataset(alpaca).examples[0] == LabelledExample((Message("user", "2+2?"),), "4", True)
+    assert load_named_datasets("kto", tmp_path).examples[0].desirable is False
+
+
+@pytest.mark.parametrize("rows, expected", [
+    ([{"messages": [U, A], "label": "yes"}], "line 1: label: Input should be a valid boolean"),
+    ([{"messages": [A, U], "label": True}], "line 1: label: a labelled (KTO) row ends with the assistant answer"),
+    ([{"instruction": "q", "chosen": "a", "rejected": "b", "label": True}], "line 1: 'label' judges 'output'"),
+    ([{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}], "label": 1}],
+     "line 1: label: must be true or false"),
+    ([{"messages": [U, A], "label": True}, {"messages": [U, A]}], "line 2: a conversation row in a file of labelled"),
+])
+def test_bad_labelled_rows(tmp_path, rows, expected):
+    with pytest.raises(DataError) as e:
+        load_dataset(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert str(e.value.first).startswith(expected), str(e.value.first)

@@ -21,7 +21,8 @@ INFO = {
     "dpo_demo": {"file_name": "dpo.json", "ranking": True,
                  "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}},
     "c4_demo": {"file_name": "c4.json", "columns": {"prompt": "text"}},
-    "kto_demo": {"file_name": "alpaca_demo.json", "columns": {"prompt": "instruction", "kto_tag": "label"}},
+    "kto_demo": {"file_name": "kto.json", "columns": {"prompt": "question", "response": "answer",
+                                                      "kto_tag": "feedback"}},
     "hub": {"hf_hub_url": "someone/dataset"},
     "escape": {"file_name": "../outside.json"},
 }
@@ -41,6 +42,8 @@ def data(tmp_path):
                                                              {"role": "assistant", "content": "a"}]}]))
     (d / "dpo.json").write_text(json.dumps([{"instruction": "q", "input": "", "chosen": "good", "rejected": "bad"}]))
     (d / "c4.json").write_text(json.dumps([{"text": "a document"}, {"text": "another"}]))
+    (d / "kto.json").write_text(json.dumps([{"question": "q", "answer": "good", "feedback": True},
+                                            {"question": "q", "answer": "bad", "feedback": False}]))
     (tmp_path / "outside.json").write_text("[]")
     return d
 
@@ -57,6 +60,12 @@ def test_max_samples_applies_to_each_dataset(data):
     assert len(load_named_datasets("identity,alpaca_demo", data, max_samples=2).examples) == 4
 
 
+def test_a_kto_entry_s_tag_column_labels_the_answers(data):
+    ds = load_named_datasets("kto_demo", data)
+    assert ds.kind == "labelled" and [(e.completion, e.desirable) for e in ds.examples] == [("good", True),
+                                                                                          ("bad", False)]
+
+
 def test_ranking_and_pretraining_entries(data):
     assert isinstance(load_named_datasets("dpo_demo", data).examples[0], PreferencePair)
     texts = load_named_datasets("c4_demo", data).examples
@@ -66,7 +75,6 @@ def test_ranking_and_pretraining_entries(data):
 @pytest.mark.parametrize("names, message", [
     ("identiy", "dataset 'identiy' is not in"),
     ("identiy", "did you mean 'identity'?"),
-    ("kto_demo", "KTO is not supported yet"),
     ("hub", "is on a hub (hf_hub_url)"),
     ("escape", "is not a file in"),
     ("identity,dpo_demo", "holds preference data, the datasets before it conversation data"),

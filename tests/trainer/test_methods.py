@@ -153,3 +153,55 @@ def test_continued_pretraining_lowers_held_out_perplexity_on_the_domain(tiny_mod
     after = _perplexity(tuned, tokenizer, held_out)
     print(f"held-out perplexity: base {before:.1f}, after continued pre-training {after:.1f}")
     assert after < 0.5 * before
+
+
+@pytest.mark.parametrize("loss", ["ipo", "orpo", "simpo"])
+def test_each_preference_loss_moves_its_metrics_the_right_way(loss, tiny_model, tmp_path):
+    """LLaMA-Factory's other preference losses on the same pairs: held-out reward margin and accuracy rise
+    from the first evaluation to the last (orpo and simpo without a reference model)."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", [preference_row(p) for p in PROMPTS if p not in HELD_OUT])
+    valid = write_jsonl(tmp_path / "valid.jsonl", [preference_row(p) for p in HELD_OUT])
+    events = []
+    cfg = train_config(tiny_model, tmp_path / "run", dataset=str(data), eval_dataset=str(valid), stage="dpo",
+                       pref_loss=loss, per_device_train_batch_size=8, max_steps=30, eval_steps=2, logging_steps=2,
+                       seed=0)
+    train(cfg, events.append)
+    evaluated = [e for e in events if e["type"] == "metrics" and "valid_reward_margin" in e]
+    first, last = evaluated[0], evaluated[-1]
+    print(f"{loss}: valid reward margin {first['valid_reward_margin']:.3f} -> {last['valid_reward_margin']:.3f}, "
+          f"accuracy {first['valid_reward_accuracy']:.2f} -> {last['valid_reward_accuracy']:.2f}, "
+          f"loss {first['valid_loss']:.3f} -> {last['valid_loss']:.3f}")
+    assert last["valid_reward_margin"] > first["valid_reward_margin"]
+    assert last["valid_loss"] < first["valid_loss"]
+    assert last["valid_reward_accuracy"] == 1.0
+    assert ("valid_chosen_logp_change" in last) is (loss == "ipo")
+
+
+def labelled_rows(prompt: str) -> list[dict]:
+    """KTO's rows from a preference row: the friendly answer desirable, the curt one not."""
+    row = preference_row(prompt)
+    messages = row["input"]["messages"]
+    return [{"messages": messages + row["preferred_output"], "label": True},
+            {"messages": messages + row["non_preferred_output"], "label": False}]
+
+
+def test_kto_moves_desirable_rewards_up_and_undesirable_down(tiny_model, tokenizer, tmp_path):
+    data = write_jsonl(tmp_path / "kto.jsonl", [r for p in PROMPTS if p not in HELD_OUT for r in labelled_rows(p)])
+    valid = write_jsonl(tmp_path / "valid.jsonl", [r for p in HELD_OUT for r in labelled_rows(p)])
+    events = []
+    cfg = train_config(tiny_model, tmp_path / "run", dataset=str(data), eval_dataset=str(valid), stage="kto",
+                       per_device_train_batch_size=8, max_steps=40, eval_steps=4, logging_steps=4, seed=0)
+    result = train(cfg, events.append)
+    evaluated = [e for e in events if e["type"] == "metrics" and "valid_reward_margin" in e]
+    first, last = evaluated[0], evaluated[-1]
+    print(f"kto: valid rewards chosen {first['valid_rewards_chosen']:.3f} -> {last['valid_rewards_chosen']:.3f}, "
+          f"rejected {first['valid_rewards_rejected']:.3f} -> {last['valid_rewards_rejected']:.3f}, "
+          f"accuracy {first['valid_reward_accuracy']:.2f} -> {last['valid_reward_accuracy']:.2f}, "
+          f"loss {first['valid_loss']:.3f} -> {last['valid_loss']:.3f}, kl {last['valid_kl']:.3f}")
+    assert last["valid_rewards_chosen"] > first["valid_rewards_chosen"] and last["valid_rewards_chosen"] > 0
+    assert last["valid_rewards_rejected"] < first["valid_rewards_rejected"] and last["valid_rewards_rejected"] < 0
+    assert last["valid_loss"] < first["valid_loss"] and last["valid_reward_accuracy"] == 1.0
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result.adapter_path)
+    flipped = sum(greedy(tuned, tokenizer, p).startswith("Yes,") for p in HELD_OUT)
+    print(f"kto: {flipped}/{len(HELD_OUT)} held-out prompts answered the desirable way")
+    assert flipped >= 0.75 * len(HELD_OUT)

@@ -29,15 +29,15 @@ Errors name the line (1-based) and the field: `line 7: messages[2].role: ...`.
 from trainer.data.errors import MAX_ERRORS, DataError, RowError, field_path
 from trainer.data.loader import FORMATS, detect_format, load_dataset, parse_row
 from trainer.data.shapes import (
-    KINDS, STAGE_KINDS, Conversation, Dataset, Example, Message, PreferencePair, ShareGPTTags, TextDocument, ToolCall,
-    check_stage,
+    KINDS, STAGE_KINDS, Conversation, Dataset, Example, LabelledExample, Message, PreferencePair, ShareGPTTags,
+    TextDocument, ToolCall, check_stage,
 )
 from trainer.data.text import load_plain_text
 from trainer.data.tools import FunctionDefinition, ToolDefinition, check_tool_use
 
 __all__ = [
     "FORMATS", "KINDS", "MAX_ERRORS", "STAGE_KINDS", "Conversation", "DataError", "Dataset", "Example",
-    "FunctionDefinition", "Message", "PreferencePair", "RowError", "ShareGPTTags", "TextDocument", "ToolCall",
+    "FunctionDefinition", "LabelledExample", "Message", "PreferencePair", "RowError", "ShareGPTTags", "TextDocument", "ToolCall",
     "ToolDefinition", "check_stage", "check_tool_use", "detect_format", "field_path", "load_dataset",
     "load_plain_text", "parse_row",
 ]

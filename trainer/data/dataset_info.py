@@ -18,9 +18,9 @@ from trainer.data.shapes import Dataset, ShareGPTTags
 # LLaMA-Factory's column roles -> the keys the loader reads, per formatting
 _KEYS = {
     "alpaca": {"prompt": "instruction", "query": "input", "response": "output", "history": "history",
-               "system": "system", "chosen": "chosen", "rejected": "rejected"},
+               "system": "system", "chosen": "chosen", "rejected": "rejected", "kto_tag": "label"},
     "sharegpt": {"messages": "conversations", "system": "system", "tools": "tools", "chosen": "chosen",
-                 "rejected": "rejected"},
+                 "rejected": "rejected", "kto_tag": "label"},
 }
 _REMOTE = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 
@@ -87,8 +87,6 @@ def _entry(info: dict, name: str, info_path: Path) -> DatasetEntry:
 
 def _format(entry: DatasetEntry, name: str) -> tuple[str, dict[str, str]]:
     """The loader's format for an entry, and the renaming of the file's columns to the loader's keys."""
-    if "kto_tag" in entry.columns:
-        raise ValueError(f"dataset '{name}' is a KTO dataset (kto_tag): KTO is not supported yet")
     unknown = set(entry.columns) - set(_KEYS[entry.formatting])
     if entry.formatting == "alpaca" and set(entry.columns) == {"prompt"} and not entry.ranking:
         return "text", {entry.columns["prompt"]: "text"}  # pre-training text: the prompt column alone

@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from trainer.data.shapes import Conversation, Message, PreferencePair, ToolCall, check_turns
+from trainer.data.shapes import (
+    Conversation, LabelledExample, Message, PreferencePair, ToolCall, check_turns, labelled,
+)
 from trainer.data.tools import NonEmpty, Strict, ToolCallIn, ToolDefinition, check_tool_use
 
 
@@ -66,6 +68,7 @@ class ChatRow(Strict):
     tools: list[ToolDefinition] | None = None
     parallel_tool_calls: bool | None = None
     functions: Any = None
+    label: bool | None = None  # KTO: whether the last (assistant) message is a desirable answer
 
     @field_validator("functions")
     @classmethod
@@ -78,11 +81,12 @@ class ChatRow(Strict):
         check_turns([m.to_message() for m in messages])
         return messages
 
-    def to_example(self) -> Conversation:
+    def to_example(self) -> Conversation | LabelledExample:
         messages = [m.to_message() for m in self.messages]
         tools = [t.model_dump(exclude_none=True) for t in self.tools or []]
         check_tool_use(messages, tools, self.parallel_tool_calls)
-        return Conversation(tuple(messages), tuple(tools))
+        conversation = Conversation(tuple(messages), tuple(tools))
+        return conversation if self.label is None else labelled(conversation, self.label)
 
 
 class _PreferenceInput(Strict):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from trainer.data.errors import FieldError
+
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -52,8 +54,28 @@ class PreferencePair:
     tools: tuple[dict, ...] = ()
 
 
-Example = Conversation | TextDocument | PreferencePair
-KINDS = {Conversation: "conversation", TextDocument: "text", PreferencePair: "preference"}
+@dataclass(frozen=True)
+class LabelledExample:
+    """A prompt and one answer, labelled desirable or not (KTO: LLaMA-Factory's `kto_tag`, a row's `label`)."""
+
+    prompt: tuple[Message, ...]
+    completion: str
+    desirable: bool
+    tools: tuple[dict, ...] = ()
+
+
+Example = Conversation | TextDocument | PreferencePair | LabelledExample
+KINDS = {Conversation: "conversation", TextDocument: "text", PreferencePair: "preference",
+         LabelledExample: "labelled"}
+
+
+def labelled(conversation: Conversation, label: bool) -> LabelledExample:
+    """A labelled row: its last message is the answer the label judges, the rest its prompt."""
+    *prompt, answer = conversation.messages
+    if answer.role != "assistant" or answer.tool_calls or not prompt:
+        raise FieldError("label", "a labelled (KTO) row ends with the assistant answer its label judges, "
+                         "after at least one prompt message")
+    return LabelledExample(tuple(prompt), answer.content, label, conversation.tools)
 
 
 @dataclass(frozen=True)
@@ -89,7 +111,7 @@ def check_turns(messages: list[Message]) -> None:
         raise ValueError("every assistant message has weight 0: there is nothing to learn from this row")
 
 
-STAGE_KINDS = {"sft": "conversation", "pt": "text", "dpo": "preference"}
+STAGE_KINDS = {"sft": "conversation", "pt": "text", "dpo": "preference", "kto": "labelled"}
 
 
 def check_stage(stage: str, kind: str) -> None:
@@ -97,4 +119,5 @@ def check_stage(stage: str, kind: str) -> None:
     if STAGE_KINDS[stage] != kind:
         fits = {k: s for s, k in STAGE_KINDS.items()}[kind]
         raise ValueError(f"stage '{stage}' does not train on {kind} data (use stage '{fits}' for it); "
-                         "sft trains on conversations, pt on text, dpo on preference pairs")
+                         "sft trains on conversations, pt on text, dpo on preference pairs, kto on labelled "
+                         "answers")

@@ -9,21 +9,27 @@ from typing import Any
 from pydantic import ValidationError
 
 from trainer.data.errors import FieldError, field_path
-from trainer.data.shapes import Conversation, Message, PreferencePair, ShareGPTTags, ToolCall, check_turns
+from trainer.data.shapes import (
+    Conversation, LabelledExample, Message, PreferencePair, ShareGPTTags, ToolCall, check_turns, labelled,
+)
 from trainer.data.tools import FunctionDefinition, ToolDefinition, check_tool_use
 
 DEFAULT_TAGS = ShareGPTTags()
 
 
-def sharegpt_example(row: dict, tags: ShareGPTTags) -> Conversation | PreferencePair:
+def sharegpt_example(row: dict, tags: ShareGPTTags) -> Conversation | PreferencePair | LabelledExample:
     """ShareGPT rows have configurable keys, so they are checked by hand, field by field.
 
     Tool use as LLaMA-Factory writes it: a `tools` column (a JSON list of function schemas, or its
     text), `function_call` turns whose value is `{"name": ..., "arguments": {...}}` (or a list of
     them, for parallel calls) and `observation` turns holding the results, one per call made."""
-    unknown = set(row) - {"conversations", "system", "tools", "chosen", "rejected"}
+    unknown = set(row) - {"conversations", "system", "tools", "chosen", "rejected", "label"}
     if unknown:
-        raise FieldError(sorted(unknown)[0], "unknown key (expected conversations, system, tools, chosen, rejected)")
+        raise FieldError(sorted(unknown)[0], "unknown key (expected conversations, system, tools, chosen, rejected, "
+                         "label)")
+    label = row.get("label")
+    if label is not None and not isinstance(label, bool):
+        raise FieldError("label", "must be true or false (whether the last answer is desirable)")
     tools = _sharegpt_tools(row.get("tools"))
     turns = row.get("conversations")
     if not isinstance(turns, list) or not turns:
@@ -70,7 +76,8 @@ def sharegpt_example(row: dict, tags: ShareGPTTags) -> Conversation | Preference
         check_turns(msgs)
     except ValueError as e:
         raise FieldError("conversations", str(e)) from None
-    return Conversation(tuple(msgs), tuple(tools))
+    conversation = Conversation(tuple(msgs), tuple(tools))
+    return conversation if label is None else labelled(conversation, label)
 
 
 def _sharegpt_turn(turn: Any, where: str, tags: ShareGPTTags, weight: int) -> Message:

@@ -29,3 +29,17 @@ def test_checkpoints_are_spread_over_the_run():
     p = plan(Hyperparameters(batch_size=1, n_epochs=1, n_checkpoints=3), 100, BASE)
     assert p.spec["save_steps"] == 25
     assert plan(Hyperparameters(batch_size=1, n_epochs=1, n_checkpoints=0), 100, BASE).spec["save_steps"] == 0
+
+
+def test_preference_and_kto_extensions_reach_the_trainer_s_config():
+    from service.fine_tuning.protocol import Method
+
+    dpo = Method.model_validate({"type": "dpo", "dpo": {"hyperparameters": {
+        "pref_loss": "simpo", "simpo_gamma": 1.0, "pref_ftx": 0.5, "batch_size": 2}}}).settings.hyperparameters
+    spec = plan(dpo, 10, {**BASE, "stage": "dpo"}).spec
+    assert (spec["pref_loss"], spec["simpo_gamma"], spec["pref_ftx"], spec["pref_beta"]) == ("simpo", 1.0, 0.5, 0.1)
+    kto = Method.model_validate({"type": "kto", "kto": {"hyperparameters": {
+        "desirable_weight": 2.0, "batch_size": 2}}}).settings.hyperparameters
+    spec = plan(kto, 10, {**BASE, "stage": "kto"}).spec
+    assert (spec["kto_chosen_weight"], spec["pref_beta"]) == (2.0, 0.1) and "kto_rejected_weight" not in spec
+    assert Method.model_validate({"type": "kto"}).settings.hyperparameters.beta == "auto"
