@@ -1,7 +1,7 @@
-"""Training throughput: ftserve's recipe vs TRL's SFTTrainer vs the "seed style" script, and DPO:
-ftserve's vs TRL's DPOTrainer.
+"""Training throughput: ftserve's recipe vs TRL's SFTTrainer vs the "seed style" script; DPO: ftserve's vs
+TRL's DPOTrainer; KTO: ftserve's vs TRL's KTOTrainer.
 
-    .venv/bin/python bench/train.py [--steps 64] [--rows 256] [--repeats 2]
+    .venv/bin/python -m bench.train [--steps 64] [--rows 256] [--repeats 2]
 
 All three train the same LoRA (rank 8, all linear layers) on the tiny model, with the same
 dataset (synthetic chat rows of mixed length), batch size, learning rate and number of
@@ -24,6 +24,15 @@ same LoRA, batch size (pairs), learning rate, steps, beta 0.1 and sigmoid loss:
                which a CPU does not have. Its reference is the base with the adapter disabled, too.
   Both are timed from the model's load to the end of training (reference pass included), since
   TRL's reference pass runs inside train().
+
+KTO, on labelled rows made from the same pairs (each preferred answer labelled desirable, each other
+answer undesirable: twice the rows of the pairs), same LoRA, batch size (rows), learning rate, steps,
+beta 0.1, weights 1:
+
+  ftserve_kto  trainer.recipe with stage kto: the answers' and the KL samples' (each prompt with another
+               row's answer) reference log-probabilities computed once; both in one forward pass
+  trl_kto      trl.KTOTrainer with peft LoRA, on its documented fast path: precompute_ref_log_probs=True
+               (the same one-off reference pass, KL samples included) and the same max_length
 
 Writes bench/results/train.json (best of --repeats per method) and prints the ratios.
 """
@@ -194,8 +203,63 @@ def run_trl_dpo(model_dir: str, data: str, steps: int, out: str) -> float:
     return time.perf_counter() - started
 
 
+def make_labelled(pairs: Path, path: Path) -> None:
+    """KTO rows from the pairs: the preferred answer labelled desirable, the other undesirable."""
+    with path.open("w") as f:
+        for line in pairs.read_text().splitlines():
+            pair = json.loads(line)
+            for key, label in (("preferred_output", True), ("non_preferred_output", False)):
+                f.write(json.dumps({"messages": pair["input"]["messages"] + pair[key], "label": label}) + "\n")
+
+
+def mean_labelled_tokens(model_dir: Path, labelled: Path) -> float:
+    from transformers import AutoTokenizer
+
+    from trainer.data import load_dataset
+    from trainer.encoding import encode_dataset
+
+    rows, _ = encode_dataset(AutoTokenizer.from_pretrained(model_dir), load_dataset(labelled), 512)
+    return sum(len(r.completion) for r in rows) / len(rows)
+
+
+def run_ftserve_kto(model_dir: str, data: str, steps: int, out: str) -> float:
+    from trainer.config import TrainConfig
+    from trainer.recipe import train
+
+    cfg = TrainConfig.from_mapping(dict(
+        model_name_or_path=model_dir, dataset=data, output_dir=out, stage="kto", pref_beta=0.1,
+        per_device_train_batch_size=BATCH, learning_rate=LR, lora_rank=RANK, lora_alpha=ALPHA,
+        lora_target="all-linear", max_steps=steps, cutoff_len=512, num_threads=THREADS, seed=SEED,
+        logging_steps=steps,
+    ))
+    started = time.perf_counter()
+    train(cfg)
+    return time.perf_counter() - started
+
+
+def run_trl_kto(model_dir: str, data: str, steps: int, out: str) -> float:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import KTOConfig, KTOTrainer
+
+    rows = [json.loads(line) for line in Path(data).read_text().splitlines()]
+    dataset = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:], "label": r["label"]}
+                                 for r in rows])
+    args = KTOConfig(
+        output_dir=out, per_device_train_batch_size=BATCH, learning_rate=LR, max_steps=steps, max_length=512,
+        beta=0.1, precompute_ref_log_probs=True, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
+        logging_steps=steps, seed=SEED, dataloader_num_workers=0, lr_scheduler_type="cosine",
+    )
+    started = time.perf_counter()
+    trainer = KTOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args, train_dataset=dataset,
+                         processing_class=AutoTokenizer.from_pretrained(model_dir), peft_config=_lora())
+    trainer.train()
+    return time.perf_counter() - started
+
+
 METHODS = {"ftserve": run_ftserve, "trl": run_trl, "seed_style": run_seed_style,
-           "ftserve_dpo": run_ftserve_dpo, "trl_dpo": run_trl_dpo}
+           "ftserve_dpo": run_ftserve_dpo, "trl_dpo": run_trl_dpo, "ftserve_kto": run_ftserve_kto,
+           "trl_kto": run_trl_kto}
 
 
 def child(method: str, model_dir: str, data: str, steps: int) -> None:
@@ -228,14 +292,19 @@ def main() -> None:
     pairs = work / "pairs.jsonl"
     make_pairs(data, pairs)
     pair_tokens = mean_pair_tokens(model_dir, pairs)
-    tokens_of = {m: a.steps * BATCH * (pair_tokens if m.endswith("_dpo") else row_tokens) for m in METHODS}
+    labelled = work / "labelled.jsonl"
+    make_labelled(pairs, labelled)
+    labelled_tokens = mean_labelled_tokens(model_dir, labelled)
+    per_item = {"dpo": pair_tokens, "kto": labelled_tokens}
+    inputs = {"dpo": pairs, "kto": labelled}
+    tokens_of = {m: a.steps * BATCH * per_item.get(m.rsplit("_", 1)[-1], row_tokens) for m in METHODS}
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false"}
     best: dict[str, float] = {}
     for rep in range(a.repeats):
         for method in METHODS:  # interleaved, so drift of the machine hits all three alike
             proc = subprocess.run(
                 [sys.executable, "-m", "bench.train", "--child", method, str(model_dir),
-                 str(pairs if method.endswith("_dpo") else data), str(a.steps)],
+                 str(inputs.get(method.rsplit("_", 1)[-1], data)), str(a.steps)],
                 capture_output=True, text=True, env=env, cwd=REPO,
             )
             if proc.returncode != 0:
@@ -253,11 +322,14 @@ def main() -> None:
         "ftserve_vs_trl": round(best["trl"] / best["ftserve"], 3),
         "ftserve_vs_seed_style": round(best["seed_style"] / best["ftserve"], 3),
         "ftserve_dpo_vs_trl_dpo": round(best["trl_dpo"] / best["ftserve_dpo"], 3),
+        "ftserve_kto_vs_trl_kto": round(best["trl_kto"] / best["ftserve_kto"], 3),
         "setup": {"model": "ftserve tiny-model (Qwen2, 4 layers, hidden 256)", "rows": a.rows, "steps": a.steps,
                   "batch_size": BATCH, "lora_rank": RANK, "lora_target": "all-linear",
                   "mean_real_tokens_per_row": round(row_tokens, 1),
                   "mean_real_tokens_per_pair": round(pair_tokens, 1), "dpo_beta": 0.1,
                   "trl_dpo_settings": "precompute_ref_log_probs=True, max_length=512, loss_type=sigmoid",
+                  "mean_real_tokens_per_labelled_row": round(labelled_tokens, 1),
+                  "trl_kto_settings": "precompute_ref_log_probs=True, max_length=512, loss_type=kto, weights 1:1",
                   "repeats": a.repeats, "threads": THREADS},
         "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count(),
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -268,7 +340,8 @@ def main() -> None:
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"ftserve {result['ftserve_tokens_per_s']:.0f} tok/s = {result['ftserve_vs_trl']:.2f}x TRL, "
           f"{result['ftserve_vs_seed_style']:.2f}x seed style; DPO {result['ftserve_dpo_tokens_per_s']:.0f} tok/s = "
-          f"{result['ftserve_dpo_vs_trl_dpo']:.2f}x TRL's DPOTrainer  -> {a.out}")
+          f"{result['ftserve_dpo_vs_trl_dpo']:.2f}x TRL's DPOTrainer; KTO {result['ftserve_kto_tokens_per_s']:.0f} "
+          f"tok/s = {result['ftserve_kto_vs_trl_kto']:.2f}x TRL's KTOTrainer  -> {a.out}")
 
 
 def _cpu_name() -> str:
