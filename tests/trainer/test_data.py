@@ -388,3 +388,25 @@ def test_bad_labelled_rows(tmp_path, rows, expected):
     with pytest.raises(DataError) as e:
         load_dataset(write_jsonl(tmp_path / "d.jsonl", rows))
     assert str(e.value.first).startswith(expected), str(e.value.first)
+
+
+def test_llamafactory_v1_rows_typed_parts_and_loss_weight(tmp_path):
+    path = write_jsonl(tmp_path / "v1.jsonl", [{"messages": [
+        {"role": "user", "content": [{"type": "text", "value": "2+2?"}], "loss_weight": 0.0},
+        {"role": "assistant", "content": [{"type": "reasoning", "value": "Two and two."}, {"type": "text", "value": "4"}],
+         "loss_weight": 1.0},
+        {"role": "user", "content": [{"type": "text", "value": "And 3+3?"}], "loss_weight": 0.0},
+        {"role": "assistant", "content": [{"type": "text", "value": "6"}], "loss_weight": 0.0}]}])
+    (conversation,) = load_dataset(path).examples
+    assert conversation.messages[1] == Message("assistant", "<think>\nTwo and two.\n</think>\n\n4", weight=1)
+    assert conversation.messages[3].weight == 0 and conversation.messages[0].content == "2+2?"
+
+
+@pytest.mark.parametrize("message, expected", [
+    ({"role": "user", "content": "q", "loss_weight": 1.0}, "'loss_weight' 1 is only allowed on assistant"),
+    ({"role": "user", "content": [{"type": "reasoning", "value": "x"}]}, "a 'reasoning' part is only allowed"),
+    ({"role": "user", "content": "q", "loss_weight": 0.5}, "loss_weight"),
+])
+def test_bad_v1_messages(tmp_path, message, expected):
+    with pytest.raises(DataError, match=expected):
+        load_dataset(write_jsonl(tmp_path / "v1.jsonl", [{"messages": [message, A]}]))

@@ -1,5 +1,7 @@
 """OpenAI's formats: chat rows (`messages`, per-message `weight`) and preference rows
-(`input`, `preferred_output`, `non_preferred_output`)."""
+(`input`, `preferred_output`, `non_preferred_output`); LLaMA-Factory's `v1` rows are chat rows whose
+content is a list of typed parts (`text`, `reasoning`: rendered as `<think>...</think>` before the
+answer) with a per-message `loss_weight`."""
 
 from __future__ import annotations
 
@@ -20,11 +22,25 @@ class _TextPart(Strict):
     text: str
 
 
+class _V1Part(Strict):
+    """LLaMA-Factory v1's typed content part: text, or the model's reasoning before its answer."""
+
+    type: Literal["text", "reasoning"]
+    value: str
+
+
+def _part_text(part: _TextPart | _V1Part) -> str:
+    if isinstance(part, _TextPart):
+        return part.text
+    return f"<think>\n{part.value}\n</think>\n\n" if part.type == "reasoning" else part.value
+
+
 class ChatMessage(Strict):
     role: str
-    content: str | list[_TextPart] | None = None
+    content: str | list[_TextPart | _V1Part] | None = None
     name: str | None = None
     weight: Literal[0, 1] | None = None
+    loss_weight: Literal[0, 1] | None = None  # LLaMA-Factory v1's name for `weight` (0.0 or 1.0)
     tool_calls: Annotated[list[ToolCallIn], Field(min_length=1)] | None = None
     tool_call_id: NonEmpty | None = None
 
@@ -41,6 +57,13 @@ class ChatMessage(Strict):
     def _fields_fit_the_role(self) -> ChatMessage:
         if self.weight is not None and self.role != "assistant":
             raise ValueError("'weight' is only allowed on assistant messages")
+        if self.loss_weight is not None and self.weight is not None:
+            raise ValueError("give either 'weight' or 'loss_weight', not both")
+        if self.loss_weight == 1 and self.role != "assistant":
+            raise ValueError("'loss_weight' 1 is only allowed on assistant messages: only their tokens are learnt")
+        if isinstance(self.content, list) and self.role != "assistant" and any(
+                isinstance(p, _V1Part) and p.type == "reasoning" for p in self.content):
+            raise ValueError("a 'reasoning' part is only allowed in assistant messages")
         if self.tool_calls is not None and self.role != "assistant":
             raise ValueError("'tool_calls' is only allowed on assistant messages")
         if self.role == "tool" and self.tool_call_id is None:
@@ -52,11 +75,11 @@ class ChatMessage(Strict):
         return self
 
     def to_message(self) -> Message:
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
+        text = self.content if isinstance(self.content, str) else "".join(_part_text(p) for p in self.content or [])
         role = "system" if self.role == "developer" else self.role
         calls = tuple(ToolCall(c.id, c.function.name, json.loads(c.function.arguments)) for c in self.tool_calls or [])
-        return Message(role=role, content=text, weight=1 if self.weight is None else self.weight,
-                       tool_calls=calls, tool_call_id=self.tool_call_id)
+        weight = next((w for w in (self.weight, self.loss_weight if role == "assistant" else None) if w is not None), 1)
+        return Message(role=role, content=text, weight=weight, tool_calls=calls, tool_call_id=self.tool_call_id)
 
 
 def missing_field(field: str, why: str) -> PydanticCustomError:
