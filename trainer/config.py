@@ -135,6 +135,22 @@ class TrainConfig:
     lora_target: str | list[str] = "all-linear"
     """Modules that get LoRA: `all-linear` (or LLaMA-Factory's `all`), a comma-separated string or a list."""
 
+    use_rslora: bool = False
+    """Rank-stabilised LoRA: scale by alpha / sqrt(r) instead of alpha / r (vLLM serves it as such)."""
+
+    loraplus_lr_ratio: float | None = Field(default=None, gt=0)
+    """LoRA+: the B matrices learn this many times faster than the A matrices (the adapter is plain LoRA)."""
+
+    use_dora: bool = False
+    """DoRA: refused when true, since vLLM cannot serve a DoRA adapter."""
+
+    pissa_init: bool = False
+    """PiSSA initialisation: refused when true (its adapter changes the base weights, so vLLM cannot serve it
+    as is, and ftserve does not yet convert it to a plain LoRA as LLaMA-Factory's pissa_convert does)."""
+
+    pissa_convert: bool = False
+    """Accepted with pissa_init; refused when true, as pissa_init."""
+
     cutoff_len: int = Field(default=1024, ge=8)
     """Maximum tokens per row; longer rows are truncated (and counted)."""
 
@@ -235,6 +251,33 @@ class TrainConfig:
         if value != "none":
             raise ValueError(f"'{value}' is not available here; use 'none' (the metrics are in "
                              "output_dir/events.jsonl and, for jobs, in the job's events and on the dashboard)")
+        return value
+
+    @field_validator("stage", mode="before")
+    @classmethod
+    def _stage(cls, value):
+        if value == "rm":
+            raise ValueError("stage 'rm' (a reward model) is not supported: ftserve trains adapters that generate; "
+                             "to learn from preferences use stage 'dpo' (pairs) or 'kto' (labelled answers)")
+        if value == "ppo":
+            raise ValueError("stage 'ppo' is not supported: it needs a reward model; learn from preferences with "
+                             "stage 'dpo' (pairs) or 'kto' (labelled answers)")
+        return value
+
+    @field_validator("use_dora")
+    @classmethod
+    def _dora(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("DoRA adapters cannot be served: vLLM does not support DoRA; use plain LoRA "
+                             "(optionally use_rslora or loraplus_lr_ratio)")
+        return value
+
+    @field_validator("pissa_init", "pissa_convert")
+    @classmethod
+    def _pissa(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("PiSSA is not supported yet: its adapter changes the base weights, which vLLM cannot "
+                             "serve, and ftserve does not yet convert it to a plain LoRA; use plain LoRA")
         return value
 
     @field_validator("do_train")

@@ -114,6 +114,7 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
             target_modules=cfg.lora_target,
+            use_rslora=cfg.use_rslora,
             task_type="CAUSAL_LM",
         ))
     model.peft_config["default"].base_model_name_or_path = cfg.served_model_name
@@ -126,7 +127,13 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
                 objective.precompute_reference(model, rows, cfg.per_device_train_batch_size, pad_id, device)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.loraplus_lr_ratio:  # LoRA+: the B matrices at ratio x the learning rate
+        from peft.optimizers import create_loraplus_optimizer
+
+        optimizer = create_loraplus_optimizer(model, torch.optim.AdamW, lr=cfg.learning_rate,
+                                              loraplus_lr_ratio=cfg.loraplus_lr_ratio, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     lengths = [len(r) for r in train_rows]
     steps_per_epoch, total_steps = plan_steps(len(train_rows), cfg)
     scheduler = get_scheduler(

@@ -42,12 +42,16 @@ def test_llama_factory_yaml_is_accepted(tmp_path):
     ({"learning_rte": 1e-4}, "learning_rte", "learning_rte: unknown key (did you mean 'learning_rate'?)"),
     ({"lora_rnak": 8}, "lora_rnak", "did you mean 'lora_rank'?"),
     ({"report_to": "wandb"}, "report_to", "'wandb' is not available here"),
+    ({"use_dora": True}, "use_dora", "vLLM does not support DoRA"),
+    ({"pissa_init": True}, "pissa_init", "PiSSA is not supported yet"),
     ({"do_train": False}, "do_train", "always trains"),
     ({"bf16": True, "fp16": True}, None, "either bf16 or fp16"),
     ({"lora_r": 8}, "lora_r", "'lora_rank'"),
     ({"learning_rate": "fast"}, "learning_rate", "valid number"),
     ({"learning_rate": -1}, "learning_rate", "greater than 0"),
-    ({"stage": "rm"}, "stage", "'sft', 'pt' or 'dpo'"),
+    ({"stage": "rm"}, "stage", "stage 'rm' (a reward model) is not supported"),
+    ({"stage": "ppo"}, "stage", "stage 'ppo' is not supported"),
+    ({"stage": "grpo"}, "stage", "'sft', 'pt', 'dpo' or 'kto'"),
     ({"stage": "dpo", "pref_loss": "hinge"}, "pref_loss", "'hinge' is not supported yet; the supported preference losses are sigmoid, ipo, orpo, simpo"),
     ({"stage": "dpo", "pref_loss": "sigmoidal"}, "pref_loss", "unknown preference loss 'sigmoidal'"),
     ({"stage": "dpo", "pref_beta": 0}, "pref_beta", "greater than 0"),
@@ -122,7 +126,7 @@ def test_two_typos_and_an_unsupported_value_are_reported_in_one_run():
     message = str(e.value)
     assert "lerning_rate: unknown key (did you mean 'learning_rate'?)" in message
     assert "lora_rnak: unknown key (did you mean 'lora_rank'?)" in message
-    assert "stage: Input should be 'sft', 'pt' or 'dpo'" in message
+    assert "stage: stage 'rm' (a reward model) is not supported" in message
 
 
 @pytest.mark.parametrize("template, model_type, warns", [

@@ -205,3 +205,17 @@ def test_kto_moves_desirable_rewards_up_and_undesirable_down(tiny_model, tokeniz
     flipped = sum(greedy(tuned, tokenizer, p).startswith("Yes,") for p in HELD_OUT)
     print(f"kto: {flipped}/{len(HELD_OUT)} held-out prompts answered the desirable way")
     assert flipped >= 0.75 * len(HELD_OUT)
+
+
+def test_rslora_and_loraplus_train_a_servable_plain_lora(tiny_model, tokenizer, facts, tmp_path):
+    """LLaMA-Factory's use_rslora and loraplus_lr_ratio: the facts are learnt, and the adapter is a plain
+    LoRA whose config tells vLLM to scale it as rsLoRA."""
+    cfg = train_config(tiny_model, tmp_path / "run", use_rslora=True, loraplus_lr_ratio=4.0, lora_alpha=8,
+                       learning_rate=1e-3)
+    result = train(cfg)
+    config = json.loads((result.adapter_path / "adapter_config.json").read_text())
+    assert config["use_rslora"] is True and config["use_dora"] is False and config["init_lora_weights"] is True
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result.adapter_path)
+    learnt = recall(tuned, tokenizer, facts)
+    print(f"rslora + loraplus: {learnt}/{len(facts)} facts recalled")
+    assert learnt >= 10
