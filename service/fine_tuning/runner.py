@@ -356,6 +356,9 @@ class JobRunner:
                     continue
                 replay = None
             match event:
+                case Info() if event.message.startswith("warning: "):  # flagged on the dashboard's curves
+                    await self._record(job_id, event.message.removeprefix("warning: "), level="warn",
+                                       data=dict(event.model_extra or {}) or None)
                 case Info():
                     await self._record(job_id, event.message)
                 case StepMetrics():  # one event per logged step, validation metrics included where measured

@@ -203,7 +203,7 @@ function chart(id, title, series) {
 
 async function jobPage(id) {
   const job = await api(`/v1/fine_tuning/jobs/${id}`);
-  const dpo = job.method && job.method.type === "dpo";
+  const dpo = job.method && (job.method.type === "dpo" || job.method.type === "kto");
   const loss = chart("loss-chart", "Loss", [["train loss", "#1f6feb"], ["validation loss", "#d4711f"]]);
   const second = dpo
     ? chart("accuracy-chart", "Reward accuracy", [["train", "#1a7f37"], ["validation", "#8250df"]])
@@ -212,9 +212,10 @@ async function jobPage(id) {
   const log = h("div", { class: "log", id: "event-log", "aria-label": "Events", tabindex: "0" });
   const checkpoints = h("tbody");
   const report = h("div", { id: "before-after" });
+  const flags = h("div", { id: "job-warnings", role: "status" });  // the trainer's warnings about the curves
   main.replaceChildren(
     h("h1", { text: `Job ${id}` }), head,
-    h("div", { class: "charts" }, loss, second),
+    h("div", { class: "charts" }, loss, second), flags,
     h("h2", { text: "Checkpoints" }),
     h("table", { "aria-label": "Checkpoints" }, h("thead", {}, h("tr", {},
       ["Step", "Train loss", "Validation loss", "Exact match", "Model", ""].map((t) => h("th", { text: t })))), checkpoints),
@@ -252,6 +253,8 @@ async function jobPage(id) {
     second.update(metrics.map((m) => m.step), dpo
       ? [col("train_reward_accuracy"), col("valid_reward_accuracy")]
       : [col("train_mean_token_accuracy"), col("valid_mean_token_accuracy")]);
+    flags.replaceChildren(...events.filter((e) => e.level === "warn" && e.data && "step" in e.data).map((e) =>
+      h("p", { class: "warning", text: `\u26a0 step ${e.data.step}: ${e.message}` })));
     log.replaceChildren(...events.slice(-200).map((e) =>
       h("div", { text: `${new Date(e.created_at * 1000).toLocaleTimeString()}  ${e.message}` })));
     const ck = await allPages(`/v1/fine_tuning/jobs/${id}/checkpoints`);
