@@ -219,3 +219,51 @@ def test_rslora_and_loraplus_train_a_servable_plain_lora(tiny_model, tokenizer, 
     learnt = recall(tuned, tokenizer, facts)
     print(f"rslora + loraplus: {learnt}/{len(facts)} facts recalled")
     assert learnt >= 10
+
+
+def _sft_adapter(tiny_model, tmp_path, answer) -> str:
+    rows = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": answer(p)}]}
+            for p in PROMPTS]
+    return str(train(train_config(tiny_model, tmp_path / "sft", dataset=str(write_jsonl(tmp_path / "sft.jsonl", rows)),
+                                  max_steps=60)).adapter_path)
+
+
+def _friendly(prompt: str) -> str:
+    return preference_row(prompt)["preferred_output"][0]["content"]
+
+
+def test_pref_ftx_flips_a_supervised_model_where_plain_dpo_collapses(tiny_model, tokenizer, tmp_path):
+    """SFT teaches the curt answer, then DPO prefers the friendly one at a high learning rate: plain sigmoid
+    DPO degenerates; with pref_ftx (the SFT term on the chosen answers) the held-out answers flip, whole."""
+    sft = _sft_adapter(tiny_model, tmp_path, lambda p: "No.")
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [preference_row(p) for p in PROMPTS if p not in HELD_OUT])
+    answers = {}
+    for ftx in (0.0, 1.0):
+        result = train(train_config(tiny_model, tmp_path / f"dpo-{ftx}", dataset=str(pairs), stage="dpo",
+                                    adapter_name_or_path=sft, learning_rate=3e-3, pref_ftx=ftx, max_steps=60))
+        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result.adapter_path)
+        answers[ftx] = [greedy(tuned, tokenizer, p, 16) for p in HELD_OUT[:4]]
+    print("plain DPO:", answers[0.0], "with pref_ftx 1.0:", answers[1.0])
+
+    def whole(answer: str) -> bool:
+        return answer.startswith("Yes, the ") and answer.endswith(" is lovely.")
+
+    assert sum(whole(a) for a in answers[1.0]) >= 3
+    assert sum(whole(a) for a in answers[0.0]) < 3
+
+
+def test_falling_chosen_likelihood_is_warned_about_once(tiny_model, tmp_path):
+    """Pairs whose answers differ by one character, after SFT on the chosen ones: DPO pushes both down, and the
+    run says so in one warning event."""
+    sft = _sft_adapter(tiny_model, tmp_path, _friendly)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{
+        "input": {"messages": [{"role": "user", "content": p}]},
+        "preferred_output": [{"role": "assistant", "content": _friendly(p)}],
+        "non_preferred_output": [{"role": "assistant", "content": _friendly(p)[:-1] + "!"}]} for p in PROMPTS])
+    events = []
+    train(train_config(tiny_model, tmp_path / "dpo", dataset=str(pairs), stage="dpo", adapter_name_or_path=sft,
+                       learning_rate=3e-3, max_steps=20, logging_steps=5), events.append)
+    warnings = [e for e in events if e["type"] == "info" and e["message"].startswith("warning")]
+    assert len(warnings) == 1 and warnings[0]["chosen_logp_change"] < -1.0
+    assert "pref_ftx" in warnings[0]["message"]
+    assert [e for e in events if e["type"] == "metrics"][-1]["train_chosen_logp_change"] < -1.0
