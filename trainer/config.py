@@ -191,7 +191,8 @@ class TrainConfig:
     """LLaMA-Factory's switch: true means dtype float16."""
 
     report_to: str = "none"
-    """Where metrics go besides `events.jsonl`: `none` (LLaMA-Factory's example). Others are refused."""
+    """Where metrics go besides `events.jsonl`: `none`, or `tensorboard` (event files under `output_dir/runs`).
+    Other destinations are refused."""
 
     do_train: bool = True
     """Accepted, no effect here: `ftserve train` always trains (false is refused)."""
@@ -209,7 +210,7 @@ class TrainConfig:
     """Accepted, no effect here: one process trains (data-parallel runs go through Ray Train)."""
 
     plot_loss: bool = False
-    """Accepted, no effect here yet: the loss curves are in `events.jsonl` and on the dashboard."""
+    """Draw the loss curves into `output_dir/training_loss.png` (and `training_eval_loss.png` with validation)."""
 
     save_only_model: bool = False
     """Accepted, no effect here: checkpoints keep the optimizer state, which resuming needs."""
@@ -248,9 +249,9 @@ class TrainConfig:
     @field_validator("report_to")
     @classmethod
     def _report_to(cls, value: str) -> str:
-        if value != "none":
-            raise ValueError(f"'{value}' is not available here; use 'none' (the metrics are in "
-                             "output_dir/events.jsonl and, for jobs, in the job's events and on the dashboard)")
+        if value not in ("none", "tensorboard"):
+            raise ValueError(f"'{value}' is not available here; use 'none' or 'tensorboard' (the metrics are also "
+                             "in output_dir/events.jsonl and, for jobs, in the job's events and on the dashboard)")
         return value
 
     @field_validator("stage", mode="before")

@@ -41,6 +41,7 @@ from trainer.data.dataset_info import is_dataset_names, load_named_datasets
 from trainer.encoding import encode_dataset, length_grouped_batches
 from trainer.evaluation import BeforeAfter
 from trainer.objectives import Kto, LanguageModeling, Preference
+from trainer.reporting import Reporter
 
 Emit = Callable[[dict], None]
 BASELINE_FILE = "baseline_answers.json"
@@ -78,11 +79,15 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     events_file = (out_dir / EVENTS_FILE).open("a")
 
+    reporter = Reporter(out_dir, cfg.report_to, cfg.plot_loss) if rank == 0 else None
+
     def log(event: Info | Metrics | Evaluation | Checkpoint | Done | Interrupted) -> None:
         if rank == 0:
             events_file.write(event.line() + "\n")
             events_file.flush()
             emit(event.as_dict())
+            if isinstance(event, Metrics):
+                reporter.metrics(event.values)
 
     # ---------------------------------------------------------------- setup
     if cfg.num_threads:
@@ -240,6 +245,8 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
             log(Interrupted(step=pos.step, message=f"stopped at step {pos.step} on request; "
                             "resume from the last checkpoint"))
             events_file.close()
+            if reporter is not None:
+                reporter.close()
             return TrainResult(None, pos.step, pos.tokens, metrics)
 
     # ---------------------------------------------------------------- cleanup
@@ -252,6 +259,7 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     log(Done(adapter_path=str(adapter_path), steps=pos.step, trained_tokens=pos.tokens, elapsed_s=round(elapsed, 3),
              metrics=metrics))
     events_file.close()
+    reporter.close()
     return TrainResult(adapter_path, pos.step, pos.tokens, metrics)
 
 

@@ -156,3 +156,4 @@ def test_train_command_on_a_llamafactory_config_and_json_array(tiny_model, tmp_p
         assert "sharegpt data: 5 rows" in proc.stdout
         assert "warning: template 'llama3' is for another model family than the base model (qwen2)" in proc.stdout
     assert (tmp_path / "saves" / "sft" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "saves" / "sft" / "training_loss.png").read_bytes()[:4] == b"\x89PNG"  # plot_loss
