@@ -157,13 +157,13 @@ def test_continued_pretraining_lowers_held_out_perplexity_on_the_domain(tiny_mod
 
 @pytest.mark.parametrize("loss", ["ipo", "orpo", "simpo"])
 def test_each_preference_loss_moves_its_metrics_the_right_way(loss, tiny_model, tmp_path):
-    """LLaMA-Factory's other preference losses on the same pairs: held-out reward margin and accuracy rise
-    from the first evaluation to the last (orpo and simpo without a reference model)."""
+    """LLaMA-Factory's other preference losses on the same pairs: the held-out loss falls and every held-out
+    pair is ranked right; orpo's and simpo's reward margins (no reference model) rise."""
     data = write_jsonl(tmp_path / "pairs.jsonl", [preference_row(p) for p in PROMPTS if p not in HELD_OUT])
     valid = write_jsonl(tmp_path / "valid.jsonl", [preference_row(p) for p in HELD_OUT])
     events = []
     cfg = train_config(tiny_model, tmp_path / "run", dataset=str(data), eval_dataset=str(valid), stage="dpo",
-                       pref_loss=loss, per_device_train_batch_size=8, max_steps=30, eval_steps=2, logging_steps=2,
+                       pref_loss=loss, per_device_train_batch_size=8, max_steps=12, eval_steps=4, logging_steps=4,
                        seed=0)
     train(cfg, events.append)
     evaluated = [e for e in events if e["type"] == "metrics" and "valid_reward_margin" in e]
@@ -171,7 +171,8 @@ def test_each_preference_loss_moves_its_metrics_the_right_way(loss, tiny_model, 
     print(f"{loss}: valid reward margin {first['valid_reward_margin']:.3f} -> {last['valid_reward_margin']:.3f}, "
           f"accuracy {first['valid_reward_accuracy']:.2f} -> {last['valid_reward_accuracy']:.2f}, "
           f"loss {first['valid_loss']:.3f} -> {last['valid_loss']:.3f}")
-    assert last["valid_reward_margin"] > first["valid_reward_margin"]
+    if loss != "ipo":  # IPO regresses the per-token margin towards 1/(2 beta), from above as well as below
+        assert last["valid_reward_margin"] > first["valid_reward_margin"]
     assert last["valid_loss"] < first["valid_loss"]
     assert last["valid_reward_accuracy"] == 1.0
     assert ("valid_chosen_logp_change" in last) is (loss == "ipo")
@@ -190,7 +191,7 @@ def test_kto_moves_desirable_rewards_up_and_undesirable_down(tiny_model, tokeniz
     valid = write_jsonl(tmp_path / "valid.jsonl", [r for p in HELD_OUT for r in labelled_rows(p)])
     events = []
     cfg = train_config(tiny_model, tmp_path / "run", dataset=str(data), eval_dataset=str(valid), stage="kto",
-                       per_device_train_batch_size=8, max_steps=40, eval_steps=4, logging_steps=4, seed=0)
+                       per_device_train_batch_size=8, max_steps=40, eval_steps=8, logging_steps=8, seed=0)
     result = train(cfg, events.append)
     evaluated = [e for e in events if e["type"] == "metrics" and "valid_reward_margin" in e]
     first, last = evaluated[0], evaluated[-1]
