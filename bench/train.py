@@ -40,6 +40,7 @@ Writes bench/results/train.json (best of --repeats per method) and prints the ra
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -167,12 +168,13 @@ def mean_pair_tokens(model_dir: Path, pairs: Path) -> float:
     return sum(len(r.chosen) + len(r.rejected) for r in rows) / len(rows)
 
 
-def run_ftserve_dpo(model_dir: str, data: str, steps: int, out: str) -> float:
+def run_ftserve_preference(stage: str, model_dir: str, data: str, steps: int, out: str) -> float:
+    """ftserve's recipe on pairs (`dpo`) or labelled answers (`kto`), beta 0.1."""
     from trainer.config import TrainConfig
     from trainer.recipe import train
 
     cfg = TrainConfig.from_mapping(dict(
-        model_name_or_path=model_dir, dataset=data, output_dir=out, stage="dpo", pref_beta=0.1,
+        model_name_or_path=model_dir, dataset=data, output_dir=out, stage=stage, pref_beta=0.1,
         per_device_train_batch_size=BATCH, learning_rate=LR, lora_rank=RANK, lora_alpha=ALPHA,
         lora_target="all-linear", max_steps=steps, cutoff_len=512, num_threads=THREADS, seed=SEED,
         logging_steps=steps,
@@ -222,21 +224,6 @@ def mean_labelled_tokens(model_dir: Path, labelled: Path) -> float:
     return sum(len(r.completion) for r in rows) / len(rows)
 
 
-def run_ftserve_kto(model_dir: str, data: str, steps: int, out: str) -> float:
-    from trainer.config import TrainConfig
-    from trainer.recipe import train
-
-    cfg = TrainConfig.from_mapping(dict(
-        model_name_or_path=model_dir, dataset=data, output_dir=out, stage="kto", pref_beta=0.1,
-        per_device_train_batch_size=BATCH, learning_rate=LR, lora_rank=RANK, lora_alpha=ALPHA,
-        lora_target="all-linear", max_steps=steps, cutoff_len=512, num_threads=THREADS, seed=SEED,
-        logging_steps=steps,
-    ))
-    started = time.perf_counter()
-    train(cfg)
-    return time.perf_counter() - started
-
-
 def run_trl_kto(model_dir: str, data: str, steps: int, out: str) -> float:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -258,8 +245,8 @@ def run_trl_kto(model_dir: str, data: str, steps: int, out: str) -> float:
 
 
 METHODS = {"ftserve": run_ftserve, "trl": run_trl, "seed_style": run_seed_style,
-           "ftserve_dpo": run_ftserve_dpo, "trl_dpo": run_trl_dpo, "ftserve_kto": run_ftserve_kto,
-           "trl_kto": run_trl_kto}
+           "ftserve_dpo": functools.partial(run_ftserve_preference, "dpo"), "trl_dpo": run_trl_dpo,
+           "ftserve_kto": functools.partial(run_ftserve_preference, "kto"), "trl_kto": run_trl_kto}
 
 
 def child(method: str, model_dir: str, data: str, steps: int) -> None:
