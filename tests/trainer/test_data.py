@@ -410,3 +410,13 @@ def test_llamafactory_v1_rows_typed_parts_and_loss_weight(tmp_path):
 def test_bad_v1_messages(tmp_path, message, expected):
     with pytest.raises(DataError, match=expected):
         load_dataset(write_jsonl(tmp_path / "v1.jsonl", [{"messages": [message, A]}]))
+
+
+@pytest.mark.parametrize("name, text", [("deep.json", "[" * 100_000 + "]" * 100_000),
+                                        ("deep.jsonl", '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")])
+def test_json_nested_too_deeply_is_a_row_error_not_a_crash(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError) as e:
+        load_dataset(path)
+    assert "invalid JSON: nested too deeply" in str(e.value) and str(e.value.first).startswith(("line 1", "element 0"))

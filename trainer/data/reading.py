@@ -15,6 +15,7 @@ from trainer.data.errors import DataError, RowError
 
 UTF8_BOM = b"\xef\xbb\xbf"
 SHAPES = "JSONL (one JSON object per line) or a JSON array of objects"
+TOO_DEEP = "invalid JSON: nested too deeply"
 
 
 @dataclass
@@ -57,6 +58,8 @@ def _lines(path: Path, raw: bytes) -> Iterator[Record]:
             yield Record(lineno, None, json.loads(line.decode("utf-8")))
         except UnicodeDecodeError:
             yield Record(lineno, None, error="not valid UTF-8 text")
+        except RecursionError:  # hostile input: nested deeper than the parser goes
+            yield Record(lineno, None, error=TOO_DEEP)
         except json.JSONDecodeError as e:
             if first:  # not one row per line from the start: one message for the file, not one per line
                 raise DataError(path, [RowError(lineno, "", f"invalid JSON: {e.msg} at column {e.colno}; "
@@ -92,6 +95,8 @@ def _array(path: Path, raw: bytes) -> Iterator[Record]:
                 value, end = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as e:
                 raise fail(e, pos, f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+            except RecursionError:
+                raise fail(None, pos, TOO_DEEP) from None
             yield Record(line, element, value)
             element += 1
             pos = skip(end)

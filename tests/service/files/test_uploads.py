@@ -45,3 +45,9 @@ def test_a_bad_array_element_is_named_by_index_and_line(client):
     doc = _upload(client, "bad.json", text.encode())
     assert doc["status"] == "error"
     assert doc["status_details"] == f"bad.json: element 1 (line {start}): conversations[0].value: missing or not a string"
+
+
+def test_json_nested_too_deeply_is_an_error_status_not_a_5xx(client):
+    doc = _upload(client, "deep.json", b"[" * 100_000 + b"]" * 100_000)
+    assert doc["status"] == "error" and "nested too deeply" in doc["status_details"]
+    assert client.get(f"/v1/files/{doc['id']}").json()["status"] == "error"
