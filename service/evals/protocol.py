@@ -153,26 +153,45 @@ class ItemReferenceInputMessages(Strict):
     """`item.x`: the item's field `x` holds the messages (a list of {role, content})."""
 
 
-class SamplingParams(Strict):
+class _Sampling(Strict):
     temperature: float = 1.0
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     top_p: float = 1.0
     seed: int = 42
-    response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     reasoning_effort: str | None = None
 
 
-class CompletionsRunDataSource(Strict):
-    type: Literal["completions"]
+class SamplingParams(_Sampling):
+    response_format: dict[str, Any] | None = None
+
+
+class ResponsesSamplingParams(_Sampling):
+    text: dict[str, Any] | None = None
+    """`{"format": ...}`: the Responses API's `text.format` (text, json_schema, json_object)."""
+
+
+class _SampledRun(Strict):
     input_messages: Annotated[TemplateInputMessages | ItemReferenceInputMessages,
                               Field(discriminator="type")]
-    sampling_params: SamplingParams = Field(default_factory=SamplingParams)
     model: str
     source: Source
 
 
-RunDataSource = Annotated[JsonlRunDataSource | CompletionsRunDataSource, Field(discriminator="type")]
+class CompletionsRunDataSource(_SampledRun):
+    type: Literal["completions"]
+    sampling_params: SamplingParams = Field(default_factory=SamplingParams)
+
+
+class ResponsesRunDataSource(_SampledRun):
+    """Samples the model through the Responses API (`/v1/responses`), one response per item."""
+
+    type: Literal["responses"]
+    sampling_params: ResponsesSamplingParams = Field(default_factory=ResponsesSamplingParams)
+
+
+RunDataSource = Annotated[JsonlRunDataSource | CompletionsRunDataSource | ResponsesRunDataSource,
+                          Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- runs

@@ -21,7 +21,7 @@ from service.evals.sources import read_rows
 from service.evals.store import EvalStore
 from service.evals import graders
 from service.evals.protocol import (
-    CompletionsRunDataSource, Eval, EvalRun, EvalRunOutputItem, GraderResult, LabelModelGrader, Sample,
+    CompletionsRunDataSource, ResponsesRunDataSource, Eval, EvalRun, EvalRunOutputItem, GraderResult, LabelModelGrader, Sample,
     ScoreModelGrader, SourceRow, StringCheckGrader, TemplateInputMessages,
 )
 from service.ids import new_id
@@ -63,10 +63,16 @@ class EvalRunner(LeasedRunner):
 
         samples: list[Sample | None] = [None] * len(rows)
         namespaces = [{"item": row.item, "sample": row.sample or {}} for row in rows]
-        if isinstance(source, CompletionsRunDataSource):
+        if isinstance(source, (CompletionsRunDataSource, ResponsesRunDataSource)):
+            responses = isinstance(source, ResponsesRunDataSource)
             requests = [self._sample_request(source, row) for row in rows]
-            answers = await self._through_batch(run_id, "sample", requests)
+            if responses:
+                requests = [_as_response_request(source, r) for r in requests]
+            answers = await self._through_batch(run_id, "sample", requests,
+                                                "/v1/responses" if responses else "/v1/chat/completions")
             for n, (request, (status, body)) in enumerate(zip(requests, answers)):
+                if responses and status == 200:
+                    body = _as_chat_completion(body)
                 samples[n], namespaces[n]["sample"] = self._sample(source, request, status, body, usage)
         else:
             for n, row in enumerate(rows):
@@ -100,7 +106,7 @@ class EvalRunner(LeasedRunner):
                                   "passed": counts["pass"]})
 
     @staticmethod
-    def _sample_request(source: CompletionsRunDataSource, row: SourceRow) -> dict:
+    def _sample_request(source: CompletionsRunDataSource | ResponsesRunDataSource, row: SourceRow) -> dict:
         namespace = {"item": row.item}
         if isinstance(source.input_messages, TemplateInputMessages):
             messages = [{"role": "system" if m.role == "developer" else m.role,
@@ -114,7 +120,7 @@ class EvalRunner(LeasedRunner):
                 "top_p": params.top_p, "seed": params.seed}
         if params.max_completion_tokens is not None:
             body["max_completion_tokens"] = params.max_completion_tokens
-        if params.response_format is not None:
+        if getattr(params, "response_format", None) is not None:
             body["response_format"] = params.response_format
         if params.tools:
             body["tools"] = params.tools
@@ -123,7 +129,7 @@ class EvalRunner(LeasedRunner):
     @staticmethod
     def _sample(source, request: dict, status: int, body: dict, usage) -> tuple[Sample, dict]:
         params = source.sampling_params
-        sample = Sample(input=request["messages"], model=source.model, temperature=params.temperature,
+        sample = Sample(input=request.get("messages") or request["input"], model=source.model, temperature=params.temperature,
                         top_p=params.top_p, seed=params.seed,
                         max_completion_tokens=params.max_completion_tokens or 0)
         if status != 200:
@@ -184,16 +190,17 @@ class EvalRunner(LeasedRunner):
                                  sample=sample)
 
     # ---------------------------------------------------------------- through the Batch API
-    async def _through_batch(self, run_id: str, stage: str, bodies: list[dict]) -> list[tuple[int, dict]]:
+    async def _through_batch(self, run_id: str, stage: str, bodies: list[dict],
+                             endpoint: str = "/v1/chat/completions") -> list[tuple[int, dict]]:
         """(status code, body) per request, in order, answered by one batch on the shared engine."""
         batch_id = (self.store.get_run(run_id).get("batches") or {}).get(stage)
         project = self.store.eval_project(self.store.get_run(run_id)["eval_id"])  # the run answers as its eval's project
         if batch_id is None:
-            lines = "".join(json.dumps({"custom_id": f"item-{n}", "method": "POST", "url": "/v1/chat/completions",
+            lines = "".join(json.dumps({"custom_id": f"item-{n}", "method": "POST", "url": endpoint,
                                         "body": body}, ensure_ascii=False) + "\n" for n, body in enumerate(bodies))
             file = await asyncio.to_thread(self.files.create_internal, lines.encode(), f"{run_id}_{stage}.jsonl",
                                            "batch", project)
-            batch = self.batches.create(CreateBatchRequest(input_file_id=file.id, endpoint="/v1/chat/completions",
+            batch = self.batches.create(CreateBatchRequest(input_file_id=file.id, endpoint=endpoint,
                                                            completion_window="24h",
                                                            metadata={"eval_run": run_id, "stage": stage}), project)
             batch_id = batch.id
@@ -243,3 +250,32 @@ def _count(usage, model: str, body: dict) -> None:
     counter["invocations"] += 1
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         counter[key] += (body.get("usage") or {}).get(key, 0)
+
+
+def _as_response_request(source: ResponsesRunDataSource, chat: dict) -> dict:
+    """A chat request of a `responses` run, as the Responses API takes it (not stored: the run keeps it)."""
+    params = source.sampling_params
+    body = {"model": chat["model"], "input": chat["messages"], "temperature": chat["temperature"],
+            "top_p": chat["top_p"], "seed": chat["seed"], "store": False}
+    if params.max_completion_tokens is not None:
+        body["max_output_tokens"] = params.max_completion_tokens
+    if params.text is not None:
+        body["text"] = params.text
+    if params.tools:
+        body["tools"] = params.tools
+    return body
+
+
+def _as_chat_completion(response: dict) -> dict:
+    """A response object read as the chat completion the sample is made from: its text, calls and usage."""
+    text = "".join(p.get("text", "") for item in response["output"] if item["type"] == "message"
+                   for p in item["content"])
+    calls = [{"id": item["call_id"], "type": "function", "function": {
+        "name": item["name"], "arguments": item["arguments"]}} for item in response["output"]
+        if item["type"] == "function_call"]
+    usage = response.get("usage") or {}
+    finish = "length" if response["status"] == "incomplete" else "tool_calls" if calls else "stop"
+    return {"model": response["model"], "choices": [{"index": 0, "finish_reason": finish, "message": {
+        "role": "assistant", "content": text, "tool_calls": calls or None}}],
+        "usage": {"prompt_tokens": usage.get("input_tokens", 0), "completion_tokens": usage.get("output_tokens", 0),
+                  "total_tokens": usage.get("total_tokens", 0)}}

@@ -19,7 +19,7 @@ from service.ids import new_id
 from service.errors import APIError, Kind
 from service.evals import graders
 from service.evals.protocol import (
-    CompletionsRunDataSource, CreateEvalRequest, CreateEvalRunRequest, DeleteEvalResponse, DeleteEvalRunResponse,
+    CompletionsRunDataSource, ResponsesRunDataSource, CreateEvalRequest, CreateEvalRunRequest, DeleteEvalResponse, DeleteEvalRunResponse,
     Eval, EvalRun, EvalRunOutputItem, LabelModelGrader, ScoreModelGrader, SourceRow,
     TemplateInputMessages, UpdateEvalRequest,
 )
@@ -106,7 +106,7 @@ class EvalService:
                 where = "/".join(str(p) for p in error.absolute_path)
                 raise bad_request(f"Item {n} does not match the eval's item_schema{' at ' + where if where else ''}: "
                            f"{error.message}", "data_source.source", code="invalid_item")
-        sampled = isinstance(source, CompletionsRunDataSource)
+        sampled = isinstance(source, (CompletionsRunDataSource, ResponsesRunDataSource))
         if sampled:
             self._check_model(source.model, "data_source.model", project)
             if isinstance(source.input_messages, TemplateInputMessages):
@@ -119,7 +119,7 @@ class EvalService:
         elif any(row.sample is None for row in rows) and any(
                 f.startswith("sample.") for g in ev.testing_criteria for t in _templates(g) for f in graders.fields(t)):
             raise bad_request("The testing criteria read {{sample.*}}: a jsonl run needs a 'sample' on every row, or a "
-                       "'completions' data source to sample a model.", "data_source.source")
+                       "'completions' or 'responses' data source to sample a model.", "data_source.source")
         for i, grader in enumerate(ev.testing_criteria):
             for template in _templates(grader):
                 if sampled:

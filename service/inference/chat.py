@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from service.errors import APIError, Kind
 from service.inference.generation import (
@@ -38,26 +39,44 @@ from service.inference.protocol import (
 from service.inference.tools import ToolUse
 
 
+@dataclass
+class Generation:
+    """A chat request admitted to the engine: its id, prompt length, tool use, and vLLM's outputs (deltas)."""
+
+    id: str
+    req: ChatCompletionRequest
+    n_prompt: int
+    tools: ToolUse
+    outputs: AsyncIterator
+
+
 class ChatService(GenerationService):
     async def create(self, req: ChatCompletionRequest, project: str,
                      priority: int = 0) -> ChatCompletion | AsyncIterator[str]:
+        g = await self.start(req, project, priority)
+        if req.stream:
+            return guarded(self._stream(req, project, g.id, g.n_prompt, g.outputs, g.tools))
+        return await self._complete(req, project, g.id, g.n_prompt, g.outputs, g.tools)
+
+    async def start(self, req: ChatCompletionRequest, project: str, priority: int = 0,
+                    param: str = "messages") -> Generation:
+        """Admit, render and submit a chat request; the raw outputs, for chat's shapes or another API's."""
         lora = await self.admit(req, project)
         tools = ToolUse(req, self.engine.tokenizer)
         tools.check_constraints()
-        prompt_ids = self._render(req, tools)
-        self.check_prompt(prompt_ids, "messages")
+        prompt_ids = self._render(req, tools, param)
+        self.check_prompt(prompt_ids, param)
         max_tokens = max_new_tokens(len(prompt_ids), req.max_completion_tokens or req.max_tokens,
-                                    self.engine.max_model_len)
+                                    self.engine.max_model_len, param)
         n_logprobs = (req.top_logprobs or 0) if req.logprobs else None
         params = sampling_params(req, max_tokens, n_logprobs, req.response_format,
                                  structured=tools.structured_outputs())
         rid = request_id("chatcmpl")
-        outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora, priority), project, lora)
-        if req.stream:
-            return guarded(self._stream(req, project, rid, len(prompt_ids), outputs, tools))
-        return await self._complete(req, project, rid, len(prompt_ids), outputs, tools)
+        outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora, priority), project, lora,
+                                  param)
+        return Generation(rid, req, len(prompt_ids), tools, outputs)
 
-    def _render(self, req: ChatCompletionRequest, tools: ToolUse) -> list[int]:
+    def _render(self, req: ChatCompletionRequest, tools: ToolUse, param: str = "messages") -> list[int]:
         tokenizer = self.engine.tokenizer
         messages = [_template_message(m) for m in req.messages]
         try:
@@ -65,11 +84,12 @@ class ChatService(GenerationService):
                                                  add_generation_prompt=True)
         except Exception as e:  # noqa: BLE001 - templates raise what they like (e.g. on role order)
             raise APIError(Kind.INVALID_REQUEST, f"The messages cannot be rendered with the model's chat "
-                           f"template: {e}", param="messages") from None
+                           f"template: {e}", param=param) from None
         return tokenizer.encode(text, add_special_tokens=False)
 
     @staticmethod
-    def _logprobs(req: ChatCompletionRequest, completion) -> ChoiceLogprobs | None:
+    def logprobs_of(req: ChatCompletionRequest, completion) -> ChoiceLogprobs | None:
+        """The logprobs of a completion's tokens, as the request asked for them (None: not asked)."""
         if not req.logprobs or completion.logprobs is None:
             return None
         content = []
@@ -93,7 +113,7 @@ class ChatService(GenerationService):
             reason = finish_reason(c.finish_reason)
             choices.append(ChatCompletionChoice(
                 index=c.index, message=ChatCompletionMessage(content=content, tool_calls=calls or None),
-                logprobs=self._logprobs(req, c), finish_reason="tool_calls" if calls and reason == "stop" else reason))
+                logprobs=self.logprobs_of(req, c), finish_reason="tool_calls" if calls and reason == "stop" else reason))
         n_completion = sum(len(c.token_ids) for c in done)
         self.count_tokens(req.model, project, n_prompt, n_completion)
         return ChatCompletion(**self._response(req, rid, now(), choices, usage=usage(n_prompt, n_completion),
@@ -126,7 +146,7 @@ class ChatService(GenerationService):
                 if content or calls or reason:
                     choices.append(ChatCompletionChunkChoice(
                         index=c.index, delta=ChoiceDelta(content=content, tool_calls=calls or None),
-                        logprobs=self._logprobs(req, c), finish_reason=reason))
+                        logprobs=self.logprobs_of(req, c), finish_reason=reason))
             if choices:
                 yield chunk(choices)
         self.count_tokens(req.model, project, n_prompt, n_completion)

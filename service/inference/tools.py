@@ -44,10 +44,11 @@ class ToolUse:
         return bool(self.req.tools) and self.req.tool_choice != "none"
 
     def template_tools(self) -> list[dict] | None:
-        """The tools as the chat template takes them; None when the prompt shows none."""
+        """The tools as the chat template takes them (as training renders them); None when the prompt shows
+        none."""
         if not self.active:
             return None
-        return [t.model_dump(exclude_none=True) for t in self.req.tools]
+        return [t.rendered() for t in self.req.tools]
 
     def _request(self):
         """The request in vLLM's own type, which its structural tags and parsers read."""
@@ -57,7 +58,8 @@ class ToolUse:
             try:
                 self._vllm_request = VllmRequest(
                     model=self.req.model, messages=[{"role": "user", "content": ""}],
-                    tools=self.template_tools(), parallel_tool_calls=self.req.parallel_tool_calls is not False,
+                    tools=[t.model_dump(exclude_none=True) for t in self.req.tools] if self.active else None,
+                    parallel_tool_calls=self.req.parallel_tool_calls is not False,
                     tool_choice=self.req.tool_choice.model_dump() if hasattr(self.req.tool_choice, "model_dump")
                     else (self.req.tool_choice or "auto"))
             except ValueError as e:

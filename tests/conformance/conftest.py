@@ -13,6 +13,7 @@ from tests.support.paths import FACTS, REPO
 from tests.support.jobs import create_job, wait_for_status
 from tests.support.server import Server
 
+TOOLS_FILE = REPO / "examples" / "tools.jsonl"
 SPEC = json.loads((REPO / "tests" / "openai_spec" / "schemas.json").read_text())
 
 
@@ -55,5 +56,19 @@ def adapter(client):
     """The facts adapter (examples/facts.jsonl), trained once for the package."""
     job = create_job(client, FACTS, n_epochs=50, batch_size=4, learning_rate=5e-3, lora_r=16, n_checkpoints=1)
     done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
+    assert done.status == "succeeded", done.error
+    return done.fine_tuned_model
+
+
+@pytest.fixture(scope="package")
+def tool_adapter(client):
+    """An adapter trained on examples/tools.jsonl (it calls get_weather / get_time, then answers from the
+    result), trained once for the package."""
+    # a fixed seed (and the server's one trainer thread): the same adapter every run
+    file = client.files.create(file=TOOLS_FILE.open("rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, seed=0, method={
+        "type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": 50, "batch_size": 4, "learning_rate": 5e-3, "lora_r": 16, "n_checkpoints": 0}}})
+    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=900)
     assert done.status == "succeeded", done.error
     return done.fine_tuned_model

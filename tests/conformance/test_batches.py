@@ -4,6 +4,7 @@ nor repeats a line."""
 
 import json
 
+import openai
 import pytest
 
 from tests.conformance.conftest import assert_official
@@ -129,3 +130,25 @@ def test_a_restart_mid_batch_resumes_without_repeating_a_line(server, client, tm
     assert done.status == "completed" and done.request_counts.completed == 24
     ids = [o["custom_id"] for o in _lines(server.client(), done.output_file_id)]
     assert ids == [f"l{i}" for i in range(24)]  # every line once, in order
+
+
+def test_a_batch_of_responses_lines(client, adapter, tmp_path):
+    """`/v1/responses` lines: each answered as the Responses API answers it, and stored unless it says not."""
+    def line(custom_id, **body):
+        return {"custom_id": custom_id, "method": "POST", "url": "/v1/responses", "body": {
+            "model": adapter, "input": ALPHA[0], "temperature": 0, "max_output_tokens": 24, **body}}
+
+    lines = [line("plain"), line("unstored", store=False), line("streamed", stream=True),
+             line("unknown-item", input=[{"type": "web_search_call"}])]
+    done = _finished(client, _run(client, tmp_path, lines, endpoint="/v1/responses").id)
+    assert done.status == "completed" and done.endpoint == "/v1/responses", done
+    output, errors = _lines(client, done.output_file_id), _lines(client, done.error_file_id)
+    assert [o["custom_id"] for o in output] == ["plain", "unstored"]
+    for o in output:
+        body = o["response"]["body"]
+        assert_official(body, "Response")
+        assert body["output"][0]["content"][0]["text"] == ALPHA[1]
+    assert client.responses.retrieve(output[0]["response"]["body"]["id"]).status == "completed"
+    with pytest.raises(openai.NotFoundError):  # store: false
+        client.responses.retrieve(output[1]["response"]["body"]["id"])
+    assert {e["custom_id"]: e["response"]["status_code"] for e in errors} == {"streamed": 400, "unknown-item": 400}

@@ -73,21 +73,34 @@ def _engine_core(server) -> psutil.Process:
 
 @pytest.mark.kills_engine
 def test_an_error_mid_stream_is_an_sse_error_event(server):
-    """The engine dies while a stream is under way: the client gets an error event and [DONE], and
-    /health then reports the failure (this ends the package's engine, so it runs last)."""
+    """The engine dies while two streams are under way, a chat completion's and a response's: the first
+    gets an error event and [DONE], the second an `error` event and `response.failed`; /health then
+    reports the failure (this ends the package's engine, so it runs last)."""
     body = {"model": "ftserve-tiny", "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True,
             "stream": True}
-    events = []
-    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=120) as response:
-        assert response.status_code == 200
-        for line in response.iter_lines():
+    answer = {"model": "ftserve-tiny", "input": "Once upon a time", "max_output_tokens": 2000, "ignore_eos": True,
+              "stream": True}
+    events, answered = [], []
+    with httpx.stream("POST", server.url + "/v1/responses", json=answer, timeout=120) as response, \
+            httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=120) as completion:
+        assert response.status_code == completion.status_code == 200
+        lines = response.iter_lines()
+        while len(answered) < 5:  # the response is under way
+            line = next(lines)
+            if line.startswith("data: "):
+                answered.append(json.loads(line[6:]))
+        for line in completion.iter_lines():
             if not line.startswith("data: "):
                 continue
             events.append(line[6:])
             if len(events) == 3:  # the stream is under way
                 os.kill(_engine_core(server).pid, signal.SIGKILL)
+        answered += [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
     assert error["type"] == "server_error" and error["code"] == "engine_dead", error
     assert all("choices" in json.loads(e) for e in events[:-2])
+    assert [e["type"] for e in answered[-2:]] == ["error", "response.failed"]
+    assert answered[-2]["code"] == "engine_dead" and answered[-1]["response"]["status"] == "failed"
+    assert [e["sequence_number"] for e in answered] == list(range(len(answered)))
     wait_for(lambda: httpx.get(server.url + "/health").status_code == 503, timeout=30, what="health to say so")

@@ -143,6 +143,28 @@ def test_a_completions_run_compares_the_fine_tuned_and_base_model(client, adapte
     assert len(sampled) == 1 and sampled[0].request_counts.completed == len(facts)
 
 
+def test_a_responses_run_samples_through_the_responses_api(client, adapter):
+    ev = _eval(client, EXACT)
+    facts = _facts()
+    run = client.evals.runs.create(ev.id, data_source={
+        "type": "responses", "model": adapter, "input_messages": QUESTION,
+        "sampling_params": {"temperature": 0, "max_completion_tokens": 32, "text": {"format": {"type": "text"}}},
+        "source": {"type": "file_content", "content": facts}})
+    assert_official(client.evals.runs.with_raw_response.retrieve(run.id, eval_id=ev.id).http_response.json(),
+                    "EvalRun")
+    done = _finished(client, ev.id, run.id)
+    assert done.status == "completed" and done.model == adapter, done.error
+    assert done.result_counts.passed >= 0.9 * len(facts), done.result_counts
+    assert [(u.model_name, u.invocation_count) for u in done.per_model_usage] == [(adapter, len(facts))]
+    assert done.per_model_usage[0].prompt_tokens > 0 and done.per_model_usage[0].completion_tokens > 0
+    for item, fact in zip(_items(client, ev.id, done.id), facts):
+        assert item.sample.input[0].content == fact["item"]["question"] and item.sample.finish_reason == "stop"
+        assert item.status == ("pass" if item.sample.output[0].content == fact["item"]["answer"] else "fail")
+    # the samples were a batch of /v1/responses lines
+    (sampled,) = [b for b in client.batches.list(limit=100) if (b.metadata or {}).get("eval_run") == done.id]
+    assert sampled.endpoint == "/v1/responses" and sampled.request_counts.completed == len(facts)
+
+
 def test_label_and_score_model_graders_ask_a_served_model(client, adapter):
     label = {"type": "label_model", "name": "judge", "model": adapter, "labels": ["correct", "incorrect"],
              "passing_labels": ["correct"], "input": [

@@ -8,14 +8,11 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.conformance.conftest import assert_official
+from tests.conformance.conftest import TOOLS_FILE, assert_official
 from tests.conformance.test_clients import _drive
-from tests.support.paths import REPO
-from tests.support.jobs import wait_for_status
 
 pytestmark = pytest.mark.slow
 
-TOOLS_FILE = REPO / "examples" / "tools.jsonl"
 ROWS = [json.loads(line) for line in TOOLS_FILE.read_text().splitlines()]
 TOOLS = ROWS[0]["tools"]
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
@@ -26,18 +23,6 @@ CALLS = [(r["messages"][0]["content"], r["messages"][1]["tool_calls"][0]["functi
 # constrained output is short
 UNIT = {"type": "function", "function": {"name": "set_unit", "parameters": {
     "type": "object", "properties": {"unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["unit"]}}}
-
-
-@pytest.fixture(scope="module")
-def tool_adapter(client):
-    # a fixed seed (and the server's one trainer thread): the same adapter every run
-    file = client.files.create(file=TOOLS_FILE.open("rb"), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, seed=0, method={
-        "type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 50, "batch_size": 4, "learning_rate": 5e-3, "lora_r": 16, "n_checkpoints": 0}}})
-    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=900)
-    assert done.status == "succeeded", done.error
-    return done.fine_tuned_model
 
 
 def _valid(name: str, arguments: str) -> bool:

@@ -27,9 +27,10 @@ ROOTS = [
     "Project", "ProjectListResponse", "ProjectServiceAccount", "ProjectServiceAccountListResponse",
     "ProjectServiceAccountCreateResponse", "ProjectServiceAccountDeleteResponse", "FineTuningCheckpointPermission",
     "ListFineTuningCheckpointPermissionResponse", "DeleteFineTuningCheckpointPermissionResponse",
+    "Response", "ResponseStreamEvent", "ResponseItemList",
     # requests: every field they name must have an answer in ftserve
     "CreateChatCompletionRequest", "CreateCompletionRequest", "CreateFineTuningJobRequest", "CreateFileRequest",
-    "CreateBatchRequest", "CreateEvalRequest", "CreateEvalRunRequest",
+    "CreateBatchRequest", "CreateEvalRequest", "CreateEvalRunRequest", "CreateResponse",
 ]
 
 AMENDMENTS = [

@@ -21,5 +21,6 @@ def test_schema_names_every_endpoint():
                  "/v1/fine_tuning/jobs/{fine_tuning_job_id}", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel",
                  "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events",
                  "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", "/v1/models", "/v1/models/{model}",
-                 "/health", "/ready"):
+                 "/v1/responses", "/v1/responses/{response_id}", "/v1/responses/{response_id}/cancel",
+                 "/v1/responses/{response_id}/input_items", "/health", "/ready"):
         assert path in paths, path

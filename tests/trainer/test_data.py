@@ -420,3 +420,13 @@ def test_json_nested_too_deeply_is_a_row_error_not_a_crash(tmp_path, name, text)
     with pytest.raises(DataError) as e:
         load_dataset(path)
     assert "invalid JSON: nested too deeply" in str(e.value) and str(e.value.first).startswith(("line 1", "element 0"))
+
+
+def test_a_tool_renders_without_the_servers_strict_flag():
+    """`strict` tells the server to constrain the arguments; the model sees the same tool with or without it,
+    in training rows and in requests."""
+    from trainer.data.tools import ToolDefinition
+
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    strict = ToolDefinition.model_validate({**tool, "function": {**tool["function"], "strict": True}})
+    assert strict.rendered() == ToolDefinition.model_validate(tool).rendered() == tool

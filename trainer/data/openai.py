@@ -106,7 +106,7 @@ class ChatRow(Strict):
 
     def to_example(self) -> Conversation | LabelledExample:
         messages = [m.to_message() for m in self.messages]
-        tools = [t.model_dump(exclude_none=True) for t in self.tools or []]
+        tools = [t.rendered() for t in self.tools or []]
         check_tool_use(messages, tools, self.parallel_tool_calls)
         conversation = Conversation(tuple(messages), tuple(tools))
         return conversation if self.label is None else labelled(conversation, self.label)
@@ -130,7 +130,7 @@ class PreferenceRow(Strict):
 
     def to_example(self) -> PreferencePair:
         prompt = [m.to_message() for m in self.input.messages]
-        tools = [t.model_dump(exclude_none=True) for t in self.input.tools or []]
+        tools = [t.rendered() for t in self.input.tools or []]
         check_tool_use(prompt, tools, self.input.parallel_tool_calls, "input.messages")
         return PreferencePair(prompt=tuple(prompt), preferred=self.preferred_output[0].content,
                               non_preferred=self.non_preferred_output[0].content, tools=tuple(tools))

@@ -119,7 +119,7 @@ def _sharegpt_tools(value: Any) -> list[dict]:
             schema = schema.get("function")
         try:
             tools.append(ToolDefinition(type="function", function=FunctionDefinition.model_validate(schema))
-                         .model_dump(exclude_none=True))
+                         .rendered())
         except ValidationError as e:
             raise FieldError(f"tools[{i}]" + (f".{field_path(e.errors()[0]['loc'])}" if e.errors()[0]["loc"]
                                               else ""), e.errors()[0]["msg"]) from None

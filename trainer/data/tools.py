@@ -34,6 +34,11 @@ class ToolDefinition(Strict):
     type: Literal["function"]
     function: FunctionDefinition
 
+    def rendered(self) -> dict:
+        """The tool as the chat template shows it to the model, trained and served alike: what it is, not
+        how the server constrains its arguments (`strict`)."""
+        return self.model_dump(exclude_none=True, exclude={"function": {"strict"}})
+
 
 class CalledFunction(Strict):
     name: NonEmpty

@@ -105,7 +105,8 @@ def world(org, teams, tmp_path_factory):
     assert run.status == "completed", run.error
     item = client.evals.runs.output_items.list(run.id, eval_id=ev.id).data[0]
     assert item.sample.error is None or not item.sample.error.code, item.sample  # A's run may use A's model
-    return {"file_id": file.id, "batch_file": batch_file.id, "fine_tuning_job_id": job.id, "batch_id": batch.id,
+    response = client.responses.create(model=done.fine_tuned_model, input="hi", max_output_tokens=2)
+    return {"file_id": file.id, "batch_file": batch_file.id, "response_id": response.id, "fine_tuning_job_id": job.id, "batch_id": batch.id,
             "eval_id": ev.id, "run_id": run.id, "output_item_id": item.id, "model": done.fine_tuned_model,
             "fine_tuned_model_checkpoint": checkpoint, "results_file": done.result_files[0],
             "output_file": batch.output_file_id, "project_id": a.project, "service_account_id": a.account,
@@ -166,6 +167,12 @@ TABLE: dict[tuple[str, str], tuple[str, dict | None]] = {
     ("POST", "/v1/chat/completions"): ("hidden", {"model": "{model}", "max_tokens": 2,
                                                   "messages": [{"role": "user", "content": "hi"}]}),
     ("POST", "/v1/completions"): ("hidden", {"model": "{model}", "prompt": "hi", "max_tokens": 2}),
+    ("POST", "/v1/responses"): ("hidden", {"model": "ftserve-tiny", "input": "hi", "max_output_tokens": 2,
+                                           "previous_response_id": "{response_id}"}),
+    ("GET", "/v1/responses/{response_id}"): ("hidden", None),
+    ("DELETE", "/v1/responses/{response_id}"): ("hidden", None),
+    ("POST", "/v1/responses/{response_id}/cancel"): ("hidden", None),
+    ("GET", "/v1/responses/{response_id}/input_items"): ("hidden", None),
     ("POST", "/v1/organization/projects"): ("admin", {"name": "b's own"}),
     ("GET", "/v1/organization/projects"): ("admin", None),
     ("GET", "/v1/organization/projects/{project_id}"): ("admin", None),
@@ -177,7 +184,7 @@ TABLE: dict[tuple[str, str], tuple[str, dict | None]] = {
     ("DELETE", "/v1/organization/projects/{project_id}/service_accounts/{service_account_id}"): ("admin", None),
 }
 # the same request with ids nobody has (each of A's ids swapped for one of the same shape)
-MISSING = {"file_id": "file-" + "0" * 24, "batch_file": "file-" + "1" * 24, "fine_tuning_job_id": "ftjob-" + "0" * 24,
+MISSING = {"file_id": "file-" + "0" * 24, "response_id": "resp_" + "0" * 32, "batch_file": "file-" + "1" * 24, "fine_tuning_job_id": "ftjob-" + "0" * 24,
            "batch_id": "batch-" + "0" * 24, "eval_id": "eval_" + "0" * 32, "run_id": "evalrun_" + "0" * 32,
            "output_item_id": "outputitem_" + "0" * 32, "model": "ft:ftserve-tiny:ftserve::00000000",
            "fine_tuned_model_checkpoint": "ft:ftserve-tiny:ftserve::00000000:ckpt-step-1",
@@ -224,6 +231,7 @@ def _a_still_has_everything(org: Server, a: Team, world: dict) -> None:
     assert client.evals.retrieve(world["eval_id"]).name == "a's eval"
     assert client.evals.runs.retrieve(world["run_id"], eval_id=world["eval_id"]).status == "completed"
     assert client.models.retrieve(world["model"]).id == world["model"]
+    assert client.responses.retrieve(world["response_id"]).output[0].content[0].text
     assert client.models.retrieve(world["fine_tuned_model_checkpoint"]).id == world["fine_tuned_model_checkpoint"]
     r = admin(org, "GET", f"/v1/organization/projects/{a.project}/service_accounts/{a.account}")
     assert r.status_code == 200 and admin(org, "GET", f"/v1/organization/projects/{a.project}").json()["status"] == "active"
