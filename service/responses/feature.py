@@ -8,7 +8,11 @@ from service.responses.store import ResponseStore
 
 
 def build(c: Components) -> None:
-    c.add(ResponsesService(c.get(ResponseStore), c.get(ChatService)))
+    service = ResponsesService(c.get(ResponseStore), c.get(ChatService), c.settings)
+    c.add(service)
+    if c.settings.engine == "vllm":  # background responses run on the engine; without one they wait
+        c.on_start(service.background.start)
+    c.on_stop(service.background.close)
 
 
 feature = Feature("responses", routers=[router], stores=lambda db: [ResponseStore(db)], build=build)

@@ -2,9 +2,9 @@
 models, adapters, project scoping, admission and metrics), its input and output read and written as items.
 
 A stored response (`store`, the default) is written once, when it ends; a background one is written
-when it is accepted (`queued`), run as a task of this server, and written again when it ends, unless it
-was cancelled meanwhile (the row's status is checked between outputs, so a cancel sent to any replica
-stops it).
+when it is accepted (`queued`, with its request, leased to this server), run by the background runner
+(runner.py), and written again when it ends, unless it was cancelled or deleted meanwhile (the row is
+checked between outputs, so a cancel sent to any replica stops it).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from service.inference.chat import ChatService, Generation
 from service.inference.generation import engine_is_dead, finish_reason, reject_unsupported
 from service.responses import conversation
 from service.responses.builder import ResponseBuilder
+from service.responses.runner import BackgroundRunner
 from service.responses.protocol import (
     CreateResponse,
     DeletedResponse,
@@ -38,9 +39,9 @@ CANCEL_CHECK_SECONDS = 1.0
 
 
 class ResponsesService:
-    def __init__(self, store: ResponseStore, chat: ChatService):
+    def __init__(self, store: ResponseStore, chat: ChatService, settings):
         self.store, self.chat = store, chat
-        self.tasks: dict[str, asyncio.Task] = {}  # background responses running here
+        self.background = BackgroundRunner(store, self, settings)
 
     # ---------------------------------------------------------------- create
     async def create(self, req: CreateResponse, project: str, priority: int = 0) -> Response | AsyncIterator[str]:
@@ -55,12 +56,12 @@ class ResponsesService:
         response = self._response(req)
         if req.background:
             response.status = "queued"
-            self.store.insert(response.model_dump(mode="json"), project, items, history)
-            task = asyncio.create_task(self._background(req, chat_req, project, response, priority))
-            self.tasks[response.id] = task
-            task.add_done_callback(lambda _: self.tasks.pop(response.id, None))
+            self.store.insert(response.model_dump(mode="json"), project, items, history,
+                              request=req.model_dump(mode="json", exclude_unset=True, by_alias=True),
+                              owner=self.background.owner)
+            self.background.run_now(response.id)
             return response
-        g = await self.chat.start(chat_req, project, priority, param="input")
+        g = await self._start(req, chat_req, project, priority)
         builder = ResponseBuilder(response)
         save = (lambda doc: self.store.insert(doc, project, items, history)) if req.store else None
         if req.stream:
@@ -82,6 +83,22 @@ class ResponsesService:
                            f"{previous.doc['status']}: continue it once it has finished.",
                            param="previous_response_id", code="previous_response_not_finished")
         return previous.conversation()
+
+    async def _start(self, req: CreateResponse, chat_req, project: str, priority: int) -> Generation:
+        """The generation on the engine. With `truncation: "auto"`, a conversation too long for the model
+        loses its oldest turns (whole turns: from the start up to the next user message) until it fits."""
+        while True:
+            try:
+                return await self.chat.start(chat_req, project, priority, param="input")
+            except APIError as e:
+                if e.code != "context_length_exceeded":
+                    raise
+                if e.param == "max_tokens":
+                    e.param = "max_output_tokens"
+                shorter = _without_oldest_turn(chat_req.messages) if req.truncation == "auto" else None
+                if shorter is None:
+                    raise
+                chat_req = chat_req.model_copy(update={"messages": shorter})
 
     def _response(self, req: CreateResponse) -> Response:
         return Response(
@@ -142,31 +159,38 @@ class ResponsesService:
             if save is not None and builder.response.status not in RUNNING:
                 await asyncio.to_thread(save, builder.response.model_dump(mode="json"))
 
-    async def _background(self, req: CreateResponse, chat_req, project: str, response: Response,
-                          priority: int) -> None:
+    async def run_background(self, stored: StoredResponse, priority: int = 0) -> None:
+        """Generate a background response from its stored request (again from the start, if a server stopped
+        while it ran) and store the result, unless it was cancelled or deleted meanwhile."""
+        req = CreateResponse.model_validate(stored.request)
+        response = Response.model_validate({**stored.doc, "status": "queued", "output": []})
         builder = ResponseBuilder(response)
+        response_id = response.id
         try:
+            messages = conversation.chat_messages(req.instructions, stored.history, stored.input_items,
+                                                  len(stored.history))
+            chat_req = conversation.chat_request(req, messages)
             while True:
                 try:
-                    g = await self.chat.start(chat_req, project, priority, param="input")
+                    g = await self._start(req, chat_req, stored.project, priority)
                     break
                 except APIError as e:  # waits its turn behind interactive requests
                     if e.kind is not Kind.RATE_LIMITED and e.code != "engine_starting":
                         raise
                     await asyncio.sleep(1)
             response.status = "in_progress"
-            if not self.store.update(response.model_dump(mode="json")):
-                await g.outputs.aclose()
+            if not await asyncio.to_thread(self.store.update, response.model_dump(mode="json")):
+                await g.outputs.aclose()  # cancelled or deleted while it waited
                 return
-            await self._whole(req, project, g, builder, cancelled=lambda: self.store.status(response.id) == "cancelled")
+            await self._whole(req, stored.project, g, builder,
+                              cancelled=lambda: self.store.status(response_id) in (None, "cancelled"))
         except Exception as e:  # noqa: BLE001 - recorded on the response, which GET reads
             if not isinstance(e, APIError):
-                log.exception("background response %s failed", response.id)
+                log.exception("background response %s failed", response_id)
             builder.response.status = "failed"
             builder.response.error = ResponseError(code="server_error", message=str(getattr(e, "message", e)))
-        if builder.response.status in RUNNING:  # stopped by a cancel
-            return
-        await asyncio.to_thread(self.store.update, builder.response.model_dump(mode="json"))
+        if builder.response.status not in RUNNING:  # else: stopped by a cancel
+            await asyncio.to_thread(self.store.update, builder.response.model_dump(mode="json"))
 
     def _usage(self, req: CreateResponse, project: str, n_input: int, n_output: int) -> ResponseUsage:
         self.chat.count_tokens(req.model, project, n_input, n_output)
@@ -184,10 +208,8 @@ class ResponsesService:
         return Response.model_validate(self._stored(response_id, project).doc)
 
     def delete(self, response_id: str, project: str) -> DeletedResponse:
+        """Delete a stored response (a running background one stops within a second, on whichever server)."""
         self._stored(response_id, project)
-        task = self.tasks.get(response_id)
-        if task is not None:
-            task.cancel()
         self.store.delete(response_id, project)
         return DeletedResponse(id=response_id)
 
@@ -213,6 +235,15 @@ class ResponsesService:
         page = items[:limit]
         return ResponseItemList(data=page, has_more=len(items) > limit, first_id=page[0]["id"] if page else None,
                                 last_id=page[-1]["id"] if page else None)
+
+
+def _without_oldest_turn(messages: list) -> list | None:
+    """The messages less the oldest turn after the system messages: its first message and everything up to
+    the next user message (so no tool result outlives its call); None when one turn is all there is."""
+    system = [m for m in messages if m.role == "system"]
+    rest = [m for m in messages if m.role != "system"]
+    following = next((i for i, m in enumerate(rest) if i > 0 and m.role == "user"), None)
+    return None if following is None else system + rest[following:]
 
 
 async def _until(outputs: AsyncIterator, cancelled) -> AsyncIterator:

@@ -3,6 +3,7 @@ previous_response_id, a function call round trip, parse), stored responses, back
 object and stream event validated against the official schemas."""
 
 import json
+import re
 import subprocess
 
 import httpx
@@ -187,6 +188,23 @@ def test_background_responses_are_polled_cancelled_and_deleted(client, http, ada
     assert http.delete(f"/responses/{done.id}").status_code == 404
 
 
+def test_a_background_response_outlives_a_server_killed_while_it_ran(server, adapter):
+    """Killed outright (kill -9) while a background response runs: the restarted server claims it and
+    runs it again to the end."""
+    client = server.client()
+    queued = client.responses.create(model=adapter, input="Tell a story.", background=True, max_output_tokens=300,
+                                     extra_body={"ignore_eos": True})
+    wait_for(lambda: client.responses.retrieve(queued.id).status == "in_progress", timeout=60,
+             what="the response to start")
+    server.kill()
+    server.start(timeout=300)
+    client = server.client()
+    done = wait_for(lambda: (r := client.responses.retrieve(queued.id)).status not in ("queued", "in_progress")
+                    and r, timeout=120, what="the restarted server to finish it")
+    assert done.status == "incomplete" and done.usage.output_tokens == 300  # every token, once
+    assert done.output[0].content[0].text
+
+
 def _running(http) -> bool:
     """Whether the server's engine has requests running (the cancelled one, as nothing else runs)."""
     metrics = httpx.get(str(http.base_url).removesuffix("/v1/") + "/metrics").text
@@ -316,3 +334,26 @@ def test_usage_is_counted_per_project_and_requests_per_route(client, server, ada
     # counted once the response is sent (the middleware's last step, which may end after the client has read it)
     wait_for(lambda: _metric(server, "ftserve_http_requests_total", route="/v1/responses", method="POST",
                              status="200") == requests + 1, timeout=10, what="the request to be counted")
+
+
+def test_truncation_auto_drops_the_oldest_turns_of_a_conversation_too_long(http):
+    turns = []
+    for i in range(60):  # far past the tiny model's context
+        turns += [{"role": "user", "content": f"Question {i}: " + "tell me about the river and the mountain " * 6},
+                  {"role": "assistant", "content": f"Answer {i}: " + "the river runs past the mountain " * 6}]
+    body = {"model": "ftserve-tiny", "input": turns + [{"role": "user", "content": "And now?"}],
+            "max_output_tokens": 8}
+    refused = http.post("/responses", json=body)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "context_length_exceeded"
+    assert refused.json()["error"]["param"] == "input"
+    fitted = http.post("/responses", json={**body, "truncation": "auto"})
+    assert fitted.status_code == 200, fitted.text
+    kept = fitted.json()
+    assert kept["truncation"] == "auto" and kept["status"] in ("completed", "incomplete")
+    limit = int(re.search(r"maximum context length is (\d+) tokens", refused.json()["error"]["message"])[1])
+    assert kept["usage"]["input_tokens"] + kept["usage"]["output_tokens"] <= limit  # it fit, turns dropped
+    too_long_an_answer = http.post("/responses", json={"model": "ftserve-tiny", "input": "hi",
+                                                       "max_output_tokens": 10 ** 6})
+    assert too_long_an_answer.status_code == 400
+    assert too_long_an_answer.json()["error"]["param"] == "max_output_tokens"

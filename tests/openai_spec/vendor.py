@@ -44,8 +44,9 @@ AMENDMENTS = [
      "prompt token has no logprob: OpenAI's legacy API and vLLM send null there"),
     ("EvalRun error and EvalRunOutputItem sample error may be null", "the document's own examples of both "
      "objects send `\"error\": null` where nothing failed"),
-    ("CreateEvalCompletionsRunDataSource template items: oneOf becomes anyOf", "a plain {role, content} "
-     "message is both an EasyInputMessage and an EvalItem, so no template could satisfy oneOf"),
+    ("CreateEvalCompletionsRunDataSource and CreateEvalResponsesRunDataSource template items: oneOf becomes "
+     "anyOf", "a plain {role, content} message is both an EasyInputMessage (or a {role, content} object) and "
+     "an EvalItem, so no template could satisfy oneOf"),
 ]
 
 
@@ -98,9 +99,10 @@ def _amend(schemas: dict) -> None:
     schemas["EvalRun"]["properties"]["error"] = _nullable(schemas["EvalRun"]["properties"]["error"])
     sample = schemas["EvalRunOutputItem"]["properties"]["sample"]["properties"]
     sample["error"] = _nullable(sample["error"])
-    template = schemas["CreateEvalCompletionsRunDataSource"]["properties"]["input_messages"]["oneOf"][0]
-    items = template["properties"]["template"]["items"]
-    items["anyOf"] = items.pop("oneOf")
+    for source in ("CreateEvalCompletionsRunDataSource", "CreateEvalResponsesRunDataSource"):
+        template = schemas[source]["properties"]["input_messages"]["oneOf"][0]
+        items = template["properties"]["template"]["items"]
+        items["anyOf"] = items.pop("oneOf")
 
 
 def vendor(source: Path, commit: str) -> dict:

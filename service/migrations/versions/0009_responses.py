@@ -1,4 +1,5 @@
-"""Stored responses (the Responses API): the response object, its input items and the conversation before it.
+"""Stored responses (the Responses API): the response object, its input items and the conversation before it;
+a background response's request and lease.
 
 Revision ID: 0009
 Revises: 0008
@@ -24,5 +25,8 @@ def upgrade() -> None:
             sa.Column("doc", sa.JSON, nullable=False),
             sa.Column("input_items", sa.JSON, nullable=False),
             sa.Column("history", sa.JSON, nullable=False),
+            sa.Column("request", sa.JSON),
+            sa.Column("owner", sa.Text),
+            sa.Column("heartbeat_at", sa.Float),
         )
 
