@@ -6,10 +6,12 @@ ftserve's /v1/responses vs its chat completions.
 One run of this script starts each server as a child process in turn (vLLM's
 `python -m vllm.entrypoints.openai.api_server`, then `ftserve serve`), both with the same engine
 settings, and sends both the same streamed chat requests (greedy, same prompts, so the same
-tokens) from this process:
+tokens; `ignore_eos`, vLLM's extension, so every request generates exactly `--max-tokens`) from this
+process:
 
 - time to first token (TTFT) p50/p99 and output tokens/s with 1 and with 16 concurrent streams;
-- on ftserve, the same requests through /v1/responses vs /v1/chat/completions (the item model's overhead);
+- on ftserve, the same requests through /v1/responses vs /v1/chat/completions, back to back, `--pairs`
+  times per start (the item model's overhead: the median ratio over the pairs);
 - on ftserve, requests spread over 8 distinct adapters vs the base model alone (throughput ratio);
 - on ftserve, a fine-tuning job's success -> the first streamed token of its new adapter.
 
@@ -83,11 +85,11 @@ async def one_stream(http: httpx.AsyncClient, url: str, model: str, question: st
     """One streamed request through chat completions or the Responses API: (TTFT, output tokens)."""
     if api == "responses":
         path, body = "/v1/responses", {"model": model, "input": question, "stream": True, "temperature": 0,
-                                       "max_output_tokens": max_tokens, "store": False}
+                                       "max_output_tokens": max_tokens, "store": False, "ignore_eos": True}
     else:
         path, body = "/v1/chat/completions", {
             "model": model, "messages": [{"role": "user", "content": question}], "stream": True, "temperature": 0,
-            "max_tokens": max_tokens, "stream_options": {"include_usage": True}}
+            "max_tokens": max_tokens, "stream_options": {"include_usage": True}, "ignore_eos": True}
     sent = time.perf_counter()
     ttft, tokens = None, 0
     async with http.stream("POST", url + path, json=body) as r:
@@ -144,6 +146,20 @@ def _best(runs: list[dict]) -> dict:
     return {level: max((r[level] for r in runs), key=lambda x: x["output_tokens_per_s"]) for level in runs[0]}
 
 
+def _paired(chat: list[dict], responses: list[dict]) -> dict:
+    """Responses against chat, pair by pair (each pair run back to back on one server, so the machine's
+    drift hits both alike): the median ratio of throughput and difference of TTFT p50."""
+    out = {}
+    for level in ("c1", "c16"):
+        pairs = list(zip(chat, responses))
+        out[f"responses_vs_chat_throughput_ratio_{level}"] = round(statistics.median(
+            r[level]["output_tokens_per_s"] / c[level]["output_tokens_per_s"] for c, r in pairs), 3)
+        out[f"responses_ttft_overhead_p50_ms_{level}"] = round(statistics.median(
+            r[level]["ttft_p50_ms"] - c[level]["ttft_p50_ms"] for c, r in pairs), 2)
+    out["responses_vs_chat_pairs"] = len(chat)
+    return out
+
+
 def job_to_first_token(url: str, data_file: Path) -> float:
     """Seconds from seeing a job `succeeded` to the first streamed token of its model."""
     with httpx.Client(base_url=url, timeout=120) as http:
@@ -169,6 +185,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64, help="requests at 16 streams (half that at 1 stream)")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2, help="start each server this many times; best run counts")
+    ap.add_argument("--pairs", type=int, default=4, help="chat then Responses runs per ftserve start (their "
+                    "ratio: the median over all pairs)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args()
 
@@ -205,11 +223,17 @@ def main() -> None:
             args += [x for k, v in ENGINE.items() for x in (f"--{k.replace('_', '-')}", str(v))]
             proc = start(args, port, work / f"{server}.log", env)
             try:
-                runs[server].append(measure(url, [MODEL], a))
-                print(server, json.dumps(runs[server][-1]), flush=True)
-                if server == "ftserve":  # the same prompts through the Responses API, on the same server
-                    runs["ftserve_responses"].append(measure(url, [MODEL], a, api="responses"))
-                    print("ftserve /v1/responses", json.dumps(runs["ftserve_responses"][-1]), flush=True)
+                # warm-up, not measured: the engine's first batches of each size pay one-off costs (seconds)
+                asyncio.run(load(url, [MODEL], 32, 16, a.max_tokens))
+                asyncio.run(load(url, [MODEL], 4, 1, a.max_tokens))
+                for pair in range(a.pairs if server == "ftserve" else 1):
+                    # on ftserve, chat and the same prompts through the Responses API back to back, which
+                    # one goes first alternating, so that drift favours neither
+                    apis = ["chat"] if server == "vllm" else ["chat", "responses"][::1 if pair % 2 == 0 else -1]
+                    for api in apis:
+                        key = server if api == "chat" else "ftserve_responses"
+                        runs[key].append(measure(url, [MODEL], a, api=api))
+                        print(key, json.dumps(runs[key][-1]), flush=True)
                 if server == "ftserve" and rnd == a.rounds - 1:
                     asyncio.run(load(url, names, 16, 8, 8))  # first use of each adapter loads it: not measured
                     multi = asyncio.run(load(url, names, a.requests, 16, a.max_tokens))
@@ -217,7 +241,9 @@ def main() -> None:
                     first_token_s = job_to_first_token(url, REPO / "examples/facts.jsonl")
             finally:
                 stop(proc)
-    vllm, ftserve, responses = (_best(runs[k]) for k in ("vllm", "ftserve", "ftserve_responses"))
+    # against vLLM: the first chat run of each start, as vLLM has one run per start
+    vllm, ftserve = _best(runs["vllm"]), _best(runs["ftserve"][::a.pairs])
+    responses = _best(runs["ftserve_responses"])
 
     import torch
     import vllm as vllm_pkg
@@ -226,20 +252,15 @@ def main() -> None:
         "throughput_ratio_c1": round(ftserve["c1"]["output_tokens_per_s"] / vllm["c1"]["output_tokens_per_s"], 3),
         "throughput_ratio_c16": round(ftserve["c16"]["output_tokens_per_s"] / vllm["c16"]["output_tokens_per_s"], 3),
         "ttft_overhead_p50_ms_c1": round(ftserve["c1"]["ttft_p50_ms"] - vllm["c1"]["ttft_p50_ms"], 2),
-        "responses_vs_chat_throughput_ratio_c1": round(
-            responses["c1"]["output_tokens_per_s"] / ftserve["c1"]["output_tokens_per_s"], 3),
-        "responses_vs_chat_throughput_ratio_c16": round(
-            responses["c16"]["output_tokens_per_s"] / ftserve["c16"]["output_tokens_per_s"], 3),
-        "responses_ttft_overhead_p50_ms_c1": round(responses["c1"]["ttft_p50_ms"] - ftserve["c1"]["ttft_p50_ms"], 2),
-        "responses_ttft_overhead_p50_ms_c16": round(
-            responses["c16"]["ttft_p50_ms"] - ftserve["c16"]["ttft_p50_ms"], 2),
+        **_paired(runs["ftserve"], runs["ftserve_responses"]),
         "adapters8_vs_base_throughput_ratio": round(multi["output_tokens_per_s"] / ftserve["c16"]["output_tokens_per_s"], 3),
         "job_succeeded_to_first_token_s": round(first_token_s, 3),
         "ftserve": ftserve, "ftserve_responses": responses, "vllm_openai_server": vllm, "ftserve_8_adapters_c16": multi,
         "setup": {"model": "ftserve tiny-model (Qwen2, 4 layers, hidden 256), float32", "max_tokens": a.max_tokens,
                   "rounds": a.rounds, "requests_c16": a.requests, "requests_c1": a.requests // 2,
-                  "sampling": "greedy, same prompts on both servers",
-                  "responses": "ftserve's /v1/responses (store: false) right after its chat run, same server",
+                  "sampling": "greedy, same prompts on both servers, ignore_eos (every request max_tokens long)",
+                  "responses": "ftserve's /v1/responses (store: false) right after each of its chat runs, same "
+                                "server; ratios: the median over the pairs",
                   **ENGINE},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "vllm": vllm_pkg.__version__,

@@ -101,16 +101,18 @@ class ResponsesService:
                 chat_req = chat_req.model_copy(update={"messages": shorter})
 
     def _response(self, req: CreateResponse) -> Response:
+        """The response as it starts: what the request asked for, echoed as OpenAI echoes it."""
         return Response(
-            id=new_id("resp_", 32), created_at=int(time.time()), status="in_progress", background=req.background,
-            instructions=req.instructions, max_output_tokens=req.max_output_tokens,
-            max_tool_calls=req.max_tool_calls, model=req.model, parallel_tool_calls=req.parallel_tool_calls is not False,
-            previous_response_id=req.previous_response_id, reasoning=req.reasoning,
-            service_tier="default" if req.service_tier in (None, "auto") else req.service_tier, store=req.store,
-            temperature=1.0 if req.temperature is None else req.temperature, text=req.text or {"format": {"type": "text"}},
-            tool_choice=req.tool_choice or "auto", tools=req.tools or [], top_logprobs=req.top_logprobs,
-            top_p=1.0 if req.top_p is None else req.top_p, truncation=req.truncation or "disabled", user=req.user,
-            metadata=req.metadata, safety_identifier=req.safety_identifier, prompt_cache_key=req.prompt_cache_key)
+            id=new_id("resp_", 32), created_at=int(time.time()), status="in_progress", model=req.model,
+            background=req.background, instructions=req.instructions, previous_response_id=req.previous_response_id,
+            max_output_tokens=req.max_output_tokens, max_tool_calls=req.max_tool_calls,
+            parallel_tool_calls=req.parallel_tool_calls is not False, reasoning=req.reasoning, store=req.store,
+            service_tier="default" if req.service_tier in (None, "auto") else req.service_tier,
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p, top_logprobs=req.top_logprobs,
+            text=req.text or {"format": {"type": "text"}}, tool_choice=req.tool_choice or "auto",
+            tools=req.tools or [], truncation=req.truncation or "disabled", user=req.user, metadata=req.metadata,
+            safety_identifier=req.safety_identifier, prompt_cache_key=req.prompt_cache_key)
 
     # ---------------------------------------------------------------- generate
     async def _whole(self, req: CreateResponse, project: str, g: Generation, builder: ResponseBuilder,
@@ -188,7 +190,7 @@ class ResponsesService:
             if not isinstance(e, APIError):
                 log.exception("background response %s failed", response_id)
             builder.response.status = "failed"
-            builder.response.error = ResponseError(code="server_error", message=str(getattr(e, "message", e)))
+            builder.response.error = ResponseError(code=_error_code(e), message=str(getattr(e, "message", e)))
         if builder.response.status not in RUNNING:  # else: stopped by a cancel
             await asyncio.to_thread(self.store.update, builder.response.model_dump(mode="json"))
 
@@ -235,6 +237,13 @@ class ResponsesService:
         page = items[:limit]
         return ResponseItemList(data=page, has_more=len(items) > limit, first_id=page[0]["id"] if page else None,
                                 last_id=page[-1]["id"] if page else None)
+
+
+def _error_code(e: Exception) -> str:
+    """A failed response's `error.code`, in the spec's terms."""
+    kind = e.kind if isinstance(e, APIError) else None
+    return {Kind.INVALID_REQUEST: "invalid_prompt", Kind.RATE_LIMITED: "rate_limit_exceeded"}.get(kind,
+                                                                                                "server_error")
 
 
 def _without_oldest_turn(messages: list) -> list | None:

@@ -1,6 +1,6 @@
-"""The Batch API through the openai client, on the package's engine: lines for any model, output and
-error files in OpenAI's shapes, cancel, an unusable input, and a restart mid-batch that neither loses
-nor repeats a line."""
+"""The Batch API through the openai client, on the package's engine: lines for any model (and for
+/v1/responses), output and error files in OpenAI's shapes, cancel, an unusable input, and a restart
+mid-batch that neither loses nor repeats a line (nor a background response)."""
 
 import json
 
@@ -114,14 +114,22 @@ def test_cancel_keeps_the_lines_already_answered(client, tmp_path):
 @pytest.mark.kills_engine
 def test_a_restart_mid_batch_resumes_without_repeating_a_line(server, client, tmp_path):
     """Killed outright (kill -9) with lines in flight, then stopped the polite way: each time the
-    restarted server resumes the batch from the lines it has not answered."""
+    restarted server resumes the batch from the lines it has not answered. A background response
+    running at the kill is run again by the restarted server, to the end."""
     lines = [_line(f"l{i}", "ftserve-tiny", max_tokens=64, ignore_eos=True) for i in range(24)]
     batch = _run(client, tmp_path, lines)
-    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, timeout=300,
-             what="some lines answered")
+    story = client.responses.create(model="ftserve-tiny", input="Tell a story.", background=True,
+                                    max_output_tokens=1500, extra_body={"ignore_eos": True})
+    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4
+             and client.responses.retrieve(story.id).status == "in_progress", timeout=300,
+             what="some lines answered, and the response under way")
     server.kill()
     server.start(timeout=300)
     assert server.client().batches.retrieve(batch.id).status == "in_progress"
+    told = wait_for(lambda: (r := server.client().responses.retrieve(story.id)).status
+                    not in ("queued", "in_progress") and r, timeout=300, what="the restarted server to finish it")
+    assert told.status == "incomplete" and told.usage.output_tokens == 1500  # every token, once
+    assert told.output[0].content[0].text
     wait_for(lambda: server.client().batches.retrieve(batch.id).request_counts.completed >= 10, timeout=300,
              what="more lines answered after the kill")
     server.stop()
