@@ -307,15 +307,19 @@ async def guarded(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
         async for chunk in chunks:
             yield chunk
     except Exception as e:  # noqa: BLE001 - every failure must reach the client as an event
-        if isinstance(e, APIError):
-            err = e
-        elif engine_is_dead(e):
-            err = engine_dead()
-        else:
-            log.exception("error during a stream")
-            err = APIError(Kind.INTERNAL, f"The server had an error while streaming the response: {e}")
+        err = stream_error(e)
         yield sse(json.dumps(envelope(err.kind, err.message, err.param, err.code)))
         yield DONE
+
+
+def stream_error(e: Exception) -> APIError:
+    """What a client is told of a failure after its stream started (an unexpected one is logged)."""
+    if isinstance(e, APIError):
+        return e
+    if engine_is_dead(e):
+        return engine_dead()
+    log.exception("error during a stream")
+    return APIError(Kind.INTERNAL, f"The server had an error while streaming the response: {e}")
 
 
 def engine_is_dead(e: Exception) -> bool:

@@ -14,10 +14,10 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from service.errors import APIError, Kind, engine_dead
+from service.errors import APIError, Kind
 from service.ids import new_id
 from service.inference.chat import ChatService, Generation
-from service.inference.generation import engine_is_dead, finish_reason, reject_unsupported
+from service.inference.generation import finish_reason, reject_unsupported, stream_error
 from service.responses import conversation
 from service.responses.builder import ResponseBuilder
 from service.responses.runner import BackgroundRunner
@@ -151,10 +151,7 @@ class ResponsesService:
             for event in builder.finish(length_cut, self._usage(req, project, g.n_prompt, n_output)):
                 yield _sse(event)
         except Exception as e:  # noqa: BLE001 - every failure must reach the client as an event
-            err = e if isinstance(e, APIError) else engine_dead() if engine_is_dead(e) else None
-            if err is None:
-                log.exception("error during a response stream")
-                err = APIError(Kind.INTERNAL, f"The server had an error while streaming the response: {e}")
+            err = stream_error(e)
             for event in builder.fail(err.code or err.kind.type, err.message, err.param):
                 yield _sse(event)
         finally:
