@@ -43,8 +43,7 @@ bench-adapter-load: install
 	.venv/bin/python -m bench.adapter_load
 
 bench-batch: install
-	.venv/bin/python -m bench.batch --lines 48 --probes 15
-	.venv/bin/python -m bench.batch --lines 96 --probes 15 --concurrency 16 --out bench/results/batch-saturated.json
+	.venv/bin/python -m bench.batch
 
 bench-scoping: install
 	.venv/bin/python -m bench.scoping

@@ -1,22 +1,29 @@
-"""Interactive time to first token while a batch runs: does the Batch API slow interactive users down?
+"""The Batch API against the engine's ceiling, and what a batch costs interactive users.
 
-    .venv/bin/python bench/batch.py [--probes 20] [--lines 64] [--concurrency 4] [--out FILE]
+    .venv/bin/python -m bench.batch [--lines 96,1000] [--probes 30] [--concurrency 16] [--out FILE]
 
-Starts one `ftserve serve` with its vLLM engine (tiny model) and measures, with streamed chat
-requests (max_tokens 8, one at a time), the time to the first content chunk:
+For each line count N, the same N chat lines (each its own prompt, max_tokens 128, `ignore_eos`,
+greedy) are run four ways, one after the other on this machine, from this one process tree:
 
-  idle         nothing else running: the reference, the engine at its best for one request
-  batch        while a batch of N chat lines (max_tokens 128, ignore_eos) runs through /v1/batches:
-               its lines are scheduled at a lower priority (vLLM priority scheduling) and at most
-               --batch-concurrency at once
-  interactive  while the same N requests are sent as ordinary interactive requests, with the same
-               concurrency: what the batch would cost without the Batch API's lower priority
+  reference    vLLM's offline `LLM.chat` over the N lines, in a child process: the engine's ceiling.
+               It gets the engine arguments ftserve's own engine gets (service.inference.engine.
+               engine_args: model, dtype, LoRA enabled with the same slots and rank, context length,
+               KV cache), with vLLM's offline fast path where those leave a choice: the scheduler
+               defaults of its `LLM` class (on CPU max_num_seqs 256, max_num_batched_tokens 4096) and
+               first-come-first-served scheduling. Timed over the `LLM.chat` call, after a warm-up call;
+               the best of two calls.
+  batch        the N lines through `/v1/batches` on one `ftserve serve` (tiny model, default settings),
+               nothing else running: timed from the batch's creation to its `completed` status (file
+               validation and output file included); the best of two batches.
+  batch beside an interactive user
+               the same, while streamed interactive chat requests (max_tokens 8, one at a time, 0.1 s
+               apart, started before the batch) measure their time to the first content chunk (TTFT)
+               while batch lines are in the engine: what a batch costs the people using the server.
+  interactive  the same N lines sent as ordinary chat requests by --concurrency clients at once.
 
-and the throughput of the N lines (completion tokens per second, from the first line sent to the
-last answered) run as a batch and run as interactive requests.
-
-Writes bench/results/batch.json with the median and p90 of each, the ratios to idle, and the two
-throughputs with their ratio.
+Idle TTFT (nothing else running) is measured first on the same server. Prints and writes
+bench/results/batch.json: tokens/s of each way, the batch's ratios to the reference and to the
+interactive clients, and TTFT p50/p90 idle, beside the batch and beside the interactive load.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,14 +42,55 @@ from pathlib import Path
 
 import httpx
 
+from service.inference.offline import YIELD_SECONDS
 from tests.support.paths import REPO
 
 RESULTS = REPO / "bench" / "results" / "batch.json"
-CONCURRENCY = 4
-LINE = {"model": "ftserve-tiny", "messages": [{"role": "user", "content": "Tell me a long story."}],
-        "max_tokens": 128, "ignore_eos": True, "temperature": 0}
+MAX_TOKENS = 128
+REPEATS = 2  # the reference and the batch alone: the best of two runs each (this machine varies ~10%)
+MARK = "reference: "  # the child's result line (vLLM logs to the same stdout)
 
 
+def body(i: int, model: str = "ftserve-tiny") -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": f"Tell me a long story about the number {i}."}],
+            "max_tokens": MAX_TOKENS, "ignore_eos": True, "temperature": 0}
+
+
+# ---------------------------------------------------------------------------- the reference
+def reference(n: int) -> dict:
+    """vLLM's offline LLM.chat over the lines (run in a child process: `--reference N`)."""
+    from vllm import LLM, SamplingParams
+
+    from service.inference.engine import engine_args
+    from service.settings import Settings
+    from trainer.tiny_model import cached_tiny_model
+
+    args = engine_args(Settings(), cached_tiny_model())
+    args.pop("max_num_seqs")  # the LLM class's own (offline) default
+    args["scheduling_policy"] = "fcfs"
+    llm = LLM(**args)
+    params = SamplingParams(max_tokens=MAX_TOKENS, ignore_eos=True, temperature=0)
+    conversations = [body(i)["messages"] for i in range(n)]
+    llm.chat(conversations[:8], params, use_tqdm=False)  # warm-up
+    runs = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        outputs = llm.chat(conversations, params, use_tqdm=False)
+        runs.append(time.perf_counter() - started)
+    seconds = min(runs)
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    config = llm.llm_engine.vllm_config.scheduler_config
+    return {"tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
+            "max_num_seqs": config.max_num_seqs, "max_num_batched_tokens": config.max_num_batched_tokens}
+
+
+def run_reference(n: int) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.batch", "--reference", str(n)], cwd=REPO, check=True,
+                         capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    return json.loads(next(line for line in out.stdout.splitlines() if line.startswith(MARK))[len(MARK):])
+
+
+# ---------------------------------------------------------------------------- ftserve
 def _ttft(http: httpx.Client) -> float:
     started = time.perf_counter()
     with http.stream("POST", "/v1/chat/completions", json={
@@ -52,102 +102,157 @@ def _ttft(http: httpx.Client) -> float:
     raise RuntimeError("no content chunk")
 
 
-def _probe(http: httpx.Client, n: int, busy=lambda: True) -> list[float]:
-    out = []
-    for _ in range(n):
-        if not busy():
-            break
-        out.append(_ttft(http))
-        time.sleep(0.05)
-    return out
+class Probes(threading.Thread):
+    """Interactive TTFT, one request at a time, 0.1 s apart, until stopped: (start time, TTFT) pairs."""
+
+    def __init__(self, url: str, limit: int | None = None):
+        super().__init__(daemon=True)
+        self.url, self.limit, self.samples, self.stop = url, limit, [], threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=300) as http:
+            while not self.stop.is_set() and (self.limit is None or len(self.samples) < self.limit):
+                self.samples.append((time.perf_counter(), _ttft(http)))
+                self.stop.wait(0.1)
+
+    def within(self, start: float, end: float) -> list[float]:
+        return [ttft for at, ttft in self.samples if start <= at and at + ttft <= end]
 
 
 def _stats(samples: list[float]) -> dict:
     ordered = sorted(samples)
+    if not ordered:
+        return {"n": 0}
     return {"median_ms": round(statistics.median(ordered) * 1000, 1),
             "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))] * 1000, 1), "n": len(ordered)}
 
 
+def _offline_running(http: httpx.Client) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(http.get("/metrics").text):
+        if family.name == "ftserve_offline_requests_running":
+            return family.samples[0].value
+    raise RuntimeError("no ftserve_offline_requests_running in /metrics")
+
+
+def run_batch(url: str, n: int, probes: Probes | None = None) -> dict:
+    """The lines through /v1/batches, timed from the batch's creation to `completed`. With `probes`, an
+    interactive user is active throughout; the TTFT of its requests made while batch lines were in the
+    engine is reported."""
+    http = httpx.Client(base_url=url, timeout=300)
+    lines = "".join(json.dumps({"custom_id": f"l{i}", "method": "POST", "url": "/v1/chat/completions",
+                                "body": body(i)}) + "\n" for i in range(n))
+    file = http.post("/v1/files", files={"file": ("in.jsonl", lines.encode())}, data={"purpose": "batch"}).json()
+    if probes is not None:
+        probes.start()
+        while len(probes.samples) < 3:  # the interactive user is there first
+            time.sleep(0.05)
+    started = time.perf_counter()
+    batch = http.post("/v1/batches", json={"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                                           "completion_window": "24h"}).json()
+    in_engine = None
+    while (doc := http.get(f"/v1/batches/{batch['id']}").json())["status"] in ("validating", "in_progress",
+                                                                              "finalizing"):
+        if probes is not None and in_engine is None and _offline_running(http):
+            in_engine = time.perf_counter()
+        time.sleep(0.05)
+    seconds = time.perf_counter() - started
+    if doc["status"] != "completed" or doc["request_counts"]["failed"]:
+        raise RuntimeError(f"batch ended {doc['status']}: {doc['request_counts']}")
+    output = http.get(f"/v1/files/{doc['output_file_id']}/content").text.splitlines()
+    tokens = sum(json.loads(line)["response"]["body"]["usage"]["completion_tokens"] for line in output)
+    out = {"tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1)}
+    if probes is not None:
+        probes.stop.set()
+        probes.join()
+        out["ttft"] = _stats(probes.within(in_engine or started, started + seconds))
+    return out
+
+
+def run_interactive(url: str, n: int, concurrency: int) -> dict:
+    remaining, lock, tokens = list(range(n)), threading.Lock(), []
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=300) as c:
+            while True:
+                with lock:
+                    if not remaining:
+                        return
+                    i = remaining.pop()
+                r = c.post("/v1/chat/completions", json=body(i))
+                r.raise_for_status()
+                tokens.append(r.json()["usage"]["completion_tokens"])
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    probe = Probes(url)
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    probe.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    probe.stop.set()
+    probe.join()
+    return {"tokens": sum(tokens), "seconds": round(seconds, 2), "tokens_per_s": round(sum(tokens) / seconds, 1),
+            "ttft": _stats([ttft for _, ttft in probe.samples])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--probes", type=int, default=20)
-    ap.add_argument("--lines", type=int, default=64)
-    ap.add_argument("--concurrency", type=int, default=CONCURRENCY,
-                    help="lines at once, batch (--batch-concurrency) and interactive alike")
+    ap.add_argument("--lines", default="96,1000", help="line counts, comma-separated")
+    ap.add_argument("--probes", type=int, default=30, help="idle TTFT samples")
+    ap.add_argument("--concurrency", type=int, default=16, help="interactive clients at once")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--reference", type=int, help=argparse.SUPPRESS)  # the child process's work
     a = ap.parse_args()
+    if a.reference:
+        print(MARK + json.dumps(reference(a.reference)), flush=True)
+        return
 
     from tests.support.server import Server
     from trainer.tiny_model import cached_tiny_model
 
+    counts = [int(n) for n in a.lines.split(",")]
+    references = {n: run_reference(n) for n in counts}  # before the server starts: the machine to itself
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
-    server = Server(work / "data", model=cached_tiny_model(), batch_concurrency=a.concurrency).start(timeout=600)
+    server = Server(work / "data", model=cached_tiny_model()).start(timeout=600)
+    result: dict = {}
     try:
         http = httpx.Client(base_url=server.url, timeout=300)
         for _ in range(3):
             _ttft(http)  # warm up
-        idle = _probe(http, a.probes)
-
-        # a batch running
-        lines = "".join(json.dumps({"custom_id": f"l{i}", "method": "POST", "url": "/v1/chat/completions",
-                                    "body": LINE}) + "\n" for i in range(a.lines))
-        file = http.post("/v1/files", files={"file": ("in.jsonl", lines.encode())}, data={"purpose": "batch"}).json()
-        batch_started = time.perf_counter()
-        batch = http.post("/v1/batches", json={"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                                               "completion_window": "24h"}).json()
-
-        def batch_running() -> bool:
-            return http.get(f"/v1/batches/{batch['id']}").json()["status"] in ("validating", "in_progress")
-
-        while http.get(f"/v1/batches/{batch['id']}").json()["request_counts"]["completed"] < 1:
-            time.sleep(0.2)
-        with_batch = _probe(http, a.probes, batch_running)
-        while batch_running():
-            time.sleep(0.2)
-        batch_seconds = time.perf_counter() - batch_started
-        done = http.get(f"/v1/batches/{batch['id']}").json()
-        output = http.get(f"/v1/files/{done['output_file_id']}/content").text.splitlines()
-        batch_tokens = sum(json.loads(line)["response"]["body"]["usage"]["completion_tokens"] for line in output)
-
-        # the same load as interactive requests
-        remaining = list(range(a.lines))
-        lock = threading.Lock()
-        interactive_tokens = []
-
-        def worker() -> None:
-            with httpx.Client(base_url=server.url, timeout=300) as c:
-                while True:
-                    with lock:
-                        if not remaining:
-                            return
-                        remaining.pop()
-                    r = c.post("/v1/chat/completions", json=LINE)
-                    interactive_tokens.append(r.json()["usage"]["completion_tokens"])
-
-        threads = [threading.Thread(target=worker) for _ in range(a.concurrency)]
-        interactive_started = time.perf_counter()
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
-        with_interactive = _probe(http, a.probes, lambda: any(t.is_alive() for t in threads))
-        for t in threads:
-            t.join()
-        interactive_seconds = time.perf_counter() - interactive_started
+        run_batch(server.url, 16)  # and the batch path
+        idle = Probes(server.url, a.probes)
+        idle.run()
+        result["idle_ttft"] = _stats([ttft for _, ttft in idle.samples])
+        for n in counts:
+            alone = []
+            for _ in range(REPEATS):
+                time.sleep(YIELD_SECONDS + 0.5)  # no interactive request for a while: the batch alone
+                alone.append(run_batch(server.url, n))
+            alone = min(alone, key=lambda r: r["seconds"])
+            beside_a_user = run_batch(server.url, n, Probes(server.url))
+            interactive = run_interactive(server.url, n, a.concurrency)
+            ref = references[n]
+            result[f"lines_{n}"] = {
+                "reference_offline_llm_chat": ref, "batch_api": alone, "batch_api_beside_an_interactive_user":
+                beside_a_user, "interactive": interactive,
+                "batch_vs_reference": round(alone["tokens_per_s"] / ref["tokens_per_s"], 2),
+                "batch_vs_interactive": round(alone["tokens_per_s"] / interactive["tokens_per_s"], 2),
+                "ttft_during_batch_vs_idle": round(
+                    beside_a_user["ttft"]["median_ms"] / result["idle_ttft"]["median_ms"], 2),
+            }
+            print(json.dumps({f"lines_{n}": result[f"lines_{n}"]}), flush=True)
     finally:
         server.stop()
 
     import vllm
 
-    result = {"idle": _stats(idle), "batch": _stats(with_batch), "interactive": _stats(with_interactive)}
-    result["batch_vs_idle"] = round(result["batch"]["median_ms"] / result["idle"]["median_ms"], 2)
-    result["throughput"] = {"batch_tokens_per_s": round(batch_tokens / batch_seconds, 1),
-                            "interactive_tokens_per_s": round(sum(interactive_tokens) / interactive_seconds, 1),
-                            "tokens": [batch_tokens, sum(interactive_tokens)]}
-    result["throughput"]["batch_vs_interactive"] = round(
-        result["throughput"]["batch_tokens_per_s"] / result["throughput"]["interactive_tokens_per_s"], 2)
-    result["interactive_vs_idle"] = round(result["interactive"]["median_ms"] / result["idle"]["median_ms"], 2)
-    result["setup"] = {"model": "ftserve tiny-model", "lines": a.lines, "line_max_tokens": 128,
-                       "batch_concurrency": a.concurrency, "probe": "streamed chat, max_tokens 8, one at a time",
+    result["setup"] = {"model": "ftserve tiny-model", "line": f"chat, own prompt, max_tokens {MAX_TOKENS}, "
+                       "ignore_eos, greedy", "interactive_concurrency": a.concurrency,
+                       "probe": "streamed chat, max_tokens 8, one at a time",
                        "vllm": vllm.__version__, "cpus": os.cpu_count(), "platform": platform.platform()}
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,8 @@ class Metrics:
         self.prompt_tokens = Counter("ftserve_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
         self.generation_tokens = Counter("ftserve_generation_tokens", "Tokens generated", ["model"], registry=r)
         self.requests_running = Gauge("ftserve_requests_running", "Generation requests the engine holds", registry=r)
+        self.offline_running = Gauge("ftserve_offline_requests_running", "Generation requests the engine holds "
+                                     "below interactive priority (batch lines, eval samples)", registry=r)
         self.requests_waiting = Gauge("ftserve_requests_waiting", "Admitted generation requests without a first "
                                       "token yet", registry=r)
         self.jobs = Gauge("ftserve_fine_tuning_jobs", "Fine-tuning jobs by status", ["status"], registry=r)
@@ -76,6 +78,7 @@ class Metrics:
     # ------------------------------------------------------------------ scrape
     def render(self, engine, waiting: int, job_counts: dict[str, int], training_tps: dict[str, float]) -> bytes:
         self.requests_running.set(engine.request_counts())
+        self.offline_running.set(engine.offline)
         self.requests_waiting.set(waiting)
         for status in ("validating_files", "queued", "running", "succeeded", "failed", "cancelled"):
             self.jobs.labels(status).set(job_counts.get(status, 0))

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     max_model_len: int | None = Field(default=None, ge=16)
     """Context length; unset: the model's own."""
 
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    """Requests the engine runs in one step (vLLM's max_num_seqs); unset: vLLM's default for offline work
+    (256 on CPU and most GPUs, 1,024 on the largest), which batches use; interactive requests are bounded
+    by max_concurrent_generations."""
+
     gpu_memory_utilization: float = Field(default=0.6, gt=0, le=1)
     """Share of GPU memory vLLM may take; the default leaves room for a training subprocess."""
 
@@ -130,8 +135,15 @@ class Settings(BaseSettings):
     max_concurrent_generations: int = Field(default=64, ge=1)
     """Generation requests the engine may hold at once; past it, 429 with Retry-After."""
 
-    batch_concurrency: int = Field(default=4, ge=1, le=256)
-    """Lines of a batch in the engine at once; they run at a lower priority than interactive requests."""
+    batch_reserve: int = Field(default=8, ge=0)
+    """Engine slots (of the requests vLLM runs in one step, its max_num_seqs) that batch lines leave free
+    for interactive requests. Batch lines take the rest, at a lower priority than interactive requests."""
+
+    batch_yield_lines: int | None = Field(default=None, ge=0)
+    """Batch lines the engine may hold while interactive requests are served (one in flight, or one ended
+    within the last second). Fewer lines make each engine step, and so each interactive token, faster
+    where the step time grows with the lines (a CPU); on a GPU it hardly does, and yielding only costs
+    batch throughput. Unset: 16 on CPU, no limit on a GPU; 0: no limit."""
 
     max_queued_jobs: int = Field(default=100, ge=1)
     """Fine-tuning jobs that may wait (validating or queued) at once; past it, 429 with Retry-After."""

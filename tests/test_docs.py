@@ -20,7 +20,7 @@ FORMER_README_SECTIONS = [  # ("Deployment" is the page "Container and Kubernete
     'Backpressure and shutdown', 'Errors', 'Adapter store', 'Database', 'Scaling out', 'Training on Ray',
     'Configuration', 'Tests', 'Container image', 'Kubernetes', 'The tiny model',
     'Training: `ftserve train CONFIG.yaml`', 'Data formats', 'Benchmarks', 'Training',
-    'Batches: interactive time to first token, and throughput', 'Database: job create -> running',
+    "Batches: the engine's ceiling, and interactive time to first token", 'Database: job create -> running',
     "Projects: refusing another project's object, and a service account key's cost",
     'Adapters from S3: first request', 'Training on Ray: job start, and data-parallel workers', 'Serving',
     'Reliability', 'Layout',

@@ -1,16 +1,18 @@
 """Runs batches: their lines go through the same chat, completion and responses services as interactive
-requests, one batch at a time per server (under a lease: service/leases.py), a few lines at once, at a lower
-engine priority (interactive requests are scheduled first).
+requests, one batch at a time per server (under a lease: service/leases.py), as many lines at once as the
+engine takes (the offline lane: service/inference/offline.py), at a lower engine priority (interactive
+requests are scheduled first and keep a reserve of the engine's slots).
 
-Every finished line is recorded in the database (`batch_results`, one row per input line) before the
-next is counted, so a server that stops mid-batch resumes it at its next start, or another server
-after the lease lapses, running only the lines without a result: no line is run, or written to the
-output, twice. Output and error files are written at the end in the input's line order.
+Answered lines are recorded in the database in bulk (`batch_results`, one row per input line), so a
+server that stops mid-batch resumes it at its next start, or another server after the lease lapses,
+running only the lines without a result: no line is written to the output twice. Output and error files
+are written at the end in the input's line order, streamed from the database a page at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -22,6 +24,7 @@ from service.batches.store import BatchStore
 from service.errors import APIError, Kind, envelope, invalid_request
 from service.files.service import FileService
 from service.inference.engine import BATCH_PRIORITY
+from service.inference.offline import OfflineLane
 from service.inference.protocol import ChatCompletionRequest, CompletionRequest
 from service.ids import new_id
 from service.leases import LeasedRunner
@@ -29,12 +32,15 @@ from service.responses.protocol import CreateResponse
 
 log = logging.getLogger("ftserve.batches")
 MAX_ERRORS = 20
+FLUSH_SECONDS = 0.5
+FLUSH_LINES = 256
 
 
 class BatchRunner(LeasedRunner):
-    def __init__(self, store: BatchStore, files: FileService, chat, completions, responses, settings):
+    def __init__(self, store: BatchStore, files: FileService, lane: OfflineLane, chat, completions, responses,
+                 settings):
         super().__init__(store.leases, settings)
-        self.store, self.files = store, files
+        self.store, self.files, self.lane = store, files, lane
         self.services = {"/v1/chat/completions": (chat, ChatCompletionRequest),
                          "/v1/completions": (completions, CompletionRequest),
                          "/v1/responses": (responses, CreateResponse)}
@@ -90,32 +96,42 @@ class BatchRunner(LeasedRunner):
 
     # ------------------------------------------------------------------ lines
     async def _execute(self, batch_id: str, endpoint: str, lines: list[BatchInputLine]) -> None:
-        done = {line for line, _, _ in await asyncio.to_thread(self.store.batch_results, batch_id)}
+        """Feed the lines not yet recorded to the engine as fast as the offline lane lets them in; answered
+        lines are recorded in bulk (`_Recorder`). A cancel stops the feeding and the lines in the engine."""
+        done = await asyncio.to_thread(self.store.recorded_lines, batch_id)
         project = self.store.batch_project(batch_id)  # its lines may use what the batch's project may use
-        counts = self._counts(batch_id)
-        slots = asyncio.Semaphore(self.settings.batch_concurrency)
-        running: set[asyncio.Task] = set()
+        recorder = _Recorder(self, batch_id)
 
-        async def one(index: int, line: BatchInputLine) -> None:
+        async def one(index: int, line: BatchInputLine, weight: int) -> None:
             try:
-                ok, doc = await self._answer(endpoint, line, project)
-                await asyncio.to_thread(self.store.add_batch_result, batch_id, index, ok, doc)
-                counts["completed" if ok else "failed"] += 1
-                self._save(batch_id, request_counts=dict(counts))
+                recorder.add(index, *await self._answer(endpoint, line, project))
+            except Exception as e:  # a server error is the line's, recorded as such, not the batch's
+                log.exception("batch %s line %d", batch_id, index + 1)
+                recorder.add(index, False, _line_doc(line, 500, envelope(
+                    Kind.INTERNAL, f"The server had an error while answering this line: {e}", None, None)))
             finally:
-                slots.release()
+                await self.lane.leave(weight)
 
-        for index, line in enumerate(lines):
-            if index in done:
-                continue
-            await slots.acquire()
-            if self.store.get_batch(batch_id)["status"] != "in_progress":  # cancelling: no new lines
-                slots.release()
-                break
-            task = asyncio.create_task(one(index, line))
-            running.add(task)
-            task.add_done_callback(running.discard)
-        await asyncio.gather(*running)
+        flushing = asyncio.create_task(recorder.loop())
+        try:
+            for index, line in enumerate(lines):
+                if index in done:
+                    continue
+                weight = await self.lane.enter(_sequences(line))
+                if recorder.stopped:
+                    await self.lane.leave(weight)
+                    break
+                task = asyncio.create_task(one(index, line, weight))
+                recorder.running.add(task)
+                task.add_done_callback(recorder.running.discard)
+            await asyncio.gather(*recorder.running, return_exceptions=True)
+        finally:
+            for task in recorder.running:
+                task.cancel()
+            await asyncio.gather(*recorder.running, return_exceptions=True)
+            flushing.cancel()
+            await asyncio.gather(flushing, return_exceptions=True)
+            await recorder.flush()
 
     async def _answer(self, endpoint: str, line: BatchInputLine, project: str) -> tuple[bool, dict]:
         """One line's output-file line: its response, or its error response, in OpenAI's shape."""
@@ -138,9 +154,7 @@ class BatchRunner(LeasedRunner):
                     await asyncio.sleep(1)
                     continue
                 status, body = e.kind.status, envelope(e.kind, e.message, e.param, e.code)
-            ok = status == 200
-            return ok, {"id": new_id("batch_req_"), "custom_id": line.custom_id,
-                        "response": {"status_code": status, "request_id": request_id, "body": body}, "error": None}
+            return status == 200, _line_doc(line, status, body, request_id)
 
     # ------------------------------------------------------------------ the end
     async def _finalize(self, batch_id: str) -> None:
@@ -152,23 +166,18 @@ class BatchRunner(LeasedRunner):
             cancelled = batch["status"] == "cancelling"
         if batch["status"] not in ("finalizing", "cancelling"):
             return
-        results = await asyncio.to_thread(self.store.batch_results, batch_id)
+        counted = await asyncio.to_thread(self.store.add_batch_results, batch_id, [])
+        project = self.store.batch_project(batch_id)
         files = {}
         for ok, name in ((True, "output"), (False, "error")):
-            docs = [doc for _, line_ok, doc in results if line_ok == ok]
-            if docs:
-                data = "".join(json.dumps(d) + "\n" for d in docs).encode()
+            if counted[ok]:  # written as read from the database, a page of lines at a time
+                pieces = (json.dumps(doc).encode() + b"\n" for doc in self.store.batch_results(batch_id, ok))
                 files[f"{name}_file_id"] = (await asyncio.to_thread(
-                    self.files.create_internal, data, f"{batch_id}_{name}.jsonl", "batch_output",
-                    self.store.batch_project(batch_id))).id
-        counts = {"total": batch["request_counts"]["total"], "completed": sum(ok for _, ok, _ in results),
-                  "failed": sum(not ok for _, ok, _ in results)}
+                    self.files.create_internal, pieces, f"{batch_id}_{name}.jsonl", "batch_output", project)).id
+        counts = {"total": batch["request_counts"]["total"], "completed": counted[True], "failed": counted[False]}
         now = int(time.time())
         end = {"status": "cancelled", "cancelled_at": now} if cancelled else {"status": "completed", "completed_at": now}
         self._save(batch_id, request_counts=counts, **files, **end)
-
-    def _counts(self, batch_id: str) -> dict:
-        return dict(self.store.get_batch(batch_id)["request_counts"])
 
     def _save(self, batch_id: str, expect: str | None = None, **changes) -> dict | None:
         """Change the batch's document; with `expect`, only while its status is that one (None if not).
@@ -181,3 +190,62 @@ class BatchRunner(LeasedRunner):
             if self.store.update_batch(new, expect=(doc["status"],)):
                 return new
         raise RuntimeError(f"batch {batch_id}: its status kept changing")
+
+
+def _line_doc(line: BatchInputLine, status: int, body: dict, request_id: str | None = None) -> dict:
+    """A line of the output (or error) file, in OpenAI's shape."""
+    return {"id": new_id("batch_req_"), "custom_id": line.custom_id, "response": {
+        "status_code": status, "request_id": request_id or new_id("req_", 32), "body": body}, "error": None}
+
+
+def _sequences(line: BatchInputLine) -> int:
+    """The sequences a line asks the engine for: its choices times its prompts (a completions list)."""
+    n = line.body.get("n") if isinstance(line.body.get("n"), int) else 1
+    prompt = line.body.get("prompt")
+    prompts = len(prompt) if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) else 1
+    return max(1, n) * prompts
+
+
+class _Recorder:
+    """A batch's answered lines, recorded in bulk: every FLUSH_SECONDS, or sooner once FLUSH_LINES wait, in
+    one transaction with the batch's counts. A server killed in between loses only unrecorded answers, and
+    those lines run again when the batch resumes: each line is in the output once. Each flush also reads
+    the batch's status: once it is no longer in progress (cancelled), the feeding stops and the lines
+    still in the engine are stopped (aborted there); they are in neither file."""
+
+    def __init__(self, runner: BatchRunner, batch_id: str):
+        self.runner, self.batch_id = runner, batch_id
+        self.pending: list[tuple[int, bool, dict]] = []
+        self.running: set[asyncio.Task] = set()  # the lines being answered
+        self.full = asyncio.Event()
+        self.stopped = False
+
+    def add(self, index: int, ok: bool, doc: dict) -> None:
+        self.pending.append((index, ok, doc))
+        if len(self.pending) >= FLUSH_LINES:
+            self.full.set()
+
+    async def loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.full.wait(), FLUSH_SECONDS)
+            await self.flush()
+
+    async def flush(self) -> None:
+        rows, self.pending = self.pending, []
+        self.full.clear()
+        if not await asyncio.to_thread(self._record, rows) and not self.stopped:
+            self.stopped = True
+            for task in self.running:
+                task.cancel()
+
+    def _record(self, rows: list[tuple[int, bool, dict]]) -> bool:
+        """Record `rows` and the counts; whether the batch is still in progress."""
+        store, counted = self.runner.store, None
+        for start in range(0, len(rows), FLUSH_LINES):
+            counted = store.add_batch_results(self.batch_id, rows[start:start + FLUSH_LINES])
+        if counted is not None:
+            total = store.get_batch(self.batch_id)["request_counts"]["total"]
+            self.runner._save(self.batch_id, request_counts={"total": total, "completed": counted[True],
+                                                             "failed": counted[False]})
+        return store.get_batch(self.batch_id)["status"] == "in_progress"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import sqlalchemy as sa
 
 from service.db import Database, Store, after_id, metadata, of_project
@@ -53,17 +55,32 @@ class BatchStore(Store):
         return bool(self._write(batches.update().where(batches.c.id == doc["id"], batches.c.status.in_(expect))
                                 .values(status=doc["status"], doc=doc)))
 
-    def add_batch_result(self, batch_id: str, line: int, ok: bool, doc: dict) -> None:
-        """Record a line's result once (a second record of the same line is ignored)."""
-        try:
-            self._write(batch_results.insert().values(batch_id=batch_id, line=line, ok=ok, doc=doc))
-        except sa.exc.IntegrityError:
-            pass
+    def add_batch_results(self, batch_id: str, rows: list[tuple[int, bool, dict]]) -> dict[bool, int]:
+        """Record answered lines (line, ok, output line) in one transaction, each once (a line recorded
+        before is left as it was); the batch's recorded lines counted by `ok`."""
+        with self.db.begin() as conn:
+            if rows:
+                conn.execute(self.db.upsert(batch_results).values(
+                    [{"batch_id": batch_id, "line": line, "ok": ok, "doc": doc} for line, ok, doc in rows])
+                    .on_conflict_do_nothing())
+            counted = conn.execute(sa.select(batch_results.c.ok, sa.func.count()).where(
+                batch_results.c.batch_id == batch_id).group_by(batch_results.c.ok))
+            return {True: 0, False: 0} | {bool(ok): n for ok, n in counted}
 
-    def batch_results(self, batch_id: str) -> list[tuple[int, bool, dict]]:
-        rows = self._all(sa.select(batch_results.c.line, batch_results.c.ok, batch_results.c.doc)
-                         .where(batch_results.c.batch_id == batch_id).order_by(batch_results.c.line))
-        return [(r.line, r.ok, r.doc) for r in rows]
+    def recorded_lines(self, batch_id: str) -> set[int]:
+        return {r.line for r in self._all(sa.select(batch_results.c.line).where(batch_results.c.batch_id == batch_id))}
+
+    def batch_results(self, batch_id: str, ok: bool, page: int = 500) -> Iterator[dict]:
+        """The output (ok) or error lines recorded for the batch, in input order, read a page at a time."""
+        last = -1
+        while True:
+            rows = self._all(sa.select(batch_results.c.line, batch_results.c.doc).where(
+                batch_results.c.batch_id == batch_id, batch_results.c.ok == ok, batch_results.c.line > last)
+                .order_by(batch_results.c.line).limit(page))
+            yield from (r.doc for r in rows)
+            if len(rows) < page:
+                return
+            last = rows[-1].line
 
     def uses_file(self, file_id: str) -> bool:
         batch_input = batches.c.doc["input_file_id"].as_string() == file_id

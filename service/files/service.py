@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,11 +56,14 @@ class FileService:
         self._commit(doc, key, path, project)
         return doc
 
-    def create_internal(self, data: bytes, filename: str, purpose: str, project: str) -> FileObject:
-        """A file the service writes itself for a project (e.g. a job's result CSV)."""
+    def create_internal(self, data: bytes | Iterable[bytes], filename: str, purpose: str,
+                        project: str) -> FileObject:
+        """A file the service writes itself for a project (e.g. a job's result CSV); `data` may come in
+        pieces (a batch's output lines), written as they come."""
         file_id = new_id("file-")
-        key, path = self._receive(file_id, io.BytesIO(data), limit=len(data))
-        doc = FileObject(id=file_id, bytes=len(data), created_at=int(time.time()), filename=filename,
+        pieces = [data] if isinstance(data, bytes) else data
+        key, path = self._receive(file_id, _Chunks(pieces), limit=1 << 62)
+        doc = FileObject(id=file_id, bytes=path.stat().st_size, created_at=int(time.time()), filename=filename,
                          purpose=purpose, status="processed")
         self._commit(doc, key, path, project)
         return doc
@@ -158,3 +162,24 @@ def media_type(filename: str) -> str:
 def _storage_error(e: OSError) -> APIError:
     return storage_error(e) or APIError(Kind.INTERNAL, f"The file could not be stored: {e.strerror}.")
 
+
+
+class _Chunks(io.RawIOBase):
+    """Pieces of bytes read as a stream."""
+
+    def __init__(self, pieces: Iterable[bytes]):
+        self.pieces, self.rest = iter(pieces), b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.rest:
+            piece = next(self.pieces, None)
+            if piece is None:
+                return b""
+            self.rest = piece
+        if size < 0:
+            size = len(self.rest)
+        out, self.rest = self.rest[:size], self.rest[size:]
+        return out

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from service.errors import APIError, Kind
+from service.inference.engine import BATCH_PRIORITY
 from service.inference.generation import (
     DONE,
     GenerationService,
@@ -69,11 +70,12 @@ class ChatService(GenerationService):
         max_tokens = max_new_tokens(len(prompt_ids), req.max_completion_tokens or req.max_tokens,
                                     self.engine.max_model_len, param)
         n_logprobs = (req.top_logprobs or 0) if req.logprobs else None
+        offline = priority >= BATCH_PRIORITY
         params = sampling_params(req, max_tokens, n_logprobs, req.response_format,
-                                 structured=tools.structured_outputs())
+                                 structured=tools.structured_outputs(), offline=offline)
         rid = request_id("chatcmpl")
         outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora, priority), project, lora,
-                                  param)
+                                  param, offline)
         return Generation(rid, req, len(prompt_ids), tools, outputs)
 
     def _render(self, req: ChatCompletionRequest, tools: ToolUse, param: str = "messages") -> list[int]:

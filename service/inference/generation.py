@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import time
@@ -84,12 +85,16 @@ class GenerationService:
             raise APIError(Kind.INVALID_REQUEST, f"Token id {bad} in the {param} is out of range: the model's "
                            f"vocabulary has ids 0 to {vocab - 1}.", param=param, code="invalid_token_id")
 
-    async def open(self, outputs: AsyncIterator, project: str, lora=None, param: str = "messages") -> AsyncIterator:
+    async def open(self, outputs: AsyncIterator, project: str, lora=None, param: str = "messages",
+                   offline: bool = False) -> AsyncIterator:
         """Submit a request and wait for its first output; the outputs, timed, from there on.
 
         Waiting here means errors at submission are answered as errors, not in a stream, and
-        that the request is in the engine (and counted there) before its response starts."""
-        if self.engine.in_flight >= self.admission.limit:
+        that the request is in the engine (and counted there) before its response starts.
+        `offline` work (batch lines) has waited for room in the OfflineLane instead of being admitted."""
+        if offline:
+            return await self._offline(outputs, lora, param)
+        if self.engine.interactive >= self.admission.limit:
             raise APIError(Kind.RATE_LIMITED, f"The server is at its limit of {self.admission.limit} concurrent "
                            "generation requests; retry shortly.", code="too_many_requests",
                            headers={"Retry-After": "1"})
@@ -111,6 +116,19 @@ class GenerationService:
         timed = self._timed(first, outputs, started, leave)
         weakref.finalize(timed, leave)  # a response dropped before it was read gives its slot back too
         return timed
+
+    async def _offline(self, outputs: AsyncIterator, lora, param: str) -> AsyncIterator:
+        """An offline request's outputs: its one final output (RequestOutputKind.FINAL_ONLY), untimed."""
+        first = await self._first(outputs, lora, param)
+
+        async def rest() -> AsyncIterator:
+            try:
+                yield first
+                async for output in outputs:
+                    yield output
+            finally:  # stopped early (a cancelled batch): the engine request is aborted now
+                await outputs.aclose()
+        return rest()
 
     async def _first(self, outputs: AsyncIterator, lora, param: str):
         try:
@@ -159,17 +177,18 @@ class GenerationService:
         """Deltas -> whole choices, keyed by (prompt index, choice index)."""
         done: dict[tuple[int, int], Accumulated] = {}
         prompt_lps: dict[int, list] = {}
-        async for item in outputs:
-            prompt_index, output = key(item)
-            if output.prompt_logprobs is not None:  # sent once per prompt, with its first output
-                prompt_lps.setdefault(prompt_index, output.prompt_logprobs)
-            for c in output.outputs:
-                acc = done.setdefault((prompt_index, c.index), Accumulated(c.index))
-                acc.text += c.text
-                acc.token_ids += list(c.token_ids)
-                if c.logprobs is not None:
-                    acc.logprobs = (acc.logprobs or []) + list(c.logprobs)
-                acc.finish_reason = c.finish_reason or acc.finish_reason
+        async with contextlib.aclosing(outputs):  # closed (its engine request aborted) however this ends
+            async for item in outputs:
+                prompt_index, output = key(item)
+                if output.prompt_logprobs is not None:  # sent once per prompt, with its first output
+                    prompt_lps.setdefault(prompt_index, output.prompt_logprobs)
+                for c in output.outputs:
+                    acc = done.setdefault((prompt_index, c.index), Accumulated(c.index))
+                    acc.text += c.text
+                    acc.token_ids += list(c.token_ids)
+                    if c.logprobs is not None:
+                        acc.logprobs = (acc.logprobs or []) + list(c.logprobs)
+                    acc.finish_reason = c.finish_reason or acc.finish_reason
         for (prompt_index, _), acc in done.items():
             acc.prompt_logprobs = prompt_lps.get(prompt_index)
         return done
@@ -215,9 +234,10 @@ def max_new_tokens(prompt_len: int, requested: int | None, max_model_len: int, p
 
 
 def sampling_params(req, max_tokens: int, logprobs: int | None, response_format: ResponseFormat | None = None,
-                    prompt_logprobs: int | None = None, structured=None):
+                    prompt_logprobs: int | None = None, structured=None, offline: bool = False):
     """OpenAI's sampling fields and vLLM's extensions -> vLLM SamplingParams (400 for what vLLM refuses).
-    `structured`: a constraint that replaces response_format's and structured_outputs' (tool calls)."""
+    `structured`: a constraint that replaces response_format's and structured_outputs' (tool calls).
+    `offline`: nobody reads the tokens as they come, so the engine sends only the finished output."""
     from vllm import SamplingParams
     from vllm.exceptions import VLLMClientError
     from vllm.sampling_params import RequestOutputKind
@@ -252,7 +272,8 @@ def sampling_params(req, max_tokens: int, logprobs: int | None, response_format:
             prompt_logprobs=prompt_logprobs,
             logit_bias={int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None,
             structured_outputs=structured or _structured(response_format, req.structured_outputs),
-            output_kind=RequestOutputKind.DELTA,  # also when not streaming: token timings for the metrics
+            # also when not streaming: token timings for the metrics
+            output_kind=RequestOutputKind.FINAL_ONLY if offline else RequestOutputKind.DELTA,
             **extensions,
         )
     except (VLLMClientError, ValueError) as e:  # vLLM's own request checks

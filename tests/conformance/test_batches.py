@@ -10,6 +10,7 @@ import pytest
 from tests.conformance.conftest import assert_official
 from tests.support.paths import write_jsonl
 from tests.support.jobs import wait_for
+from tests.support.metrics import value
 
 pytestmark = pytest.mark.slow
 
@@ -92,20 +93,45 @@ def test_an_unusable_input_fails_the_batch_naming_the_lines(client, tmp_path):
     assert e.value.status_code == 404
 
 
-def test_cancel_keeps_the_lines_already_answered(client, tmp_path):
-    lines = [_line(f"l{i}", "ftserve-tiny", max_tokens=200, ignore_eos=True) for i in range(40)]
+def test_a_batch_yields_to_interactive_requests_fills_the_engine_and_a_cancel_stops_it(server, client, tmp_path):
+    """While an interactive request streams, the batch keeps to a few lines in the engine (each line makes
+    every step slower on a CPU); once it ends, the lines enter the engine as fast as it takes them; an
+    interactive request is answered at once meanwhile; a cancel stops the lines still in the engine, the
+    answered ones kept, each once. The lines' lengths are staggered, so that some end long before others."""
+    lines = [_line(f"l{i}", "ftserve-tiny", max_tokens=16 + 40 * i, ignore_eos=True) for i in range(40)]
+    stream = client.chat.completions.create(model="ftserve-tiny", messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=1500, stream=True, extra_body={"ignore_eos": True})
+    next(iter(stream))  # in the engine
     batch = _run(client, tmp_path, lines)
+    wait_for(lambda: value(server, "ftserve_offline_requests_running") >= 8, interval=0.05,
+             what="the batch's first lines in the engine")
+    beside_the_stream, chunks = [], iter(stream)
+    for _ in range(10):  # over ~100 engine steps
+        beside_the_stream.append(value(server, "ftserve_offline_requests_running"))
+        for _ in range(10):
+            next(chunks)
+    assert max(beside_the_stream) <= 16, beside_the_stream  # CPU_YIELD_LINES
+    stream.close()
+    wait_for(lambda: value(server, "ftserve_offline_requests_running") >= 24, interval=0.05,
+             what="the batch's lines in the engine together once the stream ended")
+    quick = client.chat.completions.create(model="ftserve-tiny", messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=4, extra_body={"ignore_eos": True})
+    assert quick.usage.completion_tokens == 4
+    assert client.batches.retrieve(batch.id).status == "in_progress"  # the interactive one did not wait for it
     wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 1, what="a first line")
     with pytest.raises(Exception) as e:  # its input cannot go while it runs
         client.files.delete(batch.input_file_id)
     assert e.value.status_code == 409
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status in ("cancelling", "cancelled") and cancelling.cancelling_at
-    done = _finished(client, batch.id)
+    done = _finished(client, batch.id, timeout=60)  # the longest line alone would take far longer
     assert done.status == "cancelled" and done.cancelled_at
     output = _lines(client, done.output_file_id)
     ids = [o["custom_id"] for o in output]
     assert 1 <= len(ids) < 40 and len(set(ids)) == len(ids) == done.request_counts.completed
+    assert ids == [f"l{i}" for i in range(len(ids))]  # the shortest ones, in order
+    wait_for(lambda: value(server, "ftserve_offline_requests_running") == 0, interval=0.1,
+             what="the stopped lines to leave the engine")
     with pytest.raises(Exception) as e:
         client.batches.cancel(_finished(client, _run(client, tmp_path, lines[:1], name="one.jsonl").id).id)
     assert e.value.status_code == 409
@@ -116,7 +142,8 @@ def test_a_restart_mid_batch_resumes_without_repeating_a_line(server, client, tm
     """Killed outright (kill -9) with lines in flight, then stopped the polite way: each time the
     restarted server resumes the batch from the lines it has not answered. A background response
     running at the kill is run again by the restarted server, to the end."""
-    lines = [_line(f"l{i}", "ftserve-tiny", max_tokens=64, ignore_eos=True) for i in range(24)]
+    # staggered lengths: the lines are in the engine together, and end one after another
+    lines = [_line(f"l{i}", "ftserve-tiny", max_tokens=16 + 32 * i, ignore_eos=True) for i in range(24)]
     batch = _run(client, tmp_path, lines)
     story = client.responses.create(model="ftserve-tiny", input="Tell a story.", background=True,
                                     max_output_tokens=1500, extra_body={"ignore_eos": True})

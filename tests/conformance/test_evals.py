@@ -203,8 +203,9 @@ def test_a_run_is_canceled_and_deleted(client):
     many = _facts() * 8
     run = client.evals.runs.create(ev.id, data_source={
         "type": "completions", "model": "ftserve-tiny", "input_messages": QUESTION,
-        "sampling_params": {"temperature": 0, "max_completion_tokens": 64}, "source": {"type": "file_content",
-                                                                                      "content": many}})
+        # long answers: the batch's lines are in the engine together, and the cancel must stop them there
+        "sampling_params": {"temperature": 0, "max_completion_tokens": 1500},
+        "source": {"type": "file_content", "content": many}})
     canceled = client.evals.runs.cancel(run.id, eval_id=ev.id)
     assert canceled.status == "canceled"
     assert client.evals.runs.retrieve(run.id, eval_id=ev.id).status == "canceled"

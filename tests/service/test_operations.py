@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 FAMILIES = [
     "ftserve_http_requests", "ftserve_http_request_duration_seconds", "ftserve_time_to_first_token_seconds",
     "ftserve_inter_token_latency_seconds", "ftserve_e2e_request_latency_seconds", "ftserve_prompt_tokens",
-    "ftserve_generation_tokens", "ftserve_requests_running", "ftserve_requests_waiting", "ftserve_fine_tuning_jobs",
+    "ftserve_generation_tokens", "ftserve_requests_running", "ftserve_offline_requests_running",
+    "ftserve_requests_waiting", "ftserve_fine_tuning_jobs",
     "ftserve_training_tokens_per_second", "ftserve_adapter_loads", "ftserve_adapter_load_seconds",
     "ftserve_adapter_evictions", "ftserve_project_requests", "ftserve_project_tokens", "ftserve_project_training_tokens",
 ]
