@@ -15,8 +15,8 @@ from service.responses.service import ResponsesService
 
 def build(c: Components) -> None:
     store, files = c.get(BatchStore), c.get(FileService)
-    runner = BatchRunner(store, files, c.get(OfflineLane), c.get(ChatService), c.get(CompletionService), c.get(ResponsesService),
-                         c.settings)
+    runner = BatchRunner(store, files, c.get(OfflineLane), c.get(ChatService), c.get(CompletionService),
+                         c.get(ResponsesService), c.settings)
     c.add(runner, BatchService(store, files, runner))
     if c.settings.engine == "vllm":  # batches run on the engine; without one they wait
         c.on_start(runner.start)

@@ -166,7 +166,7 @@ class BatchRunner(LeasedRunner):
             cancelled = batch["status"] == "cancelling"
         if batch["status"] not in ("finalizing", "cancelling"):
             return
-        counted = await asyncio.to_thread(self.store.add_batch_results, batch_id, [])
+        counted = await asyncio.to_thread(self.store.result_counts, batch_id)
         project = self.store.batch_project(batch_id)
         files = {}
         for ok, name in ((True, "output"), (False, "error")):
@@ -244,8 +244,8 @@ class _Recorder:
         store, counted = self.runner.store, None
         for start in range(0, len(rows), FLUSH_LINES):
             counted = store.add_batch_results(self.batch_id, rows[start:start + FLUSH_LINES])
+        doc = store.get_batch(self.batch_id)
         if counted is not None:
-            total = store.get_batch(self.batch_id)["request_counts"]["total"]
-            self.runner._save(self.batch_id, request_counts={"total": total, "completed": counted[True],
-                                                             "failed": counted[False]})
-        return store.get_batch(self.batch_id)["status"] == "in_progress"
+            doc = self.runner._save(self.batch_id, request_counts={
+                "total": doc["request_counts"]["total"], "completed": counted[True], "failed": counted[False]})
+        return doc["status"] == "in_progress"

@@ -63,12 +63,15 @@ class BatchStore(Store):
                 conn.execute(self.db.upsert(batch_results).values(
                     [{"batch_id": batch_id, "line": line, "ok": ok, "doc": doc} for line, ok, doc in rows])
                     .on_conflict_do_nothing())
-            counted = conn.execute(sa.select(batch_results.c.ok, sa.func.count()).where(
-                batch_results.c.batch_id == batch_id).group_by(batch_results.c.ok))
-            return {True: 0, False: 0} | {bool(ok): n for ok, n in counted}
+            return {True: 0, False: 0} | {bool(ok): n for ok, n in conn.execute(_counted(batch_id))}
+
+    def result_counts(self, batch_id: str) -> dict[bool, int]:
+        """The batch's recorded lines counted by `ok`."""
+        return {True: 0, False: 0} | {bool(ok): n for ok, n in self._all(_counted(batch_id))}
 
     def recorded_lines(self, batch_id: str) -> set[int]:
-        return {r.line for r in self._all(sa.select(batch_results.c.line).where(batch_results.c.batch_id == batch_id))}
+        lines = sa.select(batch_results.c.line).where(batch_results.c.batch_id == batch_id)
+        return {r.line for r in self._all(lines)}
 
     def batch_results(self, batch_id: str, ok: bool, page: int = 500) -> Iterator[dict]:
         """The output (ok) or error lines recorded for the batch, in input order, read a page at a time."""
@@ -86,3 +89,8 @@ class BatchStore(Store):
         batch_input = batches.c.doc["input_file_id"].as_string() == file_id
         return self._one(sa.select(batches.c.id).where(batches.c.status.in_(ACTIVE), batch_input)
                          .limit(1)) is not None
+
+
+def _counted(batch_id: str):
+    return sa.select(batch_results.c.ok, sa.func.count()).where(batch_results.c.batch_id == batch_id) \
+        .group_by(batch_results.c.ok)

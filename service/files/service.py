@@ -8,8 +8,9 @@ counted against the size limit and validated there, then stored; only then is it
 from __future__ import annotations
 
 import contextlib
-import io
+import functools
 import logging
+import math
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,7 +39,7 @@ class FileService:
                            f"{', '.join(UPLOAD_PURPOSES)}.", param="purpose")
         filename = Path(filename or "upload.jsonl").name[:255]
         file_id = new_id("file-")
-        key, path = self._receive(file_id, stream, self.max_bytes)
+        key, path = self._receive(file_id, iter(functools.partial(stream.read, 1 << 20), b""), self.max_bytes)
         if path.stat().st_size == 0:
             path.unlink(missing_ok=True)
             raise APIError(Kind.INVALID_REQUEST, "The file is empty.", param="file")
@@ -61,19 +62,18 @@ class FileService:
         """A file the service writes itself for a project (e.g. a job's result CSV); `data` may come in
         pieces (a batch's output lines), written as they come."""
         file_id = new_id("file-")
-        pieces = [data] if isinstance(data, bytes) else data
-        key, path = self._receive(file_id, _Chunks(pieces), limit=1 << 62)
+        key, path = self._receive(file_id, [data] if isinstance(data, bytes) else data)
         doc = FileObject(id=file_id, bytes=path.stat().st_size, created_at=int(time.time()), filename=filename,
                          purpose=purpose, status="processed")
         self._commit(doc, key, path, project)
         return doc
 
-    def _receive(self, file_id: str, stream: BinaryIO, limit: int) -> tuple[str, Path]:
-        """The upload at a local path: the object itself (local store) or its cached copy (S3)."""
+    def _receive(self, file_id: str, pieces: Iterable[bytes], limit: float = math.inf) -> tuple[str, Path]:
+        """The file's bytes at a local path: the object itself (local store) or its cached copy (S3)."""
         key = f"files/{file_id}"
         path = self.objects.local_path(key) or self.objects.cache_dir / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._copy(stream, path, limit)
+        self._copy(pieces, path, limit)
         return key, path
 
     def _commit(self, doc: FileObject, key: str, path: Path, project: str) -> None:
@@ -90,12 +90,12 @@ class FileService:
             raise
 
     @staticmethod
-    def _copy(stream: BinaryIO, path: Path, limit: int) -> int:
-        """Copy into place atomically, counting bytes; 413 past `limit`."""
+    def _copy(pieces: Iterable[bytes], path: Path, limit: float) -> int:
+        """Write the pieces into place atomically, counting bytes; 413 past `limit`."""
         size = 0
         try:
             with staged(path) as staging, staging.open("wb") as out:
-                while chunk := stream.read(1 << 20):
+                for chunk in pieces:
                     size += len(chunk)
                     if size > limit:
                         raise APIError(Kind.TOO_LARGE, f"File exceeds the maximum upload size of "
@@ -162,24 +162,3 @@ def media_type(filename: str) -> str:
 def _storage_error(e: OSError) -> APIError:
     return storage_error(e) or APIError(Kind.INTERNAL, f"The file could not be stored: {e.strerror}.")
 
-
-
-class _Chunks(io.RawIOBase):
-    """Pieces of bytes read as a stream."""
-
-    def __init__(self, pieces: Iterable[bytes]):
-        self.pieces, self.rest = iter(pieces), b""
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        while not self.rest:
-            piece = next(self.pieces, None)
-            if piece is None:
-                return b""
-            self.rest = piece
-        if size < 0:
-            size = len(self.rest)
-        out, self.rest = self.rest[:size], self.rest[size:]
-        return out

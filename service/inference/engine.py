@@ -74,7 +74,7 @@ class Engine:
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        # as vLLM's own server: its defaults for a server (e.g. max_num_seqs) where ftserve sets none
+        # as vLLM's own server: its server defaults where ftserve sets none (max_num_batched_tokens)
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(self.settings, self.model_path)),
                                          usage_context=UsageContext.OPENAI_API_SERVER)
 
