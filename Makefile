@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make serve` and `make test`. Both install .venv first.
-.PHONY: install serve demo-train test test-fast docs bench-train bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch bench-scoping openapi
+.PHONY: install serve demo-train test test-fast docs bench-train bench-train-shape bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch bench-lora-mix bench-scoping openapi
 
 install:
 	@scripts/install.sh
@@ -27,6 +27,11 @@ docs: install
 bench-train: install
 	.venv/bin/python -m bench.train
 
+# ftserve vs LLaMA-Factory vs TRL at the tiny, ~110 M and 0.5 B shapes (LLaMA-Factory in .venv/llamafactory)
+bench-train-shape: install
+	@scripts/install.sh llamafactory
+	.venv/bin/python -m bench.train --shape tiny 110m 0.5b --repeats 1
+
 openapi: install
 	.venv/bin/ftserve openapi -o openapi.yaml
 
@@ -44,6 +49,10 @@ bench-adapter-load: install
 
 bench-batch: install
 	.venv/bin/python -m bench.batch
+
+# eight adapters mixed vs the base at the engine, per --max-loras / --max-lora-rank; --profile needs py-spy
+bench-lora-mix: install
+	.venv/bin/python -m bench.lora_mix
 
 bench-scoping: install
 	.venv/bin/python -m bench.scoping

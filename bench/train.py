@@ -2,6 +2,7 @@
 TRL's DPOTrainer; KTO: ftserve's vs TRL's KTOTrainer.
 
     .venv/bin/python -m bench.train [--steps 64] [--rows 256] [--repeats 2]
+    .venv/bin/python -m bench.train --shape tiny 110m 0.5b   # vs LLaMA-Factory at real shapes: bench/train_shape.py
 
 All three train the same LoRA (rank 8, all linear layers) on the tiny model, with the same
 dataset (synthetic chat rows of mixed length), batch size, learning rate and number of
@@ -10,7 +11,13 @@ same thread count. Throughput counts real tokens only (no padding): rows process
 dataset's mean row length, the same formula for all three (steps cover whole epochs).
 
   ftserve    trainer.recipe: assistant-only loss, length-grouped batches padded to the longest row
-  trl        trl.SFTTrainer with peft LoRA and assistant_only_loss=True (pads to the longest row)
+  trl        trl.SFTTrainer with peft LoRA and assistant_only_loss=True, on its documented fast path for
+             this data: batches of similar lengths (train_sampling_strategy="group_by_length"), padded
+             to the longest row; padding_free needs FlashAttention, which a CPU does not have
+
+Every TRL trainer here runs without gradient checkpointing (TRL's configs turn it on by default: a
+memory saving that recomputes the forward pass; the model fits without it, and ftserve does not
+checkpoint either).
   seed_style transformers.Trainer + peft, every row padded to 512 tokens, loss on all tokens
 
 DPO, on preference pairs made from the same rows (the answer preferred over a shuffled other one),
@@ -108,8 +115,9 @@ def run_trl(model_dir: str, data: str, steps: int, out: str) -> float:
 
     args = SFTConfig(
         output_dir=out, per_device_train_batch_size=BATCH, learning_rate=LR, max_steps=steps, max_length=512,
-        assistant_only_loss=True, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
-        logging_steps=steps, seed=SEED, dataloader_num_workers=0, lr_scheduler_type="cosine",
+        assistant_only_loss=True, use_cpu=True, bf16=False, gradient_checkpointing=False, report_to=[],
+        save_strategy="no", logging_steps=steps, seed=SEED, dataloader_num_workers=0, lr_scheduler_type="cosine",
+        train_sampling_strategy="group_by_length",
     )
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(model_dir), args=args,
@@ -195,8 +203,8 @@ def run_trl_dpo(model_dir: str, data: str, steps: int, out: str) -> float:
     args = DPOConfig(
         output_dir=out, per_device_train_batch_size=BATCH, learning_rate=LR, max_steps=steps, max_length=512,
         beta=0.1, loss_type=["sigmoid"], precompute_ref_log_probs=True, precompute_ref_batch_size=BATCH,
-        use_cpu=True, bf16=False, report_to=[], save_strategy="no", logging_steps=steps, seed=SEED,
-        dataloader_num_workers=0, lr_scheduler_type="cosine",
+        use_cpu=True, bf16=False, gradient_checkpointing=False, report_to=[], save_strategy="no",
+        logging_steps=steps, seed=SEED, dataloader_num_workers=0, lr_scheduler_type="cosine",
     )
     started = time.perf_counter()
     trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args, train_dataset=dataset,
@@ -234,8 +242,8 @@ def run_trl_kto(model_dir: str, data: str, steps: int, out: str) -> float:
                                  for r in rows])
     args = KTOConfig(
         output_dir=out, per_device_train_batch_size=BATCH, learning_rate=LR, max_steps=steps, max_length=512,
-        beta=0.1, precompute_ref_log_probs=True, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
-        logging_steps=steps, seed=SEED, dataloader_num_workers=0, lr_scheduler_type="cosine",
+        beta=0.1, precompute_ref_log_probs=True, use_cpu=True, bf16=False, gradient_checkpointing=False,
+        report_to=[], save_strategy="no", logging_steps=steps, seed=SEED, dataloader_num_workers=0, lr_scheduler_type="cosine",
     )
     started = time.perf_counter()
     trainer = KTOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args, train_dataset=dataset,
@@ -263,16 +271,34 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--shape", nargs="+", choices=["tiny", "110m", "0.5b"],
+                    help="instead: ftserve vs LLaMA-Factory vs TRL at these model shapes (bench/train_shape.py)")
+    ap.add_argument("--profile-shape", choices=["tiny", "110m", "0.5b"],
+                    help="instead: split ftserve's recipe time at this shape by kind of work (torch.profiler)")
+    ap.add_argument("--peak", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=4, metavar=("METHOD", "MODEL", "DATA", "STEPS"), help=argparse.SUPPRESS)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path)
     a = ap.parse_args()
+    if a.peak:
+        from bench.train_shape import matmul_peak
+
+        return print(json.dumps({"gflops": matmul_peak(THREADS)}))
+    if a.profile_shape:
+        from bench import train_shape
+
+        return train_shape.write_profile(a.profile_shape, a.out or train_shape.PROFILE)
+    if a.shape:
+        from bench import train_shape
+
+        return train_shape.main(a.shape, a.repeats, a.out or train_shape.RESULTS)
+    a.out = a.out or RESULTS
     if a.child:
         return child(a.child[0], a.child[1], a.child[2], int(a.child[3]))
 
-    from trainer.tiny_model import build_tiny_model
+    from trainer.tiny_model import cached_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    model_dir = build_tiny_model(work / "ftserve-tiny")
+    model_dir = cached_tiny_model()  # built once per machine (the same bytes as a fresh build)
     data = work / "data.jsonl"
     make_dataset(data, a.rows)
     row_tokens = mean_row_tokens(model_dir, data)

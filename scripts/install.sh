@@ -5,6 +5,8 @@
 #   FTSERVE_DEVICE=cpu scripts/install.sh   # or gpu: force the choice
 #   scripts/install.sh clients    # also .venv/clients and tests/conformance/node/node_modules: the
 #                                 # third-party clients the tests drive (Python, and the openai Node SDK)
+#   scripts/install.sh llamafactory  # also .venv/llamafactory: LLaMA-Factory, the reference of
+#                                 # `bench.train --shape` (its own pins of transformers, peft and trl)
 #
 # It is a no-op when nothing it depends on changed since the last run (a stamp in .venv).
 set -euo pipefail
@@ -36,7 +38,14 @@ if [ "${1:-}" = clients ] && ! command -v chromium >/dev/null 2>&1; then
     echo "no chromium and no root to install it: the dashboard test will be skipped" >&2
   fi
 fi
-if $service_done && $clients_done; then exit 0; fi
+llamafactory=llamafactory==0.9.5
+lf_stamp=.venv/llamafactory/.ftserve-install
+lf_want="$llamafactory $(cat scripts/overrides.txt scripts/install.sh | sha256sum | cut -c1-16)"
+lf_done=true
+if [ "${1:-}" = llamafactory ] && ! { [ -f "$lf_stamp" ] && [ "$(cat "$lf_stamp")" = "$lf_want" ]; }; then
+  lf_done=false
+fi
+if $service_done && $clients_done && $lf_done; then exit 0; fi
 
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
@@ -73,4 +82,14 @@ if ! $clients_done; then
     echo "no npm: the Node client test will fail until Node.js 20+ is installed" >&2
   fi
   echo "$clients_want" > "$clients_stamp"
+fi
+if ! $lf_done; then
+  # The same CPU torch as ours; torchvision and torchaudio stay out as for us (bench/train_shape.py says
+  # how LLaMA-Factory's start-up import of torchaudio is met).
+  echo "installing $llamafactory into .venv/llamafactory ..." >&2
+  [ -x .venv/llamafactory/bin/python ] || "$python" -m venv .venv/llamafactory
+  args[1]=.venv/llamafactory/bin/python
+  torch_version=$(.venv/bin/python -c 'import torch; print(torch.__version__)')
+  .venv/bin/uv pip install "${args[@]}" "$llamafactory" "torch==$torch_version"
+  echo "$lf_want" > "$lf_stamp"
 fi
