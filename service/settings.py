@@ -89,7 +89,9 @@ class Settings(BaseSettings):
     """Adapters kept loaded in host memory (LRU beyond that)."""
 
     max_lora_rank: int = Field(default=64, ge=1)
-    """Largest adapter rank the engine accepts; larger adapters answer 400."""
+    """Largest adapter rank the engine accepts; larger adapters answer 400. Every adapter slot is allocated
+    at this rank, and on a CPU computed at it too: there, set it to the largest rank you serve (eight rank-8
+    adapters mixed run ~2.5x faster at 8 than at 64; Benchmarks, "Many adapters at once")."""
 
     max_model_len: int | None = Field(default=None, ge=16)
     """Context length; unset: the model's own."""
