@@ -26,6 +26,9 @@ FROM ${PYTHON_IMAGE} AS runtime
 ARG DEVICE=gpu
 LABEL org.opencontainers.image.title="ftserve" \
       org.opencontainers.image.description="OpenAI-compatible LoRA fine-tuning and vLLM inference ($DEVICE)"
+# bubblewrap: the sandbox of python graders (reinforcement fine-tuning); it needs user namespaces,
+# which the container runtime must allow, else run with FTSERVE_PYTHON_GRADERS=false
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends bubblewrap=0.8.0-2+deb12u1 && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 ftserve \
  && useradd --system --uid 10001 --gid ftserve --home-dir /data --shell /usr/sbin/nologin ftserve \
  && mkdir -p /data && chown ftserve:ftserve /data

@@ -38,6 +38,15 @@ if [ "${1:-}" = clients ] && ! command -v chromium >/dev/null 2>&1; then
     echo "no chromium and no root to install it: the dashboard test will be skipped" >&2
   fi
 fi
+if [ "${1:-}" = clients ] && ! command -v bwrap >/dev/null 2>&1; then
+  # python graders run in bubblewrap's sandbox (service/graders/sandbox.py); their tests need it
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; } \
+      || echo "could not install bubblewrap: the python grader tests will be skipped" >&2
+  else
+    echo "no bubblewrap and no root to install it: the python grader tests will be skipped" >&2
+  fi
+fi
 llamafactory=llamafactory==0.9.5
 lf_stamp=.venv/llamafactory/.ftserve-install
 lf_want="$llamafactory $(cat scripts/overrides.txt scripts/install.sh | sha256sum | cut -c1-16)"

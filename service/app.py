@@ -19,6 +19,7 @@ from service.db import Database, sqlite_url
 from service.evals import feature as evals
 from service.files import feature as files
 from service.fine_tuning import feature as fine_tuning
+from service.graders import feature as graders
 from service.inference import feature as inference
 from service.metrics import Metrics
 from service.middleware import Auth, CatchAll, HTTPMetrics, RequestId, UploadLimit
@@ -42,6 +43,7 @@ FEATURES: list[Feature] = [
     responses.feature,
     batches.feature,
     evals.feature,
+    graders.feature,
     fine_tuning.feature,
     ui.feature,
     health.feature,

@@ -137,6 +137,16 @@ class Settings(BaseSettings):
     max_concurrent_generations: int = Field(default=64, ge=1)
     """Generation requests the engine may hold at once; past it, 429 with Retry-After."""
 
+    python_graders: bool = True
+    """Run `python` graders (reinforcement fine-tuning, /v1/fine_tuning/alpha/graders) in their sandbox
+    (bubblewrap: no network, no files of the server, unprivileged, rlimits). Off: they are refused with 400."""
+
+    python_grader_timeout_s: float = Field(default=30, gt=0, le=600)
+    """Wall-clock limit of one python grader call (a batch of samples); each `grade` call has 5 s."""
+
+    python_grader_memory_mib: int = Field(default=1024, ge=64)
+    """Address-space limit of a python grader's process."""
+
     batch_reserve: int = Field(default=8, ge=0)
     """Engine slots (of the requests vLLM runs in one step, its max_num_seqs) that batch lines leave free
     for interactive requests. Batch lines take the rest, at a lower priority than interactive requests."""
