@@ -76,7 +76,8 @@ class CatchAll:
             await errors.unexpected(scope, exc)(scope, receive, send)
 
 OPEN_PATHS = ("/health", "/ready", "/metrics")
-OPEN_PREFIXES = ("/ui",)  # the dashboard's own files: it asks for a key, then calls the API with it
+OPEN_PREFIXES = ("/ui",  # the dashboard's own files: it asks for a key, then calls the API with it
+                 "/internal/")  # a reinforcement job's trainer: its job's token, checked by the route
 NOT_AUDITED = ("/v1/chat/completions", "/v1/completions")  # generation changes nothing stored
 
 audit_log = logging.getLogger("ftserve.audit")

@@ -67,9 +67,40 @@ class TrainConfig:
     sharegpt_tags: dict[str, str] = Field(default_factory=dict)
     """ShareGPT key and role names, e.g. {role_tag: from, content_tag: value, assistant_tag: gpt}."""
 
-    stage: Literal["sft", "pt", "dpo", "kto"] = "sft"
+    stage: Literal["sft", "pt", "dpo", "kto", "grpo"] = "sft"
     """`sft`: loss on assistant turns of chat data; `pt`: continued pre-training on text; `dpo`: preference pairs;
-    `kto`: answers labelled desirable or not (`label`, LLaMA-Factory's `kto_tag`)."""
+    `kto`: answers labelled desirable or not (`label`, LLaMA-Factory's `kto_tag`); `grpo`: reinforcement
+    fine-tuning on prompts, the answers sampled from the serving engine and scored by `grader`."""
+
+    # --- reinforcement fine-tuning (stage grpo) ------------------------------------------------
+    grader: dict | None = None
+    """The grader whose score is the reward (OpenAI's shape: string_check, text_similarity, score_model,
+    python or multi); the server scores with it, so a job's grader is the one it was created with."""
+
+    group_size: int = Field(default=4, ge=2, le=64)
+    """Answers sampled per prompt; each answer's advantage is its reward against its group's."""
+
+    kl_coef: float = Field(default=0.0, ge=0)
+    """Weight of the KL penalty against the starting model (the base with the adapter disabled); 0: none."""
+
+    clip_epsilon: float = Field(default=0.2, gt=0, lt=1)
+    """The policy ratio's clip range (PPO's epsilon)."""
+
+    max_new_tokens: int = Field(default=64, ge=1)
+    """Longest sampled answer, in tokens."""
+
+    temperature: float = Field(default=1.0, gt=0, le=2)
+    """Sampling temperature of the answers (training and validation)."""
+
+    eval_interval: int = Field(default=0, ge=0)
+    """Validation reward every this many steps; 0: at each checkpoint and at the end."""
+
+    eval_samples: int = Field(default=1, ge=1, le=64)
+    """Answers sampled per validation prompt."""
+
+    rollout_url: str | None = None
+    """Where the trainer asks for graded samples: the server's rollout endpoint for the job (set by the job
+    runner, with its token in FTSERVE_ROLLOUT_TOKEN)."""
 
     pref_beta: float = Field(default=0.1, gt=0, le=10)
     """DPO's beta: how far the policy may move from the reference (higher: closer to it)."""
@@ -300,6 +331,9 @@ class TrainConfig:
             raise ValueError("give either eval_dataset or val_size, not both")
         if self.served_model_name is None:
             self.served_model_name = self.model_name_or_path
+        if self.stage == "grpo" and (self.grader is None or self.rollout_url is None):
+            raise ValueError("stage grpo needs a grader and a rollout_url (a server's rollout endpoint): run it as "
+                             "a fine-tuning job with method reinforcement")
         return self
 
     # --- construction ------------------------------------------------------------------------

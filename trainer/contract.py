@@ -133,3 +133,50 @@ class JobKeys:
 
     def checkpoint(self, step: int) -> str:
         return f"{self.checkpoints}/step-{step}"
+
+
+# ---------------------------------------------------------------- reinforcement fine-tuning's rollouts
+ROLLOUT_TOKEN_ENV = "FTSERVE_ROLLOUT_TOKEN"  # the job's rollout token, given to its trainer in its environment
+
+
+class RolloutAdapter(BaseModel):
+    """The policy as it stands: a LoRA adapter's `adapter_config.json` and its safetensors weights."""
+
+    config: dict
+    weights_b64: str
+
+
+class RolloutPrompt(BaseModel):
+    messages: list[dict]
+    item: dict
+
+
+class RolloutRequest(BaseModel):
+    """The trainer asks the server's engine for `n` answers to each prompt from `adapter`, graded with the
+    job's grader. `step` names the policy (one adapter loaded per step); `split` is train or valid."""
+
+    step: int
+    split: Literal["train", "valid"] = "train"
+    adapter: RolloutAdapter
+    prompts: list[RolloutPrompt]
+    n: int = Field(ge=1, le=64)
+    temperature: float = 1.0
+    max_tokens: int = Field(ge=1)
+    seed: int | None = None
+
+
+class RolloutSample(BaseModel):
+    prompt_index: int
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    text: str
+    finish_reason: str | None = None
+    reward: float
+    sub_rewards: dict[str, float] = {}
+    errors: list[str] = []  # the grader's error kinds for this sample (it scored 0)
+
+
+class RolloutResponse(BaseModel):
+    samples: list[RolloutSample]
+    generate_s: float
+    grade_s: float

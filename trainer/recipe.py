@@ -49,6 +49,10 @@ CHOSEN_DROP_WARNING = 1.0  # nats per token the chosen answers' log-probability 
 _stop_requested = False
 
 
+def stop_requested() -> bool:
+    return _stop_requested
+
+
 def request_stop(*_args) -> None:
     """Ask a running `train` to checkpoint after the current step and return (a SIGTERM handler)."""
     global _stop_requested
@@ -74,6 +78,10 @@ class Position:
 
 
 def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
+    if cfg.stage == "grpo":  # reinforcement fine-tuning: its own loop, samples from the serving engine
+        from trainer.reinforce import train as reinforce
+
+        return reinforce(cfg, emit)
     rank, world = _distributed()
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,21 +116,7 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    if cfg.adapter_name_or_path:  # training on from a fine-tuned adapter: its weights, rank and targets
-        model = PeftModel.from_pretrained(model, cfg.adapter_name_or_path, is_trainable=True)
-        parent = model.peft_config["default"]
-        log(Info(message=f"training on from the adapter {cfg.adapter_name_or_path} "
-                 f"(rank {parent.r}, alpha {parent.lora_alpha})"))
-    else:
-        model = get_peft_model(model, LoraConfig(
-            r=cfg.lora_rank,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_target,
-            use_rslora=cfg.use_rslora,
-            task_type="CAUSAL_LM",
-        ))
-    model.peft_config["default"].base_model_name_or_path = cfg.served_model_name
+    model = with_lora(cfg, model, log)
     objective = LanguageModeling()
     if cfg.stage in ("dpo", "kto"):  # the reference policy is the model as it starts: log-probs computed once
         objective = Preference(cfg.pref_beta, cfg.pref_loss, cfg.simpo_gamma, cfg.pref_ftx) if cfg.stage == "dpo" \
@@ -272,6 +266,27 @@ def plan_steps(n_examples: int, cfg: TrainConfig) -> tuple[int, int]:
     steps_per_epoch = max(1, batches_per_epoch // cfg.gradient_accumulation_steps)
     total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
     return steps_per_epoch, total
+
+
+def with_lora(cfg: TrainConfig, model, log: Callable[[Info], None]) -> PeftModel:
+    """The model with its LoRA adapter: the one a job trains on from (its weights, rank and targets), or a
+    new one as the config says."""
+    if cfg.adapter_name_or_path:
+        model = PeftModel.from_pretrained(model, cfg.adapter_name_or_path, is_trainable=True)
+        parent = model.peft_config["default"]
+        log(Info(message=f"training on from the adapter {cfg.adapter_name_or_path} "
+                 f"(rank {parent.r}, alpha {parent.lora_alpha})"))
+    else:
+        model = get_peft_model(model, LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target,
+            use_rslora=cfg.use_rslora,
+            task_type="CAUSAL_LM",
+        ))
+    model.peft_config["default"].base_model_name_or_path = cfg.served_model_name
+    return model
 
 
 def _distributed() -> tuple[int, int]:

@@ -52,6 +52,8 @@ class FileService:
                 doc.status = "processed"
             except DataError as e:  # named as the user named the file, not as it is stored
                 doc.status, doc.status_details = "error", f"{filename}: {e.details}"
+                if _reinforcement_prompts(path):
+                    doc.status, doc.status_details = "processed", None
         else:
             doc.status = "processed"
         self._commit(doc, key, path, project)
@@ -162,3 +164,15 @@ def media_type(filename: str) -> str:
 def _storage_error(e: OSError) -> APIError:
     return storage_error(e) or APIError(Kind.INTERNAL, f"The file could not be stored: {e.strerror}.")
 
+
+
+def _reinforcement_prompts(path: Path) -> bool:
+    """Whether the file holds reinforcement fine-tuning's rows (prompts ending before the assistant's turn,
+    with the grader's fields beside them), which no other method trains on."""
+    from trainer.data.prompts import load_prompts
+
+    try:
+        load_prompts(path)
+    except DataError:
+        return False
+    return True

@@ -47,6 +47,7 @@ class Launch:
     attempt: int  # 1 for the first launch of a job, +1 for each resume
     n_workers: int = 1  # data-parallel workers (Ray Train), each taking a share of every batch
     resources: dict | None = None  # the job's own request (num_cpus, num_gpus, memory_gib) over the defaults
+    env: dict | None = None  # for the trainer's environment (a reinforcement job's rollout token)
 
 
 class TrainingRun:
@@ -144,7 +145,7 @@ class LocalBackend:
         self.threads = threads
 
     async def launch(self, launch: Launch) -> TrainingRun:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(launch.env or {})}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "trainer", str(launch.run_dir / "spec.json"),

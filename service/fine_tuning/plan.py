@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from service.fine_tuning.protocol import Hyperparameters
+from service.fine_tuning.protocol import Hyperparameters, ReinforcementHyperparameters
 
 BASE_LEARNING_RATE = 1e-4  # learning_rate_multiplier 1.0 means this
 DEFAULT_CHECKPOINTS = 3
@@ -32,9 +32,10 @@ def plan(hp: Hyperparameters, n_examples: int, base: dict) -> Plan:
     from trainer.recipe import plan_steps
 
     auto = []
+    reinforcement = isinstance(hp, ReinforcementHyperparameters)
     batch = hp.batch_size
-    if batch == "auto":
-        batch = max(1, min(32, round(n_examples * 0.002)))
+    if batch == "auto":  # reinforcement: prompts per step, each answered group_size times
+        batch = max(1, min(8, n_examples)) if reinforcement else max(1, min(32, round(n_examples * 0.002)))
         auto.append(f"batch_size={batch}")
     epochs = hp.n_epochs
     if epochs == "auto":
@@ -62,6 +63,7 @@ def plan(hp: Hyperparameters, n_examples: int, base: dict) -> Plan:
         **{key: value for key, name in (("kto_chosen_weight", "desirable_weight"),
                                         ("kto_rejected_weight", "undesirable_weight"))
            if (value := getattr(hp, name, None)) is not None},
+        **(_reinforcement(hp, auto) if reinforcement else {}),
     )
     cfg = TrainConfig.from_mapping(values)
     _, total = plan_steps(n_examples, cfg)
@@ -70,3 +72,17 @@ def plan(hp: Hyperparameters, n_examples: int, base: dict) -> Plan:
     values["logging_steps"] = max(1, total // 200)
     note = "Auto-selected hyperparameters: " + ", ".join(auto) if auto else None
     return Plan(epochs, batch, multiplier, lr, total, values, note)
+
+
+def _reinforcement(hp: ReinforcementHyperparameters, auto: list[str]) -> dict:
+    """The trainer's GRPO settings: the group size from compute_multiplier unless given; validation at each
+    checkpoint and the end unless eval_interval is given, with one answer per prompt unless eval_samples is."""
+    group = hp.group_size
+    if group is None:
+        multiplier = 1.0 if hp.compute_multiplier == "auto" else hp.compute_multiplier
+        group = max(2, round(4 * multiplier))
+        if hp.compute_multiplier == "auto":
+            auto.append(f"group_size={group}")
+    return {"group_size": group, "kl_coef": hp.kl_coef or 0.0, "max_new_tokens": hp.max_completion_tokens or 64,
+            "temperature": hp.temperature or 1.0, "eval_interval": 0 if hp.eval_interval == "auto" else hp.eval_interval,
+            "eval_samples": 1 if hp.eval_samples == "auto" else hp.eval_samples}

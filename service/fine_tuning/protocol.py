@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.graders.protocol import Grader
 from service.protocol import Sparse, Strict
 
 Auto = Literal["auto"]
@@ -69,10 +70,40 @@ class KtoMethod(Strict):
     hyperparameters: KtoHyperparameters = Field(default_factory=KtoHyperparameters)
 
 
+class ReinforcementHyperparameters(Hyperparameters):
+    eval_interval: Auto | Annotated[int, Field(ge=1)] = "auto"
+    """Training steps between validation rewards; auto: at each checkpoint and at the end."""
+    eval_samples: Auto | Annotated[int, Field(ge=1, le=64)] = "auto"
+    """Answers sampled per validation prompt at each validation; auto is 1."""
+    compute_multiplier: Auto | Annotated[float, Field(gt=1e-5, le=10)] = "auto"
+    """Scales the answers sampled per prompt (the group size: 4 x this, at least 2) unless group_size is given."""
+    reasoning_effort: Literal["default", "low", "medium", "high"] = "default"
+    """Accepted, no effect on models without reasoning (every model ftserve serves today)."""
+    # ftserve extensions
+    group_size: Annotated[int, Field(ge=2, le=64)] | None = None
+    """Answers sampled per prompt, whose rewards are compared within the group (default 4)."""
+    kl_coef: Annotated[float, Field(ge=0, le=10)] | None = None
+    """Weight of a KL penalty against the starting model (the base with the adapter disabled; default 0)."""
+    max_completion_tokens: Annotated[int, Field(ge=1, le=4096)] | None = None
+    """Longest sampled answer, in tokens (default 64)."""
+    temperature: Annotated[float, Field(gt=0, le=2)] | None = None
+    """Sampling temperature of the answers (default 1.0)."""
+
+
+class ReinforcementMethod(Strict):
+    grader: Grader
+    hyperparameters: ReinforcementHyperparameters = Field(default_factory=ReinforcementHyperparameters)
+    # ftserve extension
+    response_format: dict[str, Any] | None = None
+    """Chat Completions' `response_format` for the sampled answers (e.g. a json_schema): the answers keep to
+    it, and graders read them as `{{sample.output_json}}`."""
+
+
 class Method(Strict):
-    type: Literal["supervised", "dpo", "continued_pretraining", "kto"]
+    type: Literal["supervised", "dpo", "reinforcement", "continued_pretraining", "kto"]
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
+    reinforcement: ReinforcementMethod | None = None
     # ftserve extensions
     continued_pretraining: SupervisedMethod | None = None
     """Continued pre-training on raw text (`{"text": ...}` rows, or a .txt file with one document per
@@ -81,8 +112,14 @@ class Method(Strict):
     kto: KtoMethod | None = None
     """KTO on answers labelled desirable or not (rows with a boolean `label`, LLaMA-Factory's `kto_tag`)."""
 
+    @model_validator(mode="after")
+    def _reinforcement_has_its_grader(self) -> Method:
+        if self.type == "reinforcement" and self.reinforcement is None:
+            raise ValueError("method type reinforcement needs `method.reinforcement` with its `grader`")
+        return self
+
     @property
-    def settings(self) -> SupervisedMethod | DpoMethod | KtoMethod:
+    def settings(self) -> SupervisedMethod | DpoMethod | KtoMethod | ReinforcementMethod:
         """The chosen method's settings (`method.<type>`)."""
         defaults = {"dpo": DpoMethod, "kto": KtoMethod}
         return getattr(self, self.type) or defaults.get(self.type, SupervisedMethod)()

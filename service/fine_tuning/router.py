@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 
 from service.components import provide
 from service.deps import Project
@@ -11,7 +11,9 @@ from service.fine_tuning.protocol import (
     FineTuningJobCheckpoint,
     FineTuningJobEvent,
 )
+from service.fine_tuning.rollouts import RolloutService
 from service.protocol import ListObject
+from trainer.contract import RolloutRequest, RolloutResponse
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 Jobs = Annotated[JobService, Depends(provide(JobService))]
@@ -61,3 +63,15 @@ def list_fine_tuning_events(jobs: Jobs, project: Project, fine_tuning_job_id: st
 def list_fine_tuning_checkpoints(jobs: Jobs, project: Project, fine_tuning_job_id: str, after: str | None = None,
                                  limit: Limit = 10) -> ListObject:
     return jobs.checkpoints(fine_tuning_job_id, project, after, limit)
+
+
+# A reinforcement job's trainer asks for graded samples here, with its job's token (not an API key).
+internal = APIRouter(prefix="/internal/rollouts", include_in_schema=False)
+Rollouts = Annotated[RolloutService, Depends(provide(RolloutService))]
+
+
+@internal.post("/{job_id}", response_model=RolloutResponse)
+async def rollouts(rollouts: Rollouts, job_id: str, body: RolloutRequest,
+                   authorization: Annotated[str | None, Header()] = None) -> RolloutResponse:
+    rollouts.authorize(job_id, authorization)
+    return await rollouts.rollouts(job_id, body)

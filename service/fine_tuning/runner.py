@@ -47,11 +47,12 @@ from service.fine_tuning.messages import evaluation_message, metrics_message
 from service.fine_tuning.protocol import CheckpointMetrics, FineTuningJobCheckpoint
 from service.fine_tuning.report import JobReport, results_csv
 from service.fine_tuning.store import TERMINAL, JobRow, JobStore
-from service.fine_tuning.validation import InvalidJob, JobValidator, hyperparameters_of
+from service.fine_tuning.validation import InvalidJob, JobValidator, hyperparameters_of, stage_of
 from service.settings import Settings
 from service.metrics import Metrics
 from trainer.contract import (
-    EVENTS_FILE, STATE_FILE, Checkpoint, Done, Error, Evaluation, Info, Interrupted, JobKeys, parse_event,
+    EVENTS_FILE, ROLLOUT_TOKEN_ENV, STATE_FILE, Checkpoint, Done, Error, Evaluation, Info, Interrupted, JobKeys,
+    parse_event,
 )
 from trainer.contract import (
     Metrics as StepMetrics,
@@ -65,13 +66,15 @@ BACKEND_RETRY_SECONDS = 5.0  # a job waits this long, queued, before trying an u
 class JobRunner:
     def __init__(self, store: JobStore, files: FileService, adapters: AdapterStore, objects: ObjectStore,
                  settings: Settings, base_model_path: Path, backend=None, evals: EvalService | None = None,
-                 metrics: Metrics | None = None):
-        """`evals`: for each job's before/after eval (None: none); `metrics`: training tokens by project."""
+                 metrics: Metrics | None = None, graders=None, rollouts=None):
+        """`evals`: for each job's before/after eval (None: none); `metrics`: training tokens by project;
+        `graders` check reinforcement jobs' graders against their rows; `rollouts` serves their trainers."""
         self.store, self.files, self.adapters, self.settings = store, files, adapters, settings
         self.objects = objects
         self.base_model_path = base_model_path
         self.backend = backend or LocalBackend(settings.trainer_threads)
-        self.validator = JobValidator(files, adapters, objects, settings, base_model_path, self._local_paths)
+        self.rollouts = rollouts
+        self.validator = JobValidator(files, adapters, objects, settings, base_model_path, self._local_paths, graders)
         self.report = JobReport(store, files, evals) if evals is not None else None
         self.metrics = metrics
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -255,7 +258,13 @@ class JobRunner:
         parent = None
         if self.validator.parent(job) is not None:
             parent = str(self.objects.fetch_tree(JobKeys(job.id).parent, self.run_dir(job.id) / "parent"))
-        return dict(model_name_or_path=str(self.base_model_path), output_dir=str(self.run_dir(job.id)),
+        if stage_of(job.method) == "grpo":  # where its trainer asks for graded samples: this server
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.settings.host, self.settings.host)
+            host = f"[{host}]" if ":" in host else host
+            extra = {"rollout_url": f"http://{host}:{self.settings.port}/internal/rollouts/{job.id}"}
+        else:
+            extra = {}
+        return dict(**extra, model_name_or_path=str(self.base_model_path), output_dir=str(self.run_dir(job.id)),
                     dataset=str(self.files.path(job.training_file, None)),
                     eval_dataset=str(self.files.path(job.validation_file, None)) if job.validation_file else None,
                     adapter_name_or_path=parent)
@@ -299,6 +308,8 @@ class JobRunner:
         finally:
             self._runs.pop(job_id, None)
             self.training_tokens_per_s.pop(job_id, None)
+            if self.rollouts is not None:  # a reinforcement job's trainer ended: its rollouts end too
+                await self.rollouts.revoke(job_id)
             self.store.set_columns(job_id, pid=None)
             await self._upload_events(job_id, self.run_dir(job_id))
         if self._stopping or not self._mine(job_id, "running"):
@@ -329,7 +340,14 @@ class JobRunner:
             model=self.settings.ray_model or str(self.base_model_path),
             training_file=f"files/{job.training_file}",
             validation_file=f"files/{job.validation_file}" if job.validation_file else None,
-            n_workers=hyperparameters_of(job.method).n_workers or 1, resources=row.resources)), None
+            n_workers=hyperparameters_of(job.method).n_workers or 1, resources=row.resources,
+            env=self._trainer_env(job))), None
+
+    def _trainer_env(self, job) -> dict | None:
+        """A reinforcement job's trainer gets its rollout token (a new one for each launch)."""
+        if stage_of(job.method) != "grpo" or self.rollouts is None:
+            return None
+        return {ROLLOUT_TOKEN_ENV: self.rollouts.issue(job.id)}
 
     async def _wait_for_backend(self, job_id: str, why: str) -> None:
         async with self.lock(job_id):
@@ -359,6 +377,8 @@ class JobRunner:
                 case Info() if event.message.startswith("warning: "):  # flagged on the dashboard's curves
                     await self._record(job_id, event.message.removeprefix("warning: "), level="warn",
                                        data=dict(event.model_extra or {}) or None)
+                case Info() if (event.model_extra or {}).get("samples"):  # a reinforcement step's answers
+                    await self._record(job_id, event.message, data=dict(event.model_extra))
                 case Info():
                     await self._record(job_id, event.message)
                 case StepMetrics():  # one event per logged step, validation metrics included where measured

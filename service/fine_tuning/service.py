@@ -35,9 +35,11 @@ if TYPE_CHECKING:
 class JobService:
     """The API's side of jobs: create and read them, and ask the runner to cancel, pause or resume."""
 
-    def __init__(self, store: JobStore, files: FileService, settings: Settings, runner: JobRunner, access: Access):
+    def __init__(self, store: JobStore, files: FileService, settings: Settings, runner: JobRunner, access: Access,
+                 graders=None):
+        """`graders`: checks a reinforcement job's grader when the job is created."""
         self.store, self.files, self.settings, self.runner = store, files, settings, runner
-        self.access = access
+        self.access, self.graders = access, graders
 
     # ------------------------------------------------------------------ create
     def create(self, req: CreateFineTuningJobRequest, project: str) -> FineTuningJob:
@@ -73,6 +75,9 @@ class JobService:
             raise APIError(Kind.INVALID_REQUEST, f"n_workers={hp.n_workers} needs the Ray training backend "
                            "(--training-backend ray); this server trains each job in one local process.",
                            param=f"{hp_param}.n_workers", code="n_workers_unsupported")
+        method = {"type": kind, kind: {"hyperparameters": hp.model_dump(exclude_none=True)}}
+        if kind == "reinforcement":
+            method[kind].update(self._check_reinforcement(req.method.reinforcement))
         job_id = new_id("ftjob-")
         model_name = f"ft:{base}:{self.settings.organization}:{req.suffix or ''}:{job_id[6:14]}"
         job = FineTuningJob(
@@ -81,7 +86,7 @@ class JobService:
             model=req.model, organization_id=self.settings.organization,
             seed=req.seed if req.seed is not None else random.randint(0, 2**31 - 1),
             status="validating_files", training_file=req.training_file, validation_file=req.validation_file,
-            method={"type": kind, kind: {"hyperparameters": hp.model_dump(exclude_none=True)}},
+            method=method,
             metadata=req.metadata, user_provided_suffix=req.suffix,
         )
         self.store.insert(job.model_dump(), model_name, f"jobs/{job_id}", project,
@@ -89,6 +94,22 @@ class JobService:
         self.store.add_event(job_id, f"Validating training file: {req.training_file}")
         self.runner.submit(job_id)
         return job
+
+    def _check_reinforcement(self, rl) -> dict:
+        """A reinforcement job's grader checked now (400 naming the parameter), and what it stores of it."""
+        if self.settings.training_backend != "local":
+            raise APIError(Kind.INVALID_REQUEST, "Reinforcement jobs train on the local training backend (their "
+                           "rollouts run on this server's engine); this server uses the Ray backend.",
+                           param="method.type", code="method_unsupported")
+        if self.graders is not None:
+            self.graders.check(rl.grader, "method.reinforcement.grader")
+        stored = {"grader": rl.grader.model_dump(mode="json", exclude_none=True)}
+        if rl.response_format is not None:
+            if rl.response_format.get("type") not in ("text", "json_object", "json_schema"):
+                raise APIError(Kind.INVALID_REQUEST, "response_format.type must be text, json_object or json_schema",
+                               param="method.reinforcement.response_format", code="invalid_request")
+            stored["response_format"] = rl.response_format
+        return stored
 
     def _check_parent(self, model: str, hp: Hyperparameters, hp_param: str, project: str) -> None:
         """Training on from a fine-tuned model (or checkpoint): it must be one the project may use, and the

@@ -12,12 +12,15 @@ from adapters import AdapterStore, ObjectStore
 from adapters.store import AdapterError
 from service.files.service import FileService, file_format
 from service.fine_tuning.plan import DEFAULT_CUTOFF, Plan, plan
+from service.errors import APIError
 from service.fine_tuning.protocol import FineTuningJob, Method
 from service.settings import Settings
 from trainer.contract import JobKeys
 from trainer.data import STAGE_KINDS, DataError, load_dataset
+from trainer.data.prompts import load_prompts
 
-STAGES = {"supervised": "sft", "continued_pretraining": "pt", "dpo": "dpo", "kto": "kto"}  # method -> stage
+STAGES = {"supervised": "sft", "continued_pretraining": "pt", "dpo": "dpo", "kto": "kto",
+          "reinforcement": "grpo"}  # method -> stage
 
 
 class InvalidJob(Exception):
@@ -39,9 +42,11 @@ def stage_of(method: dict | None) -> str:
 
 class JobValidator:
     def __init__(self, files: FileService, adapters: AdapterStore, objects: ObjectStore, settings: Settings,
-                 base_model_path: Path, local_paths: Callable[[FineTuningJob], dict]):
-        """`local_paths(job)`: the trainer spec's paths on this server (the runner's)."""
+                 base_model_path: Path, local_paths: Callable[[FineTuningJob], dict], graders=None):
+        """`local_paths(job)`: the trainer spec's paths on this server (the runner's); `graders`: checks a
+        reinforcement job's grader against its rows."""
         self.files, self.adapters, self.objects, self.settings = files, adapters, objects, settings
+        self.graders = graders
         self.base_model_path, self.local_paths = base_model_path, local_paths
         self._tokenizer = None  # the base model's, loaded when a text file's blocks are first counted
 
@@ -53,6 +58,8 @@ class JobValidator:
         """The job's example count and plan, its spec stored; InvalidJob (or the trainer config's ValueError)
         when its files or hyperparameters cannot train."""
         stage, hp = stage_of(job.method), hyperparameters_of(job.method)
+        if stage == "grpo":
+            return self._validate_reinforcement(job, hp)
         n_examples, data_format = self.count_examples(job.training_file, "training_file", stage, hp.max_seq_len)
         if job.validation_file:
             _, valid_format = self.count_examples(job.validation_file, "validation_file", stage, hp.max_seq_len)
@@ -100,3 +107,32 @@ class JobValidator:
             raise InvalidJob("model_not_available", f"model {job.model!r} was deleted before the job started",
                              "model") from None
         self.objects.put_tree(JobKeys(job.id).parent, source)
+
+    def _validate_reinforcement(self, job: FineTuningJob, hp) -> tuple[int, Plan]:
+        """Prompt rows (trainer/data/prompts.py), each holding every item field the grader names."""
+        method = Method.model_validate(job.method).reinforcement
+        counts = {}
+        for file_id, param in ((job.training_file, "training_file"), (job.validation_file, "validation_file")):
+            if not file_id:
+                continue
+            code = f"invalid_{param}"
+            try:
+                rows = load_prompts(self.files.path(file_id, None))
+            except DataError as e:
+                raise InvalidJob(code, f"{param}: {e.details}", param) from None
+            keys = set.intersection(*(set(p.item) for p in rows))
+            if self.graders is not None:
+                try:
+                    self.graders.check(method.grader, "method.reinforcement.grader", keys)
+                except APIError as e:
+                    raise InvalidJob(code, f"{param}: {e.message}", e.param) from None
+            counts[param] = len(rows)
+        if job.validation_file is None and hp.eval_interval != "auto":
+            raise InvalidJob("invalid_hyperparameters", "eval_interval needs a validation_file to evaluate on",
+                             "method.reinforcement.hyperparameters.eval_interval")
+        p = plan(hp, counts["training_file"], {
+            **self.local_paths(job), "served_model_name": self.settings.base_model_name, "seed": job.seed,
+            "num_threads": self.settings.trainer_threads, "stage": "grpo",
+            "grader": method.grader.model_dump(mode="json", exclude_none=True)})
+        self.objects.put_bytes(JobKeys(job.id).spec, json.dumps(p.spec, indent=1).encode())
+        return counts["training_file"], p

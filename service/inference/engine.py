@@ -206,6 +206,11 @@ class AdapterResolver:
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._next_id = 1
 
+    def new_id(self) -> int:
+        """An engine LoRA id no adapter has had (for adapters loaded outside the store: RFT policies)."""
+        lora_id, self._next_id = self._next_id, self._next_id + 1
+        return lora_id
+
     async def resolve(self, model: str, project: str):
         """`project` may use the base model, its own fine-tuned models and those shared with it; any other
         answers 404 exactly as a missing one does."""
@@ -253,7 +258,7 @@ class AdapterResolver:
                 raise adapter_unusable(model, str(e)) from None
             except AdapterNotFound:
                 raise model_not_found(model) from None
-            lora_id, self._next_id = self._next_id, self._next_id + 1
+            lora_id = self.new_id()
             started = time.perf_counter()
             try:
                 await self.engine.llm.add_lora(LoRARequest(lora_name=model, lora_int_id=lora_id, lora_path=path))
