@@ -32,7 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
 from trainer import recipe
 from trainer.config import TrainConfig
-from trainer.contract import EVENTS_FILE, Checkpoint, Done, Info, Interrupted, Metrics, RolloutSample
+from trainer.contract import EVENTS_FILE, Checkpoint, Done, Evaluation, Info, Interrupted, Metrics, RolloutSample
 from trainer.data.prompts import Prompt, load_prompts
 from trainer.reporting import Reporter
 from trainer.rollouts import RolloutClient
@@ -80,6 +80,9 @@ def train(cfg: TrainConfig, emit: Callable[[dict], None] = lambda event: None) -
              f"{cfg.group_size} answers; {len(prompts)} training and {len(valid)} validation prompts, "
              f"{sum(p.numel() for p in params):,} trainable parameters", total_steps=total_steps))
 
+    if valid and resume_dir is None:  # before: the starting model's validation reward, with the job's grader
+        log(_evaluation(0, client.sample(model, 0, "valid", valid, cfg.eval_samples, cfg).samples, valid))
+
     # ---------------------------------------------------------------- train
     started, start_tokens, graded = time.perf_counter(), pos.tokens, 0
     metrics: dict = {}
@@ -116,8 +119,9 @@ def train(cfg: TrainConfig, emit: Callable[[dict], None] = lambda event: None) -
         if eval_now:
             checked = client.sample(model, pos.step, "valid", valid, cfg.eval_samples, cfg).samples
             metrics.update(_reward_metrics("valid", checked))
-            if pos.step == total_steps:
+            if pos.step == total_steps:  # after: the same measure as before step 1
                 metrics["full_valid_reward_mean"] = metrics["valid_reward_mean"]
+                log(_evaluation(pos.step, checked, valid))
         log(Info(message=_shown(pos.step, batch, samples), step=pos.step,
                  samples=[{"prompt": batch[s.prompt_index].messages[-1]["content"], "answer": s.text,
                            "reward": s.reward} for s in samples[:SHOWN_SAMPLES]]))
@@ -228,6 +232,13 @@ def _reward_metrics(split: str, samples: list[RolloutSample]) -> dict:
         values = [s.sub_rewards.get(name, 0.0) for s in samples]
         out[f"{split}_reward_{name}_mean"] = round(sum(values) / len(values), 6)
     return out
+
+
+def _evaluation(step: int, samples: list[RolloutSample], prompts: list[Prompt]) -> Evaluation:
+    """The validation reward and answers before training (step 0) or after it."""
+    return Evaluation(step=step, metrics=_reward_metrics("valid", samples), answers=[
+        {"prompt": prompts[s.prompt_index].messages[-1]["content"], "answer": s.text, "reward": s.reward}
+        for s in samples])
 
 
 def _shown(step: int, batch: list[Prompt], samples: list[RolloutSample]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -35,8 +36,9 @@ class RolloutClient:
 
     def sample(self, model, step: int, split: str, prompts: list, n: int, cfg) -> RolloutResponse:
         """`n` graded answers to each prompt from the model's adapter, sampled at cfg's temperature."""
+        seed = random.Random(f"{cfg.seed}:{step}:{split}").getrandbits(31)  # its own stream per step and split
         body = RolloutRequest(step=step, split=split, adapter=_adapter(model), n=n, temperature=cfg.temperature,
-                              max_tokens=cfg.max_new_tokens, seed=cfg.seed * 100_003 + step * 2 + (split == "valid"),
+                              max_tokens=cfg.max_new_tokens, seed=seed,
                               prompts=[RolloutPrompt(messages=p.messages, item=p.item) for p in prompts])
         payload = body.model_dump_json()
         for attempt in range(RETRIES):

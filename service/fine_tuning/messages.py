@@ -21,6 +21,9 @@ def metrics_message(event: Metrics) -> str:
 def evaluation_message(event: Evaluation) -> str:
     m, when = event.metrics, "Before training" if event.step == 0 else f"After step {event.step}"
     n = len(event.answers)
+    if "valid_reward_mean" in m:  # reinforcement: the job's grader on the validation prompts
+        return (f"{when}: validation reward {m['valid_reward_mean']:.3f} (std {m['valid_reward_std']:.3f}) over "
+                f"{n} sampled answers, graded by the job's grader")
     text = (f"{when}: {round(m['valid_exact_match'] * n)}/{n} validation answers exact (fuzzy match "
             f"{m['valid_fuzzy_match']:.2f}); general perplexity {m['general_perplexity']:.2f}")
     if event.step:

@@ -24,11 +24,15 @@ def results_csv(store: JobStore, job_id: str) -> bytes:
             rows.setdefault(data["step"], {}).update(data)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
+    if any("train_reward_mean" in r for r in rows.values()):  # reinforcement: rewards, not token accuracy
+        columns = ["train_loss", "train_reward_mean", "train_reward_std", "valid_reward_mean", "train_kl",
+                   "train_sample_length"]
+        writer.writerow(["step", *columns])
+    else:
+        columns = ["train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+        writer.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
     for step in sorted(rows):
-        r = rows[step]
-        writer.writerow([step, r.get("train_loss", ""), r.get("train_mean_token_accuracy", ""),
-                         r.get("valid_loss", ""), r.get("valid_mean_token_accuracy", "")])
+        writer.writerow([step, *(rows[step].get(c, "") for c in columns)])
     return out.getvalue().encode()
 
 
@@ -40,6 +44,12 @@ class JobReport:
         """The trainer's before/after answers as an eval with two runs (Evals API), for people to open."""
         measured = [e["data"] for e in self.store.events(job.id) if "answers" in (e.get("data") or {})]
         if not job.validation_file or len(measured) < 2:
+            return
+        if "valid_reward_mean" in measured[0]:  # reinforcement: the grader's mean reward, before and after
+            before, after = measured[0]["valid_reward_mean"], measured[-1]["valid_reward_mean"]
+            self.store.add_event(job.id, f"Before/after: validation reward {before:.3f} before training, "
+                                 f"{after:.3f} after (the job's grader, {len(measured[-1]['answers'])} answers)",
+                                 data={"valid_reward_before": before, "valid_reward_after": after})
             return
         items = []
         for conversation in load_dataset(self.files.path(job.validation_file, None)).examples[:MAX_PROBES]:

@@ -98,14 +98,15 @@ class RolloutService:
             structured = StructuredOutputsParams(json_object=True)
 
         async def one(index: int, messages: list[dict]) -> tuple[int, list[int], list]:
-            ids = self.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+            tokenizer = self.engine.tokenizer  # rendered as chat completions renders it
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = tokenizer.encode(text, add_special_tokens=False)
             room = self.engine.max_model_len - len(ids)
             if room < 1:
                 raise APIError(Kind.INVALID_REQUEST, f"prompt {index} is longer than the model's context",
                                param="prompts")
             params = SamplingParams(n=req.n, temperature=req.temperature, max_tokens=min(req.max_tokens, room),
-                                    seed=None if req.seed is None else req.seed + index,
+                                    seed=None if req.seed is None else (req.seed + index * 1_000_003) % 2**31,
                                     output_kind=RequestOutputKind.FINAL_ONLY, structured_outputs=structured)
             weight = await self.lane.enter(req.n)
             final = None

@@ -127,6 +127,8 @@ class JobValidator:
                 except APIError as e:
                     raise InvalidJob(code, f"{param}: {e.message}", e.param) from None
             counts[param] = len(rows)
+        if self.parent(job) is not None:  # training on from a fine-tuned model: a copy of it
+            self.store_parent(job)
         if job.validation_file is None and hp.eval_interval != "auto":
             raise InvalidJob("invalid_hyperparameters", "eval_interval needs a validation_file to evaluate on",
                              "method.reinforcement.hyperparameters.eval_interval")

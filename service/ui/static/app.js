@@ -204,10 +204,16 @@ function chart(id, title, series) {
 async function jobPage(id) {
   const job = await api(`/v1/fine_tuning/jobs/${id}`);
   const dpo = job.method && (job.method.type === "dpo" || job.method.type === "kto");
-  const loss = chart("loss-chart", "Loss", [["train loss", "#1f6feb"], ["validation loss", "#d4711f"]]);
-  const second = dpo
-    ? chart("accuracy-chart", "Reward accuracy", [["train", "#1a7f37"], ["validation", "#8250df"]])
-    : chart("accuracy-chart", "Token accuracy", [["train", "#1a7f37"], ["validation", "#8250df"]]);
+  const rft = job.method && job.method.type === "reinforcement";  // reward curves and sampled answers
+  const loss = rft
+    ? chart("loss-chart", "Reward (mean)", [["train reward", "#1f6feb"], ["validation reward", "#d4711f"]])
+    : chart("loss-chart", "Loss", [["train loss", "#1f6feb"], ["validation loss", "#d4711f"]]);
+  const second = rft
+    ? chart("accuracy-chart", "Answer length (tokens)", [["train", "#1a7f37"], ["validation", "#8250df"]])
+    : dpo
+      ? chart("accuracy-chart", "Reward accuracy", [["train", "#1a7f37"], ["validation", "#8250df"]])
+      : chart("accuracy-chart", "Token accuracy", [["train", "#1a7f37"], ["validation", "#8250df"]]);
+  const samples = h("tbody");
   const head = h("div", { class: "row" });
   const log = h("div", { class: "log", id: "event-log", "aria-label": "Events", tabindex: "0" });
   const checkpoints = h("tbody");
@@ -219,6 +225,9 @@ async function jobPage(id) {
     h("h2", { text: "Checkpoints" }),
     h("table", { "aria-label": "Checkpoints" }, h("thead", {}, h("tr", {},
       ["Step", "Train loss", "Validation loss", "Exact match", "Model", ""].map((t) => h("th", { text: t })))), checkpoints),
+    ...(rft ? [h("h2", { text: "Sampled answers" }), h("table", { "aria-label": "Sampled answers", id: "samples" },
+      h("thead", {}, h("tr", {}, ["Step", "Prompt", "Answer", "Reward"].map((t) => h("th", { text: t })))), samples)]
+      : []),
     h("h2", { text: "Before and after" }), report,
     h("h2", { text: "Events" }), log);
 
@@ -249,10 +258,17 @@ async function jobPage(id) {
     const metrics = events.filter((e) => e.type === "metrics" && e.data && "step" in e.data)
       .map((e) => e.data).sort((a, b) => a.step - b.step);
     const col = (k) => metrics.map((m) => (k in m ? m[k] : null));
-    loss.update(metrics.map((m) => m.step), [col("train_loss"), col("valid_loss")]);
-    second.update(metrics.map((m) => m.step), dpo
-      ? [col("train_reward_accuracy"), col("valid_reward_accuracy")]
-      : [col("train_mean_token_accuracy"), col("valid_mean_token_accuracy")]);
+    loss.update(metrics.map((m) => m.step), rft ? [col("train_reward_mean"), col("valid_reward_mean")]
+      : [col("train_loss"), col("valid_loss")]);
+    second.update(metrics.map((m) => m.step), rft ? [col("train_sample_length"), col("valid_sample_length")]
+      : dpo ? [col("train_reward_accuracy"), col("valid_reward_accuracy")]
+        : [col("train_mean_token_accuracy"), col("valid_mean_token_accuracy")]);
+    if (rft) {  // the latest steps' sampled answers, newest first
+      const shown = events.filter((e) => e.data && e.data.samples).slice(-5).reverse();
+      samples.replaceChildren(...shown.flatMap((e) => e.data.samples.map((s) => h("tr", {},
+        h("td", { text: e.data.step }), h("td", { text: s.prompt }), h("td", { text: s.answer }),
+        h("td", { text: fmtNum(s.reward) })))));
+    }
     flags.replaceChildren(...events.filter((e) => e.level === "warn" && e.data && "step" in e.data).map((e) =>
       h("p", { class: "warning", text: `\u26a0 step ${e.data.step}: ${e.message}` })));
     log.replaceChildren(...events.slice(-200).map((e) =>
@@ -267,7 +283,13 @@ async function jobPage(id) {
       h("td", {}, h("a", { href: `#/playground?a=${encodeURIComponent(current.model)}&b=${
         encodeURIComponent(c.fine_tuned_model_checkpoint)}`, text: "Chat with this" })))));
     const note = events.find((e) => e.data && e.data.eval_id);
-    if (note && !reported) { reported = true; await beforeAfter(report, note.data.eval_id); }
+    const rewards = events.find((e) => e.data && "valid_reward_after" in e.data);
+    if (rewards && !reported) {
+      reported = true;
+      report.replaceChildren(h("p", {}, `Validation reward: ${fmtNum(rewards.data.valid_reward_before)} before, `,
+        h("strong", { text: `${fmtNum(rewards.data.valid_reward_after)} after` }),
+        h("span", { class: "meta", text: " (the job's grader)" })));
+    } else if (note && !reported) { reported = true; await beforeAfter(report, note.data.eval_id); }
     else if (!note && !reported) {
       report.replaceChildren(h("p", { class: "meta", text: current.validation_file
         ? "Measured when the job succeeds." : "Give a job a validation file to see its answers before and after." }));
