@@ -140,3 +140,31 @@ def test_error_envelopes(http, method, path, body):
     assert 400 <= response.status_code < 500, response.text
     assert_official(response.json(), "ErrorResponse")
     assert response.headers["x-request-id"]
+
+
+def test_reinforcement_job_and_grader_endpoints(http):
+    """A reinforcement job's object (its grader and hyperparameters in `method`), and the grader endpoints'
+    requests and answers: string check, python (sandboxed) and a model judge (the served base model)."""
+    exact = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.a}}",
+             "operation": "eq"}
+    graders = [exact, {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 0.5\n"},
+               {"type": "score_model", "name": "judge", "model": "ftserve-tiny", "range": [0, 1],
+                "input": [{"role": "user", "content": "Score: {{sample.output_text}}"}]}]
+    for grader in graders:
+        body = {"grader": grader, "model_sample": "4", "item": {"a": "4"}}
+        assert_official(body, "RunGraderRequest")
+        assert_official(_ok(http.post("/fine_tuning/alpha/graders/run", json=body)), "RunGraderResponse")
+        assert_official({"grader": grader}, "ValidateGraderRequest")
+        assert_official(_ok(http.post("/fine_tuning/alpha/graders/validate", json={"grader": grader})),
+                        "ValidateGraderResponse")
+    rows = "\n".join(json.dumps({"messages": [{"role": "user", "content": f"What is {n} + 0?"}], "a": str(n)})
+                     for n in range(4))
+    file_id = _ok(http.post("/files", data={"purpose": "fine-tune"}, files={"file": ("rft.jsonl", rows)}))["id"]
+    body = {"model": "ftserve-tiny", "training_file": file_id, "method": {"type": "reinforcement", "reinforcement": {
+        "grader": exact, "hyperparameters": {"n_epochs": 1, "batch_size": 2, "eval_interval": "auto",
+                                             "compute_multiplier": 0.5, "reasoning_effort": "low"}}}}
+    assert_official(body, "CreateFineTuningJobRequest")
+    created = _ok(http.post("/fine_tuning/jobs", json=body))
+    assert_official(created, "FineTuningJob")
+    assert created["method"]["reinforcement"]["grader"] == exact
+    assert_official(_ok(http.post(f"/fine_tuning/jobs/{created['id']}/cancel")), "FineTuningJob")

@@ -27,10 +27,11 @@ ROOTS = [
     "Project", "ProjectListResponse", "ProjectServiceAccount", "ProjectServiceAccountListResponse",
     "ProjectServiceAccountCreateResponse", "ProjectServiceAccountDeleteResponse", "FineTuningCheckpointPermission",
     "ListFineTuningCheckpointPermissionResponse", "DeleteFineTuningCheckpointPermissionResponse",
-    "Response", "ResponseStreamEvent", "ResponseItemList",
+    "Response", "ResponseStreamEvent", "ResponseItemList", "RunGraderResponse", "ValidateGraderResponse",
     # requests: every field they name must have an answer in ftserve
     "CreateChatCompletionRequest", "CreateCompletionRequest", "CreateFineTuningJobRequest", "CreateFileRequest",
-    "CreateBatchRequest", "CreateEvalRequest", "CreateEvalRunRequest", "CreateResponse",
+    "CreateBatchRequest", "CreateEvalRequest", "CreateEvalRunRequest", "CreateResponse", "RunGraderRequest",
+    "ValidateGraderRequest",
 ]
 
 AMENDMENTS = [
