@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make serve` and `make test`. Both install .venv first.
-.PHONY: install serve demo-train test test-fast docs bench-train bench-train-shape bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch bench-lora-mix bench-scoping openapi
+.PHONY: install serve demo-train test test-fast docs bench-train bench-train-shape bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch bench-lora-mix bench-rft bench-scoping openapi
 
 install:
 	@scripts/install.sh
@@ -49,6 +49,9 @@ bench-adapter-load: install
 
 bench-batch: install
 	.venv/bin/python -m bench.batch
+
+bench-rft: install
+	.venv/bin/python -m bench.train --rft
 
 # eight adapters mixed vs the base at the engine, per --max-loras / --max-lora-rank; --profile needs py-spy
 bench-lora-mix: install

@@ -3,6 +3,7 @@ TRL's DPOTrainer; KTO: ftserve's vs TRL's KTOTrainer.
 
     .venv/bin/python -m bench.train [--steps 64] [--rows 256] [--repeats 2]
     .venv/bin/python -m bench.train --shape tiny 110m 0.5b   # vs LLaMA-Factory at real shapes: bench/train_shape.py
+    .venv/bin/python -m bench.train --rft    # reinforcement fine-tuning vs TRL's GRPOTrainer: bench/rft.py
 
 All three train the same LoRA (rank 8, all linear layers) on the tiny model, with the same
 dataset (synthetic chat rows of mixed length), batch size, learning rate and number of
@@ -275,6 +276,8 @@ def main() -> None:
                     help="instead: ftserve vs LLaMA-Factory vs TRL at these model shapes (bench/train_shape.py)")
     ap.add_argument("--profile-shape", choices=["tiny", "110m", "0.5b"],
                     help="instead: split ftserve's recipe time at this shape by kind of work (torch.profiler)")
+    ap.add_argument("--rft", action="store_true",
+                    help="instead: a reinforcement job vs TRL's GRPOTrainer, and TTFT during it (bench/rft.py)")
     ap.add_argument("--peak", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=4, metavar=("METHOD", "MODEL", "DATA", "STEPS"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path)
@@ -283,6 +286,10 @@ def main() -> None:
         from bench.train_shape import matmul_peak
 
         return print(json.dumps({"gflops": matmul_peak(THREADS)}))
+    if a.rft:
+        from bench import rft
+
+        return rft.main()
     if a.profile_shape:
         from bench import train_shape
 

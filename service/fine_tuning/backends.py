@@ -76,7 +76,13 @@ class TrainingRun:
 
 
 # ---------------------------------------------------------------------- local
+_SERVER_CPUS = os.sched_getaffinity(0)  # the server's CPUs, read before the engine starts
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
+    # every CPU the server may use: never only the core vLLM's CPU worker binds and spins on, whatever
+    # affinity it inherited (a trainer seen with only that core got no CPU time for minutes)
+    os.sched_setaffinity(0, _SERVER_CPUS)
     try:
         import ctypes
 
