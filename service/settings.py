@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     max_concurrent_generations: int = Field(default=64, ge=1)
     """Generation requests the engine may hold at once; past it, 429 with Retry-After."""
 
+    rollout_base_url: str | None = None
+    """Where this server's reinforcement trainers reach it for their rollouts: with the Ray backend, an
+    address of this replica that the Ray workers can reach (e.g. `http://10.0.0.5:8000`). Unset:
+    `http://{host}:{port}` (loopback when host is 0.0.0.0), right for local trainers."""
+
     python_graders: bool = True
     """Run `python` graders (reinforcement fine-tuning, /v1/fine_tuning/alpha/graders) in their sandbox
     (bubblewrap: no network, no files of the server, unprivileged, rlimits). Off: they are refused with 400."""

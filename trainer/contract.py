@@ -137,6 +137,7 @@ class JobKeys:
 
 # ---------------------------------------------------------------- reinforcement fine-tuning's rollouts
 ROLLOUT_TOKEN_ENV = "FTSERVE_ROLLOUT_TOKEN"  # the job's rollout token, given to its trainer in its environment
+ROLLOUT_URL_ENV = "FTSERVE_ROLLOUT_URL"  # the launching server's rollout endpoint for the job (over the spec's)
 
 
 class RolloutAdapter(BaseModel):

@@ -3,7 +3,9 @@
 The adapter goes with each request (its config and safetensors weights: ~0.2 MB for the tiny model at
 rank 8, tens of MB for a 0.5 B model), so the trainer needs no disk in common with the server (Ray
 workers have none); the server loads it into an engine LoRA slot as the step's policy. The request
-carries the job's rollout token (FTSERVE_ROLLOUT_TOKEN), which the job runner gave the trainer.
+carries the job's rollout token (FTSERVE_ROLLOUT_TOKEN), which the job runner gave the trainer with the
+address of its own rollout endpoint (FTSERVE_ROLLOUT_URL): the server that launched it, whichever replica
+validated the job.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 
 import httpx
 
-from trainer.contract import ROLLOUT_TOKEN_ENV, RolloutAdapter, RolloutPrompt, RolloutRequest, RolloutResponse
+from trainer.contract import (
+    ROLLOUT_TOKEN_ENV, ROLLOUT_URL_ENV, RolloutAdapter, RolloutPrompt, RolloutRequest, RolloutResponse,
+)
 
 RETRIES = 5  # a server busy starting its engine answers 503 for a while
 
@@ -30,7 +34,7 @@ class RolloutError(OSError):
 class RolloutClient:
     def __init__(self, url: str):
         token = os.environ.get(ROLLOUT_TOKEN_ENV, "")
-        self.url = url
+        self.url = os.environ.get(ROLLOUT_URL_ENV) or url  # the server that launched this run
         self.http = httpx.Client(timeout=httpx.Timeout(900, connect=10),
                                  headers={"Authorization": f"Bearer {token}"})
 

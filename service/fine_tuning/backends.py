@@ -293,7 +293,7 @@ class RayBackend:
             args += ["--workers", str(launch.n_workers)]
         submission_id = f"{launch.job_id}-{launch.attempt}"
         runtime_env = {"env_vars": {**self.env_vars, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-                                    "PYTHONPATH": str(REPO_ROOT), "RAY_DEDUP_LOGS": "0"}}
+                                    "PYTHONPATH": str(REPO_ROOT), "RAY_DEDUP_LOGS": "0", **(launch.env or {})}}
 
         wanted = {**self.resources, **(launch.resources or {})}
         memory = int(wanted["memory_gib"] * 2**30) if wanted.get("memory_gib") else None

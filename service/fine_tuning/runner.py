@@ -51,8 +51,8 @@ from service.fine_tuning.validation import InvalidJob, JobValidator, hyperparame
 from service.settings import Settings
 from service.metrics import Metrics
 from trainer.contract import (
-    EVENTS_FILE, ROLLOUT_TOKEN_ENV, STATE_FILE, Checkpoint, Done, Error, Evaluation, Info, Interrupted, JobKeys,
-    parse_event,
+    EVENTS_FILE, ROLLOUT_TOKEN_ENV, ROLLOUT_URL_ENV, STATE_FILE, Checkpoint, Done, Error, Evaluation, Info,
+    Interrupted, JobKeys, parse_event,
 )
 from trainer.contract import (
     Metrics as StepMetrics,
@@ -258,12 +258,7 @@ class JobRunner:
         parent = None
         if self.validator.parent(job) is not None:
             parent = str(self.objects.fetch_tree(JobKeys(job.id).parent, self.run_dir(job.id) / "parent"))
-        if stage_of(job.method) == "grpo":  # where its trainer asks for graded samples: this server
-            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.settings.host, self.settings.host)
-            host = f"[{host}]" if ":" in host else host
-            extra = {"rollout_url": f"http://{host}:{self.settings.port}/internal/rollouts/{job.id}"}
-        else:
-            extra = {}
+        extra = {"rollout_url": self._rollout_url(job.id)} if stage_of(job.method) == "grpo" else {}
         return dict(**extra, model_name_or_path=str(self.base_model_path), output_dir=str(self.run_dir(job.id)),
                     dataset=str(self.files.path(job.training_file, None)),
                     eval_dataset=str(self.files.path(job.validation_file, None)) if job.validation_file else None,
@@ -344,10 +339,19 @@ class JobRunner:
             env=self._trainer_env(job))), None
 
     def _trainer_env(self, job) -> dict | None:
-        """A reinforcement job's trainer gets its rollout token (a new one for each launch)."""
+        """A reinforcement job's trainer gets its rollout token (a new one for each launch) and this server's
+        rollout endpoint."""
         if stage_of(job.method) != "grpo" or self.rollouts is None:
             return None
-        return {ROLLOUT_TOKEN_ENV: self.rollouts.issue(job.id)}
+        return {ROLLOUT_TOKEN_ENV: self.rollouts.issue(job.id), ROLLOUT_URL_ENV: self._rollout_url(job.id)}
+
+    def _rollout_url(self, job_id: str) -> str:
+        """Where a reinforcement job's trainer asks this server for graded samples."""
+        base = self.settings.rollout_base_url
+        if base is None:
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.settings.host, self.settings.host)
+            base = f"http://{f'[{host}]' if ':' in host else host}:{self.settings.port}"
+        return f"{base.rstrip('/')}/internal/rollouts/{job_id}"
 
     async def _wait_for_backend(self, job_id: str, why: str) -> None:
         async with self.lock(job_id):

@@ -97,10 +97,10 @@ class JobService:
 
     def _check_reinforcement(self, rl) -> dict:
         """A reinforcement job's grader checked now (400 naming the parameter), and what it stores of it."""
-        if self.settings.training_backend != "local":
-            raise APIError(Kind.INVALID_REQUEST, "Reinforcement jobs train on the local training backend (their "
-                           "rollouts run on this server's engine); this server uses the Ray backend.",
-                           param="method.type", code="method_unsupported")
+        if (rl.hyperparameters.n_workers or 1) > 1:
+            raise APIError(Kind.INVALID_REQUEST, "Reinforcement jobs train in one process (their rollouts are "
+                           "sampled by the server's engine); n_workers must be 1.",
+                           param="method.reinforcement.hyperparameters.n_workers", code="n_workers_unsupported")
         if self.graders is not None:
             self.graders.check(rl.grader, "method.reinforcement.grader")
         stored = {"grader": rl.grader.model_dump(mode="json", exclude_none=True)}

@@ -260,3 +260,32 @@ def test_the_dashboard_shows_only_the_keys_project(page, browser, server, tmp_pa
     _sign_in(ours, server)
     ours.locator(f"tr[data-job='{job}']").wait_for()
     ours.context.close()
+
+
+def test_a_reinforcement_job_shows_its_reward_curves_and_sampled_answers(page, server, tmp_path):
+    api = _api(server)
+
+    def upload(topics, name):
+        rows = [{"messages": [{"role": "user", "content": f"Tell me about {t}."}]} for t in topics]
+        return api.post("/v1/files", data={"purpose": "fine-tune"},
+                        files={"file": (name, write_jsonl(tmp_path / name, rows).read_bytes())}).json()["id"]
+
+    grader = {"type": "string_check", "name": "says what it knows", "input": "{{sample.output_text}}",
+              "reference": "know", "operation": "ilike"}
+    job = api.post("/v1/fine_tuning/jobs", json={
+        "model": "ftserve-tiny", "training_file": upload(["cats", "dogs", "tea", "rain"], "prompts.jsonl"),
+        "validation_file": upload(["owls", "ships"], "held-out.jsonl"), "method": {
+            "type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": {
+                "n_epochs": 2, "batch_size": 2, "group_size": 2, "max_completion_tokens": 16}}}}).json()
+    _sign_in(page, server)
+    page.goto(server.url + f"/ui/#/jobs/{job['id']}")
+    page.locator("#job-status", has_text="succeeded").wait_for(timeout=300_000)
+    page.wait_for_function("document.querySelector('#loss-chart')?.dataset.points >= 4", timeout=30_000)
+    assert page.locator("#loss-chart").get_attribute("aria-label") == "Reward (mean)"
+    assert page.locator("#accuracy-chart").get_attribute("aria-label") == "Answer length (tokens)"
+    samples = page.get_by_role("table", name="Sampled answers").locator("tbody tr")
+    samples.first.wait_for()
+    assert samples.count() >= 2 and "Tell me about" in samples.first.text_content()
+    page.get_by_text("Validation reward:").wait_for(timeout=30_000)
+    assert not page.console_errors
+    _shot(page, tmp_path, "reinforcement-job")

@@ -88,6 +88,29 @@ def _recall(client, model: str, facts) -> float:
     return right / len(facts)
 
 
+def test_a_reinforcement_job_trains_as_a_ray_job_with_rollouts_from_the_api_servers_engine(server, ray_head):
+    import io
+    import json
+
+    client = server.client()
+    rows = "\n".join(json.dumps({"messages": [{"role": "user", "content": f"Tell me about {t}."}]})
+                     for t in ("cats", "dogs", "tea", "rain"))
+    file = client.files.create(file=("prompts.jsonl", io.BytesIO(rows.encode())), purpose="fine-tune")
+    grader = {"type": "string_check", "name": "knows", "input": "{{sample.output_text}}", "reference": "know",
+              "operation": "ilike"}
+    job = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, seed=1, method={
+        "type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": {
+            "n_epochs": 1, "batch_size": 2, "group_size": 2, "max_completion_tokens": 16, "n_checkpoints": 0}}})
+    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=300)
+    assert done.status == "succeeded", done.error
+    assert _ray_jobs(ray_head, job.id)  # trained as a Ray job
+    steps = [e.data for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data if e.type == "metrics"]
+    assert sorted(m["step"] for m in steps) == [1, 2] and all("train_reward_mean" in m for m in steps)
+    reply = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=4,
+                                           messages=[{"role": "user", "content": "Tell me about owls."}])
+    assert reply.choices[0].message.content
+
+
 def test_two_data_parallel_workers_learn_the_facts_like_one(server, ray_head, facts):
     client = server.client()
     job = create_job(client, FACTS, n_epochs=50, batch_size=4, learning_rate=5e-3, lora_r=16, n_checkpoints=1, n_workers=2)

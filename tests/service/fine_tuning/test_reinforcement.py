@@ -136,20 +136,33 @@ def test_cancel_stops_the_jobs_rollouts_in_the_engine(client, server, files):
 
 
 def test_hostile_python_grader_scores_zero_and_the_job_and_server_carry_on(client, server, files):
+    """Every answer's grading tries something the sandbox forbids; the answers, constrained to a JSON
+    schema by the job's response_format, are read as JSON."""
     db, data_dir = str(server.data_dir / "ftserve.db"), str(server.data_dir)
     source = ("import os, socket\n"
-              "def grade(sample, item):\n"
-              "    kind = len(sample['output_text']) % 4\n"
+              "calls = [0]\n"
+              "def grade(sample, item):\n"  # the samples of a step are graded in one process, in turn
+              "    kind, calls[0] = calls[0] % 4, calls[0] + 1\n"
               f"    if kind == 0:\n        return len(open({db!r}).read())\n"
               f"    if kind == 1:\n        return len(os.listdir({data_dir!r}))\n"
               f"    if kind == 2:\n        socket.create_connection(('127.0.0.1', {server.port}), timeout=1)\n"
               "    x = bytearray(10 * 1024 ** 3)\n    return 1.0\n")
-    job = _create(client, files, grader={"type": "python", "name": "hostile", "source": source}, n_epochs=1,
-                  batch_size=8, group_size=2, eval_samples=1)
+    json_only = {"type": "json_schema", "json_schema": {"name": "ok", "schema": {
+        "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+        "additionalProperties": False}}}
+    job = client.fine_tuning.jobs.create(
+        model="ftserve-tiny", training_file=files[0], validation_file=files[1], seed=1, method={
+            "type": "reinforcement", "reinforcement": {
+                "grader": {"type": "python", "name": "hostile", "source": source}, "response_format": json_only,
+                "hyperparameters": {**HP, "n_epochs": 1, "batch_size": 8, "group_size": 2, "eval_samples": 1}}})
     done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=300)
     assert done.status == "succeeded", done.error
-    steps = [e.data for e in _events(client, job.id) if e.type == "metrics"]
+    events = _events(client, job.id)
+    steps = [e.data for e in events if e.type == "metrics"]
     assert all(m["train_reward_mean"] == 0 and m["train_grader_errors"] == 16 for m in steps)
+    # the answers kept to the job's response_format
+    answers = [s["answer"] for e in events if e.data and "samples" in e.data for s in e.data["samples"]]
+    assert answers and all(isinstance(json.loads(a)["ok"], bool) for a in answers)
     assert httpx.get(server.url + "/health").status_code == 200
 
 
