@@ -77,7 +77,7 @@ class JobService:
                            param=f"{hp_param}.n_workers", code="n_workers_unsupported")
         method = {"type": kind, kind: {"hyperparameters": hp.model_dump(exclude_none=True)}}
         if kind == "reinforcement":
-            method[kind].update(self._check_reinforcement(req.method.reinforcement))
+            method[kind].update(self._check_reinforcement(req.method.reinforcement, project))
         job_id = new_id("ftjob-")
         model_name = f"ft:{base}:{self.settings.organization}:{req.suffix or ''}:{job_id[6:14]}"
         job = FineTuningJob(
@@ -95,14 +95,14 @@ class JobService:
         self.runner.submit(job_id)
         return job
 
-    def _check_reinforcement(self, rl) -> dict:
+    def _check_reinforcement(self, rl, project: str) -> dict:
         """A reinforcement job's grader checked now (400 naming the parameter), and what it stores of it."""
         if (rl.hyperparameters.n_workers or 1) > 1:
             raise APIError(Kind.INVALID_REQUEST, "Reinforcement jobs train in one process (their rollouts are "
                            "sampled by the server's engine); n_workers must be 1.",
                            param="method.reinforcement.hyperparameters.n_workers", code="n_workers_unsupported")
         if self.graders is not None:
-            self.graders.check(rl.grader, "method.reinforcement.grader")
+            self.graders.check(rl.grader, "method.reinforcement.grader", project=project)
         stored = {"grader": rl.grader.model_dump(mode="json", exclude_none=True)}
         if rl.response_format is not None:
             if rl.response_format.get("type") not in ("text", "json_object", "json_schema"):

@@ -20,4 +20,4 @@ async def run_grader(graders: Graders, project: Project, body: RunGraderRequest)
 @router.post("/validate", response_model=ValidateGraderResponse, response_model_exclude_none=True)
 def validate_grader(graders: Graders, project: Project, body: ValidateGraderRequest) -> ValidateGraderResponse:
     """Check a grader: its templates, formula and python source (compiled, not run)."""
-    return graders.validate(body)
+    return graders.validate(body, project)

@@ -55,9 +55,11 @@ class GraderService:
         self.chat, self.lane, self.sandbox = chat, lane, sandbox
 
     # ------------------------------------------------------------------ checks
-    def check(self, grader, param: str = "grader", item_keys: set[str] | None = None) -> None:
+    def check(self, grader, param: str = "grader", item_keys: set[str] | None = None,
+              project: str | None = None) -> None:
         """400 naming the parameter at fault for a grader that cannot run here; with `item_keys`, also
-        for a template naming an item field the rows do not have."""
+        for a template naming an item field the rows do not have; with `project`, 404 for a judge model
+        the project may not use (as for a missing one)."""
         if isinstance(grader, MultiGrader):
             names = grader.named
             try:
@@ -67,7 +69,7 @@ class GraderService:
                                code="invalid_grader") from None
             for name, sub in names.items():
                 sub_param = f"{param}.graders.{name}" if isinstance(grader.graders, dict) else f"{param}.graders"
-                self.check(sub, sub_param, item_keys)
+                self.check(sub, sub_param, item_keys, project)
             return
         if isinstance(grader, PythonGrader):
             try:
@@ -97,6 +99,12 @@ class GraderService:
         if isinstance(grader, ScoreModelGrader) and grader.range is not None and grader.range[0] >= grader.range[1]:
             raise APIError(Kind.INVALID_REQUEST, "range must be [low, high] with low < high",
                            param=f"{param}.range", code="invalid_grader")
+        if isinstance(grader, (ScoreModelGrader, LabelModelGrader)) and project is not None:
+            try:
+                self.chat.resolver.check_usable(grader.model, project)
+            except APIError as e:
+                e.param = f"{param}.model"
+                raise
 
     # ------------------------------------------------------------------ scoring
     async def score(self, grader, samples: list[tuple[str, dict | None]], project: str,
@@ -171,7 +179,7 @@ class GraderService:
 
     # ------------------------------------------------------------------ the endpoints
     async def run(self, req: RunGraderRequest, project: str) -> RunGraderResponse:
-        self.check(req.grader)
+        await asyncio.to_thread(self.check, req.grader, "grader", None, project)  # a judge's manifest: a read
         started = time.perf_counter()
         scored = (await self.score(req.grader, [(req.model_sample, req.item)], project, offline=False))[0]
         judge = req.grader.model if isinstance(req.grader, ScoreModelGrader) else None
@@ -184,8 +192,8 @@ class GraderService:
                 token_usage=tokens if scored.usage else None, type=req.grader.type),
             sub_rewards=scored.sub_rewards, model_grader_token_usage_per_model=scored.usage)
 
-    def validate(self, req: ValidateGraderRequest) -> ValidateGraderResponse:
-        self.check(req.grader)
+    def validate(self, req: ValidateGraderRequest, project: str) -> ValidateGraderResponse:
+        self.check(req.grader, project=project)
         return ValidateGraderResponse(grader=req.grader)
 
 

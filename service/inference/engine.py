@@ -206,6 +206,11 @@ class AdapterResolver:
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._next_id = 1
 
+    def check_usable(self, model: str, project: str) -> None:
+        """404, as for a missing model, unless `project` may use `model` (the base model it always may)."""
+        if model != self.settings.base_model_name:
+            self._usable(model, project)
+
     def new_id(self) -> int:
         """An engine LoRA id no adapter has had (for adapters loaded outside the store: RFT policies)."""
         lora_id, self._next_id = self._next_id, self._next_id + 1

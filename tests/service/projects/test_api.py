@@ -121,6 +121,7 @@ def world(org, teams, tmp_path_factory):
 #   admin:  403, the admin key only (projects, service accounts, checkpoint permissions)
 LABEL = {"type": "label_model", "name": "judge", "labels": ["yes", "no"], "passing_labels": ["yes"],
          "input": [{"role": "user", "content": "{{item.q}}"}]}
+JUDGE = {"type": "score_model", "name": "judge", "input": [{"role": "user", "content": "{{sample.output_text}}"}]}
 JSONL_RUN = {"data_source": {"type": "jsonl", "source": {"type": "file_content", "content": [
     {"item": {"q": "x", "a": "y"}, "sample": {"output_text": "y"}}]}}}
 TABLE: dict[tuple[str, str], tuple[str, dict | None]] = {
@@ -161,6 +162,9 @@ TABLE: dict[tuple[str, str], tuple[str, dict | None]] = {
     ("DELETE", "/v1/evals/{eval_id}/runs/{run_id}"): ("hidden", None),
     ("GET", "/v1/evals/{eval_id}/runs/{run_id}/output_items"): ("hidden", None),
     ("GET", "/v1/evals/{eval_id}/runs/{run_id}/output_items/{output_item_id}"): ("hidden", None),
+    ("POST", "/v1/fine_tuning/alpha/graders/run"): ("hidden", {"grader": {**JUDGE, "model": "{model}"},
+                                                                "model_sample": "x"}),
+    ("POST", "/v1/fine_tuning/alpha/graders/validate"): ("hidden", {"grader": {**JUDGE, "model": "{model}"}}),
     ("GET", "/v1/models"): ("list", None),
     ("GET", "/v1/models/{model}"): ("hidden", None),
     ("DELETE", "/v1/models/{model}"): ("hidden", None),
