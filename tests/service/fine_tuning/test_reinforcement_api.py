@@ -135,3 +135,18 @@ def test_advantages_are_relative_to_each_prompts_group():
     assert adv[0] > 0 > adv[1] and adv[0] == pytest.approx(-adv[1]) and adv[2] == adv[3] == 0
     m = _reward_metrics("train", samples)
     assert m["train_reward_mean"] == 0.5 and m["train_reward_a_mean"] == 0.5 and m["train_sample_length"] == 2
+
+
+@pytest.mark.parametrize("job_id, headers, status", [
+    ("ftjob-nothere", {}, 401),
+    ("ftjob-nothere", {"Authorization": "Bearer guessed"}, 401),
+    ("..%2F..%2Fetc", {"Authorization": "Bearer guessed"}, 404),  # no route: nothing reaches the filesystem
+])
+def test_the_rollout_endpoint_answers_only_a_running_trainer_with_its_token(app, job_id, headers, status):
+    body = {"step": 0, "adapter": {"config": {}, "weights_b64": "AAAA"}, "n": 2, "max_tokens": 4,
+            "prompts": [{"messages": [{"role": "user", "content": "hi"}], "item": {}}]}
+    r = app.post(f"/internal/rollouts/{job_id}", json=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    if status == 401:
+        assert r.json()["error"]["code"] == "invalid_rollout_token"
