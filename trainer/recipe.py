@@ -84,7 +84,18 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
         return reinforce(cfg, emit)
     rank, world = _distributed()
     out_dir = Path(cfg.output_dir)
-    log = EventLog(cfg, out_dir, emit, rank)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events_file = (out_dir / EVENTS_FILE).open("a")
+
+    reporter = Reporter(out_dir, cfg.report_to, cfg.plot_loss) if rank == 0 else None
+
+    def log(event: Info | Metrics | Evaluation | Checkpoint | Done | Interrupted) -> None:
+        if rank == 0:
+            events_file.write(event.line() + "\n")
+            events_file.flush()
+            emit(event.as_dict())
+            if isinstance(event, Metrics):
+                reporter.metrics(event.values)
 
     # ---------------------------------------------------------------- setup
     if cfg.num_threads:
@@ -182,7 +193,12 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
                 torch.distributed.all_reduce(p.grad)
             sums = {key: _sum_over_workers(value, world, device) for key, value in sums.items()}
         pos.tokens += int(sums["tokens"])
-        lr = optimizer_step(params, optimizer, scheduler, cfg.max_grad_norm)
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
         pos.step += 1
 
         elapsed = time.perf_counter() - started
@@ -217,72 +233,27 @@ def train(cfg: TrainConfig, emit: Emit = lambda event: None) -> TrainResult:
             path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics, judge)
             log(Checkpoint(step=pos.step, path=str(path), metrics=metrics))
         if _stop_requested and pos.step < total_steps and world == 1:
-            return stop_here(out_dir, model, optimizer, scheduler, pos, metrics, save_now, log, judge)
+            if not save_now:
+                path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics, judge)
+                log(Checkpoint(step=pos.step, path=str(path), metrics=metrics))
+            log(Interrupted(step=pos.step, message=f"stopped at step {pos.step} on request; "
+                            "resume from the last checkpoint"))
+            events_file.close()
+            if reporter is not None:
+                reporter.close()
+            return TrainResult(None, pos.step, pos.tokens, metrics)
 
     # ---------------------------------------------------------------- cleanup
     if rank != 0:
-        log.close()
+        events_file.close()
         return TrainResult(None, pos.step, pos.tokens, metrics)
-    return publish(out_dir, model, pos, metrics, started, log)
-
-
-# --------------------------------------------------------------------------------------------
-# what this recipe and trainer/reinforce.py share
-# --------------------------------------------------------------------------------------------
-class EventLog:
-    """Where a run's events go: appended to `output_dir/events.jsonl`, passed to `emit`, and metrics to the
-    reporter (TensorBoard, loss plots). Only rank 0 logs; the other ranks' events go nowhere."""
-
-    def __init__(self, cfg: TrainConfig, out_dir: Path, emit: Emit, rank: int = 0):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.emit, self.rank = emit, rank
-        self.file = (out_dir / EVENTS_FILE).open("a")
-        self.reporter = Reporter(out_dir, cfg.report_to, cfg.plot_loss) if rank == 0 else None
-
-    def __call__(self, event: Info | Metrics | Evaluation | Checkpoint | Done | Interrupted) -> None:
-        if self.rank == 0:
-            self.file.write(event.line() + "\n")
-            self.file.flush()
-            self.emit(event.as_dict())
-            if isinstance(event, Metrics):
-                self.reporter.metrics(event.values)
-
-    def close(self) -> None:
-        self.file.close()
-        if self.reporter is not None:
-            self.reporter.close()
-
-
-def optimizer_step(params: list, optimizer, scheduler, max_grad_norm: float) -> float:
-    """Clip the gradients (max_grad_norm > 0), step the optimizer and the schedule, clear the gradients;
-    the learning rate the step used."""
-    if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    lr = scheduler.get_last_lr()[0]
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return lr
-
-
-def stop_here(out_dir: Path, model, optimizer, scheduler, pos: Position, metrics: dict, saved: bool,
-              log: EventLog, judge: BeforeAfter | None = None) -> TrainResult:
-    """Stopped on request after this step: a checkpoint to resume from (unless the step `saved` one)."""
-    if not saved:
-        path = _save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics, judge)
-        log(Checkpoint(step=pos.step, path=str(path), metrics=metrics))
-    log(Interrupted(step=pos.step, message=f"stopped at step {pos.step} on request; resume from the last checkpoint"))
-    log.close()
-    return TrainResult(None, pos.step, pos.tokens, metrics)
-
-
-def publish(out_dir: Path, model, pos: Position, metrics: dict, started: float, log: EventLog) -> TrainResult:
-    """The final adapter written whole under `output_dir/adapter`, with its metrics; the Done event."""
     adapter_path = _publish_dir(out_dir / "adapter", lambda tmp: _save_adapter(model, tmp))
     (adapter_path / "training_metrics.json").write_text(json.dumps(metrics))
-    log(Done(adapter_path=str(adapter_path), steps=pos.step, trained_tokens=pos.tokens,
-             elapsed_s=round(time.perf_counter() - started, 3), metrics=metrics))
-    log.close()
+    elapsed = time.perf_counter() - started
+    log(Done(adapter_path=str(adapter_path), steps=pos.step, trained_tokens=pos.tokens, elapsed_s=round(elapsed, 3),
+             metrics=metrics))
+    events_file.close()
+    reporter.close()
     return TrainResult(adapter_path, pos.step, pos.tokens, metrics)
 
 

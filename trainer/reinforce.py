@@ -20,9 +20,11 @@ validation prompt. Checkpoints, resume and SIGTERM behave as in trainer/recipe.p
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,16 +32,26 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
 from trainer import recipe
 from trainer.config import TrainConfig
-from trainer.contract import Checkpoint, Evaluation, Info, Metrics, RolloutSample
+from trainer.contract import EVENTS_FILE, Checkpoint, Done, Evaluation, Info, Interrupted, Metrics, RolloutSample
 from trainer.data.prompts import Prompt, load_prompts
+from trainer.reporting import Reporter
 from trainer.rollouts import RolloutClient
 
 SHOWN_SAMPLES = 3  # answers per step shown in a message event
 
 
-def train(cfg: TrainConfig, emit: recipe.Emit = lambda event: None) -> recipe.TrainResult:
+def train(cfg: TrainConfig, emit: Callable[[dict], None] = lambda event: None) -> recipe.TrainResult:
     out_dir = Path(cfg.output_dir)
-    log = recipe.EventLog(cfg, out_dir, emit)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events_file = (out_dir / EVENTS_FILE).open("a")
+    reporter = Reporter(out_dir, cfg.report_to, cfg.plot_loss)
+
+    def log(event) -> None:
+        events_file.write(event.line() + "\n")
+        events_file.flush()
+        emit(event.as_dict())
+        if isinstance(event, Metrics):
+            reporter.metrics(event.values)
 
     # ---------------------------------------------------------------- setup
     if cfg.num_threads:
@@ -88,7 +100,12 @@ def train(cfg: TrainConfig, emit: recipe.Emit = lambda event: None) -> recipe.Tr
         graded += len(samples)
         advantages = _group_advantages(samples)
         stats = _update(model, samples, advantages, cfg, pad_id, device)
-        lr = recipe.optimizer_step(params, optimizer, scheduler, cfg.max_grad_norm)
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
         pos.step += 1
         pos.tokens += stats["tokens"]
 
@@ -115,12 +132,24 @@ def train(cfg: TrainConfig, emit: recipe.Emit = lambda event: None) -> recipe.Tr
             path = recipe._save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics)
             log(Checkpoint(step=pos.step, path=str(path), metrics=metrics))
         if recipe.stop_requested() and pos.step < total_steps:
-            client.close()
-            return recipe.stop_here(out_dir, model, optimizer, scheduler, pos, metrics, save_now, log)
+            if not save_now:
+                path = recipe._save_checkpoint(out_dir, model, optimizer, scheduler, pos, metrics)
+                log(Checkpoint(step=pos.step, path=str(path), metrics=metrics))
+            log(Interrupted(step=pos.step, message=f"stopped at step {pos.step} on request; "
+                            "resume from the last checkpoint"))
+            events_file.close()
+            reporter.close()
+            return recipe.TrainResult(None, pos.step, pos.tokens, metrics)
 
     # ---------------------------------------------------------------- cleanup
     client.close()
-    return recipe.publish(out_dir, model, pos, metrics, started, log)
+    adapter_path = recipe._publish_dir(out_dir / "adapter", lambda tmp: recipe._save_adapter(model, tmp))
+    (adapter_path / "training_metrics.json").write_text(json.dumps(metrics))
+    log(Done(adapter_path=str(adapter_path), steps=pos.step, trained_tokens=pos.tokens,
+             elapsed_s=round(time.perf_counter() - started, 3), metrics=metrics))
+    events_file.close()
+    reporter.close()
+    return recipe.TrainResult(adapter_path, pos.step, pos.tokens, metrics)
 
 
 # --------------------------------------------------------------------------------------------

@@ -59,22 +59,18 @@ class JobValidator:
         when its files or hyperparameters cannot train."""
         stage, hp = stage_of(job.method), hyperparameters_of(job.method)
         if stage == "grpo":
-            n_examples, extra = self.count_prompts(job, hp)
-        else:
-            n_examples, data_format = self.count_examples(job.training_file, "training_file", stage,
-                                                          hp.max_seq_len)
-            if job.validation_file:
-                _, valid_format = self.count_examples(job.validation_file, "validation_file", stage,
-                                                      hp.max_seq_len)
-                if (valid_format == "plaintext") != (data_format == "plaintext"):
-                    raise InvalidJob("invalid_validation_file", "validation_file: a .txt validation file goes "
-                                     "with a .txt training file, and JSONL with JSONL", "validation_file")
-            extra = {"data_format": data_format}
+            return self._validate_reinforcement(job, hp)
+        n_examples, data_format = self.count_examples(job.training_file, "training_file", stage, hp.max_seq_len)
+        if job.validation_file:
+            _, valid_format = self.count_examples(job.validation_file, "validation_file", stage, hp.max_seq_len)
+            if (valid_format == "plaintext") != (data_format == "plaintext"):
+                raise InvalidJob("invalid_validation_file", "validation_file: a .txt validation file goes with a "
+                                 ".txt training file, and JSONL with JSONL", "validation_file")
         if self.parent(job) is not None:  # training on from a fine-tuned model: a copy of it
             self.store_parent(job)
         p = plan(hp, n_examples, {**self.local_paths(job), "served_model_name": self.settings.base_model_name,
                                   "seed": job.seed, "num_threads": self.settings.trainer_threads,
-                                  "stage": stage, **extra})
+                                  "stage": stage, "data_format": data_format})
         self.objects.put_bytes(JobKeys(job.id).spec, json.dumps(p.spec, indent=1).encode())
         return n_examples, p
 
@@ -112,9 +108,8 @@ class JobValidator:
                              "model") from None
         self.objects.put_tree(JobKeys(job.id).parent, source)
 
-    def count_prompts(self, job: FineTuningJob, hp) -> tuple[int, dict]:
-        """A reinforcement job's prompt count (trainer/data/prompts.py), every row holding each item field the
-        grader names; and what the trainer's spec adds for it (the grader)."""
+    def _validate_reinforcement(self, job: FineTuningJob, hp) -> tuple[int, Plan]:
+        """Prompt rows (trainer/data/prompts.py), each holding every item field the grader names."""
         method = Method.model_validate(job.method).reinforcement
         counts = {}
         for file_id, param in ((job.training_file, "training_file"), (job.validation_file, "validation_file")):
@@ -132,7 +127,14 @@ class JobValidator:
                 except APIError as e:
                     raise InvalidJob(code, f"{param}: {e.message}", e.param) from None
             counts[param] = len(rows)
+        if self.parent(job) is not None:  # training on from a fine-tuned model: a copy of it
+            self.store_parent(job)
         if job.validation_file is None and hp.eval_interval != "auto":
             raise InvalidJob("invalid_hyperparameters", "eval_interval needs a validation_file to evaluate on",
                              "method.reinforcement.hyperparameters.eval_interval")
-        return counts["training_file"], {"grader": method.grader.model_dump(mode="json", exclude_none=True)}
+        p = plan(hp, counts["training_file"], {
+            **self.local_paths(job), "served_model_name": self.settings.base_model_name, "seed": job.seed,
+            "num_threads": self.settings.trainer_threads, "stage": "grpo",
+            "grader": method.grader.model_dump(mode="json", exclude_none=True)})
+        self.objects.put_bytes(JobKeys(job.id).spec, json.dumps(p.spec, indent=1).encode())
+        return counts["training_file"], p

@@ -181,11 +181,11 @@ class PythonSandbox:
         if not python.startswith(("/usr/", prefix + "/")):
             cmd += ["--ro-bind", python, python]
         cmd += ["--perms", "0755", "--dir", SITE]  # made by bwrap, else root-only
-        spec = importlib.util.find_spec("numpy")
-        site = Path(spec.origin).parent.parent if spec and spec.origin else None
-        for name in ("numpy", "numpy.libs"):  # numpy and its bundled libraries, nothing else of site-packages
-            if site is not None and (site / name).is_dir():
-                cmd += ["--ro-bind", str(site / name), f"{SITE}/{name}"]
+        for name in ("numpy", "numpy.libs"):
+            spec = importlib.util.find_spec("numpy")
+            where = Path(spec.origin).parent.parent / name if spec and spec.origin else None
+            if where is not None and where.is_dir():
+                cmd += ["--ro-bind", str(where), f"{SITE}/{name}"]
         cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(16 * 1024 * 1024), "--tmpfs", "/tmp",
                 "--chdir", "/tmp"]
         if os.geteuid() == 0:  # drop to nobody, no capabilities; else a user namespace makes it unprivileged
