@@ -6,7 +6,6 @@ in an object store (S3) and serves them from a local, content-addressed cache.
 
 from adapters.objects import ObjectStore, StorageUnavailable, open_objects
 from adapters.remote import AdapterCache, ObjectAdapterStore
-
 from adapters.store import (
     AdapterError,
     AdapterExists,
@@ -15,11 +14,23 @@ from adapters.store import (
     AdapterStore,
     InvalidAdapter,
     InvalidAdapterName,
+    StoredFile,
     validate_name,
 )
 
 __all__ = [
-    "AdapterError", "AdapterExists", "AdapterMeta", "AdapterNotFound", "AdapterStore", "InvalidAdapter",
-    "InvalidAdapterName", "validate_name", "ObjectStore", "StorageUnavailable", "open_objects",
-    "AdapterCache", "ObjectAdapterStore",
+    "AdapterCache",
+    "AdapterError",
+    "AdapterExists",
+    "AdapterMeta",
+    "AdapterNotFound",
+    "AdapterStore",
+    "InvalidAdapter",
+    "InvalidAdapterName",
+    "ObjectAdapterStore",
+    "ObjectStore",
+    "StorageUnavailable",
+    "StoredFile",
+    "open_objects",
+    "validate_name",
 ]

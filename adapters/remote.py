@@ -38,6 +38,7 @@ from adapters.store import (
     AdapterMeta,
     AdapterNotFound,
     InvalidAdapter,
+    StoredFile,
     _read_adapter_config,
     _sha256,
     validate_name,
@@ -115,7 +116,8 @@ class ObjectAdapterStore:
 
     # ---------------------------------------------------------------- write
     def publish(self, name: str, source: str | Path, *, job_id: str | None = None, step: int | None = None,
-                replace: bool = False, parent: str | None = None) -> AdapterMeta:
+                replace: bool = False, parent: str | None = None, method: str | None = None,
+                project: str | None = None) -> AdapterMeta:
         source = Path(source)
         config = _read_adapter_config(source)
         if not (source / WEIGHTS_FILE).is_file():
@@ -133,7 +135,7 @@ class ObjectAdapterStore:
                 self.objects.put_file(f"{self._blobs(name)}/{version}/{rel}", path)
             meta = AdapterMeta(name=name, base_model=config.get("base_model_name_or_path") or "",
                                rank=int(config.get("r", 0)), job_id=job_id, step=step, created_at=int(time.time()),
-                               sha256=table[WEIGHTS_FILE]["sha256"], parent=parent)
+                               sha256=table[WEIGHTS_FILE]["sha256"], parent=parent, method=method, project=project)
             manifest = {**asdict(meta), "version": version, "files": table}
             self.objects.put_bytes(self._index(name), json.dumps(manifest).encode())  # ... the manifest last
             self._seen[name] = manifest
@@ -203,6 +205,16 @@ class ObjectAdapterStore:
                     raise InvalidAdapter(f"adapter {name!r} is damaged: files of its manifest are missing") \
                         from None
         raise AssertionError("unreachable")
+
+    def files(self, name: str) -> tuple[AdapterMeta, list[StoredFile]]:
+        """The adapter's metadata and files, read from the object store as they are streamed (their checksums
+        are the manifest's)."""
+        manifest = self._manifest(name)
+        prefix = f"{self._blobs(name)}/{manifest['version']}"
+        return _meta(manifest), [
+            StoredFile(rel, info["size"], info["sha256"],
+                       lambda key=f"{prefix}/{rel}": self.objects.iter_bytes(key))
+            for rel, info in sorted(manifest["files"].items())]
 
     def _download(self, name: str, manifest: dict, tmp: Path) -> None:
         for rel, info in manifest["files"].items():

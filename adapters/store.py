@@ -17,11 +17,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import re
 import shutil
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -63,6 +65,17 @@ class AdapterMeta:
     created_at: int
     sha256: str  # of the weights file
     parent: str | None = None  # the fine-tuned model this one was trained on from
+    method: str | None = None  # how it was made: supervised, dpo, reinforcement, ... or import
+    project: str | None = None  # its owner when no job made it (an imported adapter)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file of a published adapter, readable in chunks without holding it in memory."""
+    path: str  # relative, POSIX
+    size: int
+    sha256: str
+    chunks: Callable[[], Iterator[bytes]]
 
 
 def validate_name(name: str) -> str:
@@ -102,7 +115,7 @@ class AdapterStore:
 
     def publish(
         self, name: str, source: str | Path, *, job_id: str | None = None, step: int | None = None,
-        replace: bool = False, parent: str | None = None,
+        replace: bool = False, parent: str | None = None, method: str | None = None, project: str | None = None,
     ) -> AdapterMeta:
         """Copy the PEFT adapter in `source` into the store under `name`, atomically."""
         source = Path(source)
@@ -119,7 +132,7 @@ class AdapterStore:
                     meta = AdapterMeta(
                         name=name, base_model=config.get("base_model_name_or_path") or "",
                         rank=int(config.get("r", 0)), job_id=job_id, step=step, created_at=int(time.time()),
-                        sha256=_sha256(staging / WEIGHTS_FILE), parent=parent,
+                        sha256=_sha256(staging / WEIGHTS_FILE), parent=parent, method=method, project=project,
                     )
                     (staging / META_FILE).write_text(json.dumps(asdict(meta)))
             except OSError as e:
@@ -195,10 +208,30 @@ class AdapterStore:
             raise InvalidAdapter(f"adapter {name!r} is damaged: its weights do not match their checksum")
         return meta
 
+    def files(self, name: str) -> tuple[AdapterMeta, list[StoredFile]]:
+        """The adapter's metadata and PEFT files (its weights verified against their checksum first). Each
+        file is opened here, so a version published over this one meanwhile does not mix into the read."""
+        meta = self.verify(name)
+        path, out = self.resolve(name), []
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != META_FILE):
+            handle = file.open("rb")
+            rel = file.relative_to(path).as_posix()
+            digest = meta.sha256 if rel == WEIGHTS_FILE else _sha256(file)
+            out.append(StoredFile(rel, os.fstat(handle.fileno()).st_size, digest, _reader(handle)))
+        return meta, out
+
     def local_copy(self, name: str) -> Path:
         """The adapter's directory, once its weights are verified (what vLLM loads)."""
         self.verify(name)
         return self.resolve(name)
+
+
+def _reader(handle) -> Callable[[], Iterator[bytes]]:
+    def chunks() -> Iterator[bytes]:
+        with handle:
+            while chunk := handle.read(1 << 20):
+                yield chunk
+    return chunks
 
 
 def _read_adapter_config(path: Path) -> dict:

@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
 
+    from service.models.cli import add_parser as add_download_parser
+
+    add_download_parser(sub)
+
     from trainer.config import TrainConfig
 
     p = sub.add_parser(

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     at this rank, and on a CPU computed at it too: there, set it to the largest rank you serve (eight rank-8
     adapters mixed run ~2.5x faster at 8 than at 64; Benchmarks, "Many adapters at once")."""
 
+    max_adapter_bytes: int = Field(default=1 << 30, ge=1)
+    """Largest adapter an import (`POST /v1/models`) unpacks, in bytes; a larger archive is refused (413)."""
+
     max_model_len: int | None = Field(default=None, ge=16)
     """Context length; unset: the model's own."""
 

@@ -445,13 +445,17 @@ class JobRunner:
     async def _publish_checkpoint_locked(self, job_id: str, model_name: str, step: int, path: Path,
                                          metrics: dict) -> None:
         name = f"{model_name}:ckpt-step-{step}"
-        await asyncio.to_thread(self.adapters.publish, name, path, job_id=job_id, step=step, replace=True)
+        await asyncio.to_thread(self.adapters.publish, name, path, job_id=job_id, step=step, replace=True,
+                                method=self._method(job_id))
         checkpoint = FineTuningJobCheckpoint(
             id=f"ftckpt-{job_id[6:18]}{step}", created_at=int(time.time()), fine_tuned_model_checkpoint=name,
             fine_tuning_job_id=job_id, metrics=CheckpointMetrics(**{**metrics, "step": step}), step_number=step,
         )
         self.store.upsert_checkpoint(job_id, step, checkpoint.model_dump(exclude_none=True))
         self.store.add_event(job_id, f"Checkpoint created at step {step}: {name}")
+
+    def _method(self, job_id: str) -> str:
+        return (self.store.get(job_id).method or {}).get("type", "supervised")
 
     async def _succeed(self, job_id: str, model_name: str, state: _RunState) -> None:
         done = state.done
@@ -461,8 +465,9 @@ class JobRunner:
             if not self._mine(job_id, "running"):
                 return
             await self._publish_checkpoint_locked(job_id, model_name, done.steps, adapter, done.metrics)
-            await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id,
-                                    step=done.steps, replace=True, parent=self.validator.parent(self.store.get(job_id)))
+            await asyncio.to_thread(self.adapters.publish, model_name, adapter, job_id=job_id, step=done.steps,
+                                    replace=True, parent=self.validator.parent(self.store.get(job_id)),
+                                    method=self._method(job_id))
             project = self.store.row(job_id).project_id
             results = self.files.create_internal(results_csv(self.store, job_id), "step_metrics.csv",
                                                  "fine-tune-results", project)

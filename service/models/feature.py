@@ -1,15 +1,17 @@
-"""The Models API: the base model and the fine-tuned models (adapters) the caller's project may use."""
+"""The Models API: the base model and the fine-tuned models (adapters) the caller's project may use; their
+download as PEFT files, and PEFT adapters trained elsewhere imported as models."""
 
 import time
 
 from service.components import Components, Feature
-from service.models.router import router
+from service.files.service import FileService
+from service.models.router import lora_router, router
 from service.models.service import ModelService
 from service.projects.service import Access
 
 
 def build(c: Components) -> None:
-    c.add(ModelService(c.adapters, c.get(Access), c.settings, int(time.time())))
+    c.add(ModelService(c.adapters, c.get(Access), c.get(FileService), c.settings, c.model_path, int(time.time())))
 
 
-feature = Feature("models", routers=[router], build=build)
+feature = Feature("models", routers=[router, lora_router], build=build)

@@ -1,9 +1,10 @@
 """Projects, service accounts and checkpoint permissions (the admin API), and `Access`: which models a
 project may see, serve and delete.
 
-A fine-tuned model (and each of its checkpoints) belongs to the project of the job that made it;
-adapters published by hand, without a job, to the default project. The owner may share one with other
-projects (a checkpoint permission): they may list and serve it, never delete it.
+A fine-tuned model (and each of its checkpoints) belongs to the project of the job that made it; an
+imported adapter (`POST /v1/models`) to the project that imported it; adapters published by hand,
+without either, to the default project. The owner may share one with other projects (a checkpoint
+permission): they may list and serve it, never delete it.
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ class Access:
 
     def owner(self, meta: AdapterMeta) -> str:
         if meta.job_id is None:
-            return DEFAULT_PROJECT
+            return meta.project or DEFAULT_PROJECT
         return self.owners.job_projects([meta.job_id]).get(meta.job_id, DEFAULT_PROJECT)
 
     def visible(self, metas: list[AdapterMeta], project: str) -> list[AdapterMeta]:
         """The adapters `project` owns or has been given, in the given order."""
         owners = self.owners.job_projects(sorted({m.job_id for m in metas if m.job_id}))
         shared = self.store.shared_with(project)
-        return [m for m in metas if owners.get(m.job_id, DEFAULT_PROJECT) == project or m.name in shared]
+        return [m for m in metas if owners.get(m.job_id, m.project or DEFAULT_PROJECT) == project
+                or m.name in shared]
 
     def can_use(self, meta: AdapterMeta, project: str) -> bool:
         return self.owner(meta) == project or self.store.is_shared(meta.name, project)

@@ -2,10 +2,14 @@
 (a cache only) and its own vLLM engine: they behave as one service, and survive each other and the
 object store going away."""
 
+import hashlib
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 
 import httpx
@@ -79,6 +83,14 @@ def test_replicas_share_files_jobs_and_adapters(replicas, bucket, facts):
     assert done.fine_tuned_model in {m.name for m in listed}
     for meta in listed:
         assert bucket.verify(meta.name).sha256 == meta.sha256
+    # a download streams the bucket's files, with the bucket manifest's checksums
+    r = httpx.get(f"{b.url}/v1/models/{done.fine_tuned_model}/content", timeout=60)
+    assert r.status_code == 200, r.text
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        manifest = json.loads(tar.extractfile("ftserve.json").read())
+        weights = tar.extractfile("adapter_model.safetensors").read()
+    assert manifest["files"]["adapter_model.safetensors"]["sha256"] == hashlib.sha256(weights).hexdigest() == next(
+        m.sha256 for m in listed if m.name == done.fine_tuned_model)
 
 
 def test_the_object_store_going_away(replicas, bucket, s3, tmp_path):

@@ -166,7 +166,11 @@ TABLE: dict[tuple[str, str], tuple[str, dict | None]] = {
                                                                 "model_sample": "x"}),
     ("POST", "/v1/fine_tuning/alpha/graders/validate"): ("hidden", {"grader": {**JUDGE, "model": "{model}"}}),
     ("GET", "/v1/models"): ("list", None),
+    ("POST", "/v1/models"): ("hidden", {"model": "ft:ftserve-tiny:b:imported", "file_id": "{file_id}"}),
     ("GET", "/v1/models/{model}"): ("hidden", None),
+    ("GET", "/v1/models/{model}/content"): ("hidden", None),
+    ("POST", "/v1/load_lora_adapter"): ("admin", {"lora_name": "b-adapter", "lora_path": "{file_id}"}),
+    ("POST", "/v1/unload_lora_adapter"): ("admin", {"lora_name": "{model}"}),
     ("DELETE", "/v1/models/{model}"): ("hidden", None),
     ("POST", "/v1/chat/completions"): ("hidden", {"model": "{model}", "max_tokens": 2,
                                                   "messages": [{"role": "user", "content": "hi"}]}),
@@ -332,6 +336,37 @@ def test_a_shared_checkpoint_is_servable_by_the_granted_project_and_never_deleta
 
 
 # ------------------------------------------------------------------ keys
+def test_an_imported_adapter_belongs_to_its_project_and_vllms_endpoints_are_the_admins(org, teams, tiny_model,
+                                                                                       tmp_path):
+    from tests.support.adapters import folder_files, peft_script_adapter, tar_of
+
+    a, b = teams
+    archive = tar_of(folder_files(peft_script_adapter(tiny_model, tmp_path / "peft", steps=0)))
+    file = org.client(api_key=a.key).files.create(file=("a.tar.gz", archive), purpose="adapter")
+    r = as_key(org, a.key, "POST", "/v1/models", json={"model": "ft:ftserve-tiny:a:imported", "file_id": file.id})
+    assert r.status_code == 200, r.text
+    assert "ft:ftserve-tiny:a:imported" in {m.id for m in org.client(api_key=a.key).models.list().data}
+    assert "ft:ftserve-tiny:a:imported" not in {m.id for m in org.client(api_key=b.key).models.list().data}
+    r = as_key(org, b.key, "GET", "/v1/models/ft:ftserve-tiny:a:imported/content")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+    # vLLM's shapes: lora_path is an upload's id, never a server path; the adapter lands in the default project
+    r = admin(org, "POST", "/v1/load_lora_adapter", json={"lora_name": "sql-lora", "lora_path": "/etc/passwd"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_lora_path", r.text
+    r = admin(org, "POST", "/v1/load_lora_adapter", json={"lora_name": "sql-lora", "lora_path": file.id})
+    assert r.status_code == 200 and r.text == "Success: LoRA adapter 'sql-lora' added successfully."
+    default = org.client()
+    assert default.chat.completions.create(model="sql-lora", max_tokens=2, messages=[
+        {"role": "user", "content": "hi"}]).choices[0].message.content is not None
+    r = admin(org, "POST", "/v1/load_lora_adapter", json={"lora_name": "sql-lora", "lora_path": file.id})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "model_exists"
+    r = admin(org, "POST", "/v1/unload_lora_adapter", json={"lora_name": "sql-lora"})
+    assert r.status_code == 200 and r.text == "Success: LoRA adapter 'sql-lora' removed successfully."
+    assert "sql-lora" not in {m.id for m in default.models.list().data}
+    r = admin(org, "POST", "/v1/unload_lora_adapter", json={"lora_name": "sql-lora"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
 def test_a_deleted_service_account_or_archived_project_is_refused_at_once(org):
     team = new_team(org, "short-lived")
     assert as_key(org, team.key, "GET", "/v1/models").status_code == 200
