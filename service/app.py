@@ -86,7 +86,8 @@ def create_app(settings: Settings | None = None, features: list[Feature] | None 
         raise SystemExit("With an admin key and a shared database (--database-url), give every server the same "
                          "key secret (FTSERVE_KEY_SECRET or --key-secret-file): service account keys are "
                          "checked under it, by any server.")
-    metrics = Metrics()
+    metrics = Metrics(settings.metrics_max_models)
+    metrics.base_model = settings.base_model_name
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -6,7 +6,7 @@ from fastapi.responses import JSONResponse, Response
 from service.components import Components, Feature
 from service.fine_tuning.runner import JobRunner
 from service.fine_tuning.store import JobStore
-from service.inference.engine import Engine
+from service.inference.engine import AdapterResolver, Engine
 from service.inference.generation import Admission
 from service.metrics import CONTENT_TYPE_LATEST
 
@@ -38,8 +38,16 @@ def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     c: Components = request.app.state.components
     body = c.metrics.render(c.get(Engine), c.get(Admission).pending, c.get(JobStore).count_by_status(),
-                            dict(c.get(JobRunner).training_tokens_per_s))
+                            dict(c.get(JobRunner).training_tokens_per_s), len(c.get(AdapterResolver).warm()))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/adapters/warm")
+def warm_adapters(request: Request) -> JSONResponse:
+    """The adapters this replica's engine has loaded, most recently used last: a router sends a model's traffic
+    where it is warm. Operator-only like /metrics (names, no content)."""
+    c: Components = request.app.state.components
+    return JSONResponse({"replica": c.settings.owner, "adapters": c.get(AdapterResolver).warm()})
 
 
 feature = Feature("health", routers=[router])

@@ -1,12 +1,16 @@
 """Prometheus metrics (`/metrics`), one registry per app.
 
-Label sets stay bounded: routes are templates (`/v1/files/{file_id}`), models are the base model
-and adapters the store knows, and `job` labels exist only for jobs that are running now (at most
-`max_concurrent_jobs`). Per-project counters are labelled by project id (projects are made by an
-admin), never by key.
+Label sets stay bounded: routes are templates (`/v1/files/{file_id}`); a `model` label is the base
+model, one of the first `metrics_max_models` adapters this replica served, or `other` for every adapter
+after those (so 1,000 adapters make at most metrics_max_models + 2 series per metric); `job` labels exist
+only for jobs that are running now (at most `max_concurrent_jobs`). Per-project counters are labelled
+by project id (projects are made by an admin), never by key. Exact per-model usage, which no label
+bounds, is kept in memory for `/v1/models/{model}` (`usage`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -15,8 +19,21 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+@dataclass
+class Usage:
+    """One model's traffic on this replica since it started."""
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+OTHER = "other"
+
+
 class Metrics:
-    def __init__(self):
+    def __init__(self, max_models: int = 20):
+        self.max_models, self._labelled, self._usage = max_models, set(), {}
+        self.base_model: str | None = None  # always its own label
         r = self.registry = CollectorRegistry()
         self.http_requests = Counter("ftserve_http_requests", "HTTP requests", ["route", "method", "status"],
                                      registry=r)
@@ -29,6 +46,13 @@ class Metrics:
                              buckets=LATENCY, registry=r)
         self.e2e = Histogram("ftserve_e2e_request_latency_seconds", "Time from admission to the last token",
                              buckets=LATENCY, registry=r)
+        self.model_requests = Counter("ftserve_model_requests", "Generation requests by model (a bounded label: "
+                                      "see the module's docstring)", ["model"], registry=r)
+        self.model_latency = Histogram("ftserve_model_request_latency_seconds", "Time from admission to the last "
+                                       "token, by model", ["model"], buckets=LATENCY, registry=r)
+        self.adapters_loaded = Gauge("ftserve_adapters_loaded", "Adapters loaded in this replica's engine (its host "
+                                     "LoRA cache, at most max_cpu_loras; the device slots are filled from it)",
+                                     registry=r)
         self.prompt_tokens = Counter("ftserve_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
         self.generation_tokens = Counter("ftserve_generation_tokens", "Tokens generated", ["model"], registry=r)
         self.requests_running = Gauge("ftserve_requests_running", "Generation requests the engine holds", registry=r)
@@ -56,9 +80,31 @@ class Metrics:
         self.http_requests.labels(route, method, str(status)).inc()
         self.http_duration.labels(route, method).observe(seconds)
 
+    def label(self, model: str) -> str:
+        """The model's `model` label: its name while fewer than max_models adapters have one, else `other`."""
+        if model == self.base_model or model in self._labelled:
+            return model
+        if len(self._labelled) < self.max_models:
+            self._labelled.add(model)
+            return model
+        return OTHER
+
+    def usage(self, model: str) -> Usage:
+        return self._usage.get(model) or Usage()
+
+    def model_request(self, model: str) -> None:
+        self.model_requests.labels(self.label(model)).inc()
+        self._usage.setdefault(model, Usage()).requests += 1
+
+    def model_done(self, model: str, seconds: float) -> None:
+        self.model_latency.labels(self.label(model)).observe(seconds)
+
     def tokens(self, model: str, project: str, prompt: int, generated: int) -> None:
-        self.prompt_tokens.labels(model).inc(prompt)
-        self.generation_tokens.labels(model).inc(generated)
+        self.prompt_tokens.labels(self.label(model)).inc(prompt)
+        self.generation_tokens.labels(self.label(model)).inc(generated)
+        usage = self._usage.setdefault(model, Usage())
+        usage.prompt_tokens += prompt
+        usage.completion_tokens += generated
         self.project_tokens.labels(project, "prompt").inc(prompt)
         self.project_tokens.labels(project, "completion").inc(generated)
 
@@ -76,8 +122,10 @@ class Metrics:
         self.adapter_evictions.inc()
 
     # ------------------------------------------------------------------ scrape
-    def render(self, engine, waiting: int, job_counts: dict[str, int], training_tps: dict[str, float]) -> bytes:
+    def render(self, engine, waiting: int, job_counts: dict[str, int], training_tps: dict[str, float],
+               adapters_loaded: int) -> bytes:
         self.requests_running.set(engine.request_counts())
+        self.adapters_loaded.set(adapters_loaded)
         self.offline_running.set(engine.offline)
         self.requests_waiting.set(waiting)
         for status in ("validating_files", "queued", "running", "succeeded", "failed", "cancelled"):

@@ -75,7 +75,7 @@ class CatchAll:
                 raise
             await errors.unexpected(scope, exc)(scope, receive, send)
 
-OPEN_PATHS = ("/health", "/ready", "/metrics")
+OPEN_PATHS = ("/health", "/ready", "/metrics", "/adapters/warm")
 OPEN_PREFIXES = ("/ui",  # the dashboard's own files: it asks for a key, then calls the API with it
                  "/internal/")  # a reinforcement job's trainer: its job's token, checked by the route
 NOT_AUDITED = ("/v1/chat/completions", "/v1/completions")  # generation changes nothing stored

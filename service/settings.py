@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     at this rank, and on a CPU computed at it too: there, set it to the largest rank you serve (eight rank-8
     adapters mixed run ~2.5x faster at 8 than at 64; Benchmarks, "Many adapters at once")."""
 
+    metrics_max_models: int = Field(default=20, ge=0)
+    """Adapters with a `model` label of their own in /metrics: the first this many served since the replica
+    started; every later one counts under `model="other"` (the base model always has its own)."""
+
     max_adapter_bytes: int = Field(default=1 << 30, ge=1)
     """Largest adapter an import (`POST /v1/models`) unpacks, in bytes; a larger archive is refused (413)."""
 

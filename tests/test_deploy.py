@@ -1,5 +1,7 @@
 """The container image definition and the Kubernetes manifests, checked offline."""
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -194,3 +196,21 @@ def test_scale_out_trains_on_a_kuberay_cluster_not_in_the_serving_pods():
     assert worker["image"] == container["image"]
     head = cluster["spec"]["headGroupSpec"]
     assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"  # the Job Submission API, for the replicas
+
+
+def test_the_grafana_dashboard_plots_only_metrics_the_server_exports():
+    from prometheus_client import generate_latest
+
+    from service.metrics import Metrics
+
+    dashboard = json.loads((REPO / "deploy" / "base" / "grafana" / "ftserve.json").read_text())
+    exported = set(re.findall(r"^# TYPE (\w+) (\w+)", generate_latest(Metrics().registry).decode(), re.M))
+    names = {n for n, _ in exported} | {f"{n}_{s}" for n, kind in exported for s in ("total", "bucket", "count", "sum")}
+    used = {m for panel in dashboard["panels"] for t in panel["targets"]
+            for m in re.findall(r"\bftserve_\w+", t["expr"])}
+    assert used and used <= names, used - names
+    assert {"ftserve_model_requests_total", "ftserve_adapters_loaded", "ftserve_adapter_load_seconds_bucket",
+            "ftserve_model_request_latency_seconds_bucket"} <= used
+    (configmap,) = [d for d in _render("cpu-demo") if d["kind"] == "ConfigMap"]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["ftserve.json"]) == dashboard

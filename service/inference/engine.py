@@ -206,6 +206,10 @@ class AdapterResolver:
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._next_id = 1
 
+    def warm(self) -> list[str]:
+        """The adapters loaded in the engine now, least recently used first."""
+        return [name for name, _ in self._loaded]
+
     def check_usable(self, model: str, project: str) -> None:
         """404, as for a missing model, unless `project` may use `model` (the base model it always may)."""
         if model != self.settings.base_model_name:

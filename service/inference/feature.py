@@ -15,7 +15,7 @@ def build(c: Components) -> None:
     engine = Engine(s, c.model_path)
     resolver = AdapterResolver(c.adapters, c.get(Access), engine, s, c.metrics)
     admission = Admission(s.max_concurrent_generations, s.project_max_generations)
-    c.add(engine, admission, OfflineLane(engine, s.batch_reserve, s.batch_yield_lines),
+    c.add(engine, resolver, admission, OfflineLane(engine, s.batch_reserve, s.batch_yield_lines),
           ChatService(engine, resolver, admission, c.metrics),
           CompletionService(engine, resolver, admission, c.metrics))
     if s.engine == "vllm":

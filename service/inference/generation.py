@@ -92,8 +92,12 @@ class GenerationService:
         Waiting here means errors at submission are answered as errors, not in a stream, and
         that the request is in the engine (and counted there) before its response starts.
         `offline` work (batch lines) has waited for room in the OfflineLane instead of being admitted."""
+        model = self.resolver.settings.base_model_name if lora is None else lora.lora_name
         if offline:
-            return await self._offline(outputs, lora, param)
+            outputs = await self._offline(outputs, lora, param)
+            if self.metrics is not None:
+                self.metrics.model_request(model)
+            return outputs
         if self.engine.interactive >= self.admission.limit:
             raise APIError(Kind.RATE_LIMITED, f"The server is at its limit of {self.admission.limit} concurrent "
                            "generation requests; retry shortly.", code="too_many_requests",
@@ -113,7 +117,8 @@ class GenerationService:
         if self.metrics is not None:
             self.metrics.ttft.observe(time.perf_counter() - started)
             self.metrics.project_request(project)
-        timed = self._timed(first, outputs, started, leave)
+            self.metrics.model_request(model)
+        timed = self._timed(first, outputs, started, leave, model)
         weakref.finalize(timed, leave)  # a response dropped before it was read gives its slot back too
         return timed
 
@@ -154,7 +159,8 @@ class GenerationService:
             return model_not_found(name) if not self.resolver.store.exists(name) else adapter_unusable(name, str(e))
         return None
 
-    async def _timed(self, first, outputs: AsyncIterator, started: float, leave: Callable[[], None]) -> AsyncIterator:
+    async def _timed(self, first, outputs: AsyncIterator, started: float, leave: Callable[[], None],
+                     model: str) -> AsyncIterator:
         """The outputs, timed; the project's slot is given back when they end, however they end (the
         caller closes this generator: `guarded` for streams, `accumulate` otherwise)."""
         try:
@@ -169,6 +175,7 @@ class GenerationService:
                 yield output
             if self.metrics is not None:
                 self.metrics.e2e.observe(last - started)
+                self.metrics.model_done(model, last - started)
         finally:
             leave()
 

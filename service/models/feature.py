@@ -11,7 +11,8 @@ from service.projects.service import Access
 
 
 def build(c: Components) -> None:
-    c.add(ModelService(c.adapters, c.get(Access), c.get(FileService), c.settings, c.model_path, int(time.time())))
+    c.add(ModelService(c.adapters, c.get(Access), c.get(FileService), c.settings, c.model_path, c.metrics,
+                       int(time.time())))
 
 
 feature = Feature("models", routers=[router, lora_router], build=build)

@@ -9,6 +9,13 @@ from pydantic import BaseModel, Field
 from service.protocol import Strict
 
 
+class ModelUsage(BaseModel):
+    """What this replica served with the model since it started (an ftserve extension)."""
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class Model(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -17,6 +24,8 @@ class Model(BaseModel):
     # ftserve extensions (vLLM reports these too)
     root: str | None = None
     parent: str | None = None
+    # ftserve extension
+    usage: ModelUsage | None = None
 
 
 # ftserve extensions: adapters in and out

@@ -23,7 +23,8 @@ from service.errors import APIError, Kind, adapter_unusable, model_not_found
 from service.files.service import FileService
 from service.models.archive import CONFIG, read_archive, tar_length, tar_stream
 from service.models.imports import Base, check_config, check_weights
-from service.models.protocol import Model
+from service.metrics import Metrics
+from service.models.protocol import Model, ModelUsage
 from service.projects.keys import DEFAULT_PROJECT
 from service.projects.service import Access
 from service.protocol import DeletedObject, ListObject
@@ -38,18 +39,24 @@ class ModelService:
     descends from (itself for the base), `parent` the model it was trained from."""
 
     def __init__(self, adapters: AdapterStore, access: Access, files: FileService, settings: Settings,
-                 model_path: Path, started_at: int):
+                 model_path: Path, metrics: Metrics, started_at: int):
         self.adapters, self.access, self.files, self.settings = adapters, access, files, settings
+        self.metrics = metrics
         self.base = Base(settings.base_model_name, Path(model_path), settings.max_lora_rank)
         self.started_at = started_at
 
     def _base(self) -> Model:
         base = self.settings.base_model_name
-        return Model(id=base, created=self.started_at, owned_by="ftserve", root=base, parent=None)
+        return Model(id=base, created=self.started_at, owned_by="ftserve", root=base, parent=None,
+                     usage=self._usage(base))
+
+    def _usage(self, model: str) -> ModelUsage:
+        return ModelUsage(**asdict(self.metrics.usage(model)))
 
     def _adapter(self, meta) -> Model:
         return Model(id=meta.name, created=meta.created_at, owned_by=self.settings.organization,
-                     root=meta.base_model or None, parent=meta.parent or meta.base_model or None)
+                     root=meta.base_model or None, parent=meta.parent or meta.base_model or None,
+                     usage=self._usage(meta.name))
 
     def list(self, project: str) -> ListObject[Model]:
         mine = self.access.visible(self.adapters.list(), project)

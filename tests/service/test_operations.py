@@ -27,6 +27,7 @@ FAMILIES = [
     "ftserve_requests_waiting", "ftserve_fine_tuning_jobs",
     "ftserve_training_tokens_per_second", "ftserve_adapter_loads", "ftserve_adapter_load_seconds",
     "ftserve_adapter_evictions", "ftserve_project_requests", "ftserve_project_tokens", "ftserve_project_training_tokens",
+    "ftserve_model_requests", "ftserve_model_request_latency_seconds", "ftserve_adapters_loaded",
 ]
 
 
@@ -34,7 +35,7 @@ FAMILIES = [
 @pytest.fixture(scope="module")
 def ops(tiny_model, tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model, max_concurrent_generations=1, max_loras=1,
-                 max_cpu_loras=2, shutdown_timeout_seconds=20).start(timeout=240)
+                 max_cpu_loras=2, shutdown_timeout_seconds=20, metrics_max_models=2).start(timeout=240)
     yield srv
     srv.stop()
 
@@ -112,6 +113,45 @@ def test_adapter_loads_and_evictions_are_counted(ops, client, trained, tmp_path)
     assert value(ops, "ftserve_adapter_loads_total") == loads + 4
 
 
+def test_per_model_series_move_by_exact_counts_under_a_bounded_label_set(ops, client, trained):
+    """metrics_max_models=2 here: the first two adapters served have their own label, later ones count as
+    `other`; /v1/models/{model} has each model's exact usage; /adapters/warm names what the engine holds."""
+    done, _ = trained
+    store = AdapterStore(ops.data_dir / "adapters")
+    fresh = [f"ft:usage-{i}" for i in range(4)]
+    for name in fresh:
+        store.publish(name, store.resolve(done.fine_tuned_model))
+    before, usage_before = samples(ops), client.models.retrieve(done.fine_tuned_model).model_extra["usage"]
+    answers = [client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                              max_tokens=3, extra_body={"ignore_eos": True})
+               for model in [done.fine_tuned_model] * 2 + fresh]
+    after = samples(ops)
+
+    def moved(name, model):
+        key = (name, (("model", model),))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved("ftserve_model_requests_total", done.fine_tuned_model) == 2
+    assert moved("ftserve_model_requests_total", "other") == 4
+    assert moved("ftserve_model_request_latency_seconds_count", "other") == 4
+    assert moved("ftserve_generation_tokens_total", "other") == 12
+    assert moved("ftserve_prompt_tokens_total", "other") == sum(a.usage.prompt_tokens for a in answers[2:])
+    labels = {dict(k[1]).get("model") for k in after if k[0] == "ftserve_model_requests_total"}
+    assert labels <= {"ftserve-tiny", "other"} | {done.fine_tuned_model, "ft:copy-a", "ft:copy-b"}
+    assert len(labels - {"ftserve-tiny", "other"}) <= 2 and not labels & set(fresh)
+    # exact usage per model, labelled or not
+    usage = client.models.retrieve(done.fine_tuned_model).model_extra["usage"]
+    assert usage["requests"] == usage_before["requests"] + 2
+    assert usage["completion_tokens"] == usage_before["completion_tokens"] + 6
+    for name, answer in zip(fresh, answers[2:]):
+        assert client.models.retrieve(name).model_extra["usage"] == {
+            "requests": 1, "prompt_tokens": answer.usage.prompt_tokens, "completion_tokens": 3}
+    # max_cpu_loras=2: the engine holds the last two
+    warm = httpx.get(ops.url + "/adapters/warm").json()
+    assert warm["adapters"] == fresh[-2:] and warm["replica"]
+    assert value(ops, "ftserve_adapters_loaded") == 2
+
+
 def _long_stream(server, max_tokens=400):
     """Open a stream and return (response context, lines iterator) after its first data line."""
     http = httpx.Client(timeout=120)
@@ -182,7 +222,7 @@ def test_api_keys_401_envelope_and_open_probes(tiny_model, tmp_path):
         with pytest.raises(Exception) as e:
             server.client().models.list()
         assert e.value.status_code == 401
-        for path in ("/health", "/ready", "/metrics"):
+        for path in ("/health", "/ready", "/metrics", "/adapters/warm"):
             assert httpx.get(server.url + path).status_code == 200, path
         # no upload is read before the key is checked
         r = httpx.post(server.url + "/v1/files", files={"file": ("a.jsonl", FACTS.read_bytes())},
