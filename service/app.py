@@ -17,6 +17,7 @@ from service.batches import feature as batches
 from service.components import Components, Feature
 from service.db import Database, sqlite_url
 from service.evals import feature as evals
+from service.exports import feature as exports
 from service.files import feature as files
 from service.fine_tuning import feature as fine_tuning
 from service.graders import feature as graders
@@ -39,6 +40,7 @@ FEATURES: list[Feature] = [
     projects.feature,
     files.feature,
     models.feature,
+    exports.feature,
     inference.feature,
     responses.feature,
     batches.feature,

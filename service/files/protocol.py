@@ -7,7 +7,7 @@ from typing import Literal
 from service.protocol import Sparse
 
 FilePurpose = Literal["fine-tune", "fine-tune-results", "batch", "batch_output", "assistants", "user_data", "evals",
-                      "vision", "adapter"]
+                      "vision", "adapter", "model_export"]
 UPLOAD_PURPOSES = ("fine-tune", "batch", "assistants", "user_data", "evals", "vision", "adapter")
 """`adapter` (an ftserve extension): a PEFT adapter archive, imported as a model through `POST /v1/models`."""
 

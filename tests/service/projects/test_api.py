@@ -106,11 +106,12 @@ def world(org, teams, tmp_path_factory):
     item = client.evals.runs.output_items.list(run.id, eval_id=ev.id).data[0]
     assert item.sample.error is None or not item.sample.error.code, item.sample  # A's run may use A's model
     response = client.responses.create(model=done.fine_tuned_model, input="hi", max_output_tokens=2)
+    export = as_key(org, a.key, "POST", "/v1/model_exports", json={"model": done.fine_tuned_model}).json()
     return {"file_id": file.id, "batch_file": batch_file.id, "response_id": response.id, "fine_tuning_job_id": job.id, "batch_id": batch.id,
             "eval_id": ev.id, "run_id": run.id, "output_item_id": item.id, "model": done.fine_tuned_model,
             "fine_tuned_model_checkpoint": checkpoint, "results_file": done.result_files[0],
             "output_file": batch.output_file_id, "project_id": a.project, "service_account_id": a.account,
-            "permission_id": "cp_" + "0" * 24}
+            "permission_id": "cp_" + "0" * 24, "export_id": export["id"]}
 
 
 # ------------------------------------------------------------------ every route, table-driven
@@ -166,6 +167,9 @@ TABLE: dict[tuple[str, str], tuple[str, dict | None]] = {
                                                                 "model_sample": "x"}),
     ("POST", "/v1/fine_tuning/alpha/graders/validate"): ("hidden", {"grader": {**JUDGE, "model": "{model}"}}),
     ("GET", "/v1/models"): ("list", None),
+    ("POST", "/v1/model_exports"): ("hidden", {"model": "{model}"}),
+    ("GET", "/v1/model_exports"): ("list", None),
+    ("GET", "/v1/model_exports/{export_id}"): ("hidden", None),
     ("POST", "/v1/models"): ("hidden", {"model": "ft:ftserve-tiny:b:imported", "file_id": "{file_id}"}),
     ("GET", "/v1/models/{model}"): ("hidden", None),
     ("GET", "/v1/models/{model}/content"): ("hidden", None),
@@ -197,7 +201,7 @@ MISSING = {"file_id": "file-" + "0" * 24, "response_id": "resp_" + "0" * 32, "ba
            "output_item_id": "outputitem_" + "0" * 32, "model": "ft:ftserve-tiny:ftserve::00000000",
            "fine_tuned_model_checkpoint": "ft:ftserve-tiny:ftserve::00000000:ckpt-step-1",
            "project_id": "proj_" + "0" * 24, "service_account_id": "svc_acct_" + "0" * 24,
-           "permission_id": "cp_" + "1" * 24}
+           "permission_id": "cp_" + "1" * 24, "export_id": "mexp_" + "0" * 24}
 
 
 def app_routes() -> set[tuple[str, str]]:
