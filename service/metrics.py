@@ -1,8 +1,10 @@
 """Prometheus metrics (`/metrics`), one registry per app.
 
 Label sets stay bounded: routes are templates (`/v1/files/{file_id}`); a `model` label is the base
-model, one of the first `metrics_max_models` adapters this replica served, or `other` for every adapter
-after those (so 1,000 adapters make at most metrics_max_models + 2 series per metric); `job` labels exist
+model, one of the `metrics_max_models` adapters with the most requests on this replica, or `other` (so
+1,000 adapters make at most metrics_max_models + 2 series per metric). An adapter that overtakes the
+least used labelled one takes its place: the overtaken one's series are removed and its later traffic
+counts under `other`; `job` labels exist
 only for jobs that are running now (at most `max_concurrent_jobs`). Per-project counters are labelled
 by project id (projects are made by an admin), never by key. Exact per-model usage, which no label
 bounds, is kept in memory for `/v1/models/{model}` (`usage`).
@@ -81,28 +83,42 @@ class Metrics:
         self.http_duration.labels(route, method).observe(seconds)
 
     def label(self, model: str) -> str:
-        """The model's `model` label: its name while fewer than max_models adapters have one, else `other`."""
-        if model == self.base_model or model in self._labelled:
-            return model
-        if len(self._labelled) < self.max_models:
-            self._labelled.add(model)
-            return model
-        return OTHER
+        """The model's `model` label: its name if it is the base model or among the most used adapters."""
+        return model if model == self.base_model or model in self._labelled else OTHER
 
     def usage(self, model: str) -> Usage:
         return self._usage.get(model) or Usage()
 
     def model_request(self, model: str) -> None:
-        self.model_requests.labels(self.label(model)).inc()
         self._usage.setdefault(model, Usage()).requests += 1
+        self._rank(model)
+        self.model_requests.labels(self.label(model)).inc()
+
+    def _rank(self, model: str) -> None:
+        """Give `model` a label of its own if a slot is free or it now has more requests than the least used
+        labelled adapter, whose series are then removed."""
+        if model == self.base_model or model in self._labelled or self.max_models == 0:
+            return
+        if len(self._labelled) >= self.max_models:
+            weakest = min(self._labelled, key=lambda m: (self._usage[m].requests, m))
+            if self._usage[model].requests <= self._usage[weakest].requests:
+                return
+            self._labelled.discard(weakest)
+            for metric in (self.model_requests, self.model_latency, self.prompt_tokens, self.generation_tokens):
+                try:
+                    metric.remove(weakest)
+                except KeyError:  # it had no sample in this one yet
+                    pass
+        self._labelled.add(model)
 
     def model_done(self, model: str, seconds: float) -> None:
         self.model_latency.labels(self.label(model)).observe(seconds)
 
     def tokens(self, model: str, project: str, prompt: int, generated: int) -> None:
+        self._usage.setdefault(model, Usage())
         self.prompt_tokens.labels(self.label(model)).inc(prompt)
         self.generation_tokens.labels(self.label(model)).inc(generated)
-        usage = self._usage.setdefault(model, Usage())
+        usage = self._usage[model]
         usage.prompt_tokens += prompt
         usage.completion_tokens += generated
         self.project_tokens.labels(project, "prompt").inc(prompt)

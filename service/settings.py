@@ -94,8 +94,8 @@ class Settings(BaseSettings):
     adapters mixed run ~2.5x faster at 8 than at 64; Benchmarks, "Many adapters at once")."""
 
     metrics_max_models: int = Field(default=20, ge=0)
-    """Adapters with a `model` label of their own in /metrics: the first this many served since the replica
-    started; every later one counts under `model="other"` (the base model always has its own)."""
+    """Adapters with a `model` label of their own in /metrics: this many with the most requests on the
+    replica; the others count under `model="other"` (the base model always has its own)."""
 
     max_adapter_bytes: int = Field(default=1 << 30, ge=1)
     """Largest adapter an import (`POST /v1/models`) unpacks, in bytes; a larger archive is refused (413)."""

@@ -180,6 +180,14 @@ def _weights(good, change) -> bytes:
     return _safetensors(tensors)
 
 
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(zipfile.ZipInfo(name), data)
+    return buf.getvalue()
+
+
 def _two_gb_zip(path: Path) -> bytes:
     """2 GB of zeros, deflated to ~2 MB: the upload passes, what it unpacks to does not."""
     info = zipfile.ZipInfo("adapter_model.safetensors")
@@ -198,6 +206,8 @@ HOSTILE = {
                                     "a/adapter_model.bin": b"\x80\x04cos\nsystem\n."}), 400, "pickle_not_allowed"),
     "dot-dot": (lambda g, t: tar_of({**g, "../evil.txt": b"x"}), 400, "unsafe_archive_member"),
     "absolute": (lambda g, t: tar_of({**g, "/etc/cron.d/evil": b"x"}), 400, "unsafe_archive_member"),
+    "zip-dot-dot-and-absolute": (lambda g, t: _zip({**g, "../../evil.txt": b"x", "/tmp/evil.txt": b"x"}), 400,
+                                 "unsafe_archive_member"),
     "symlink": (lambda g, t: tar_of(g, links={"keys": "/root/.ssh/id_rsa"}), 400, "unsafe_archive_member"),
     "rank-above-limit": (lambda g, t: tar_of({**g, "adapter_config.json": _config(g, r=32)}), 400,
                          "adapter_rank_too_large"),
@@ -225,7 +235,7 @@ HOSTILE = {
 def test_a_hostile_import_is_refused_and_nothing_is_published(client, server, good, tmp_path, case):
     make, status, code = HOSTILE[case]
     before = {m.id for m in client.models.list().data}
-    file = upload(client, make(good, tmp_path), "a.zip" if case.startswith("2gb") else "a.tar.gz")
+    file = upload(client, make(good, tmp_path), "a.zip" if "zip" in case else "a.tar.gz")
     name = f"ft:ftserve-tiny:acme:{case}"
     r = httpx.post(f"{server.url}/v1/models", json={"model": name, "file_id": file.id}, timeout=120)
     assert r.status_code == status and r.json()["error"]["code"] == code, r.text
