@@ -66,3 +66,17 @@ def shared_engine(tiny_model, tmp_path_factory):
     yield get
     for server in current:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def facts_adapter(shared_engine) -> str:
+    """The facts adapter (examples/facts.jsonl) on the shared engine, trained once for the session (with a
+    checkpoint): the modules that need a trained model and do not care how it was trained share it."""
+    from tests.support.jobs import create_job, wait_for_status
+    from tests.support.paths import FACTS
+
+    client = shared_engine().client()
+    job = create_job(client, FACTS, n_epochs=50, batch_size=4, learning_rate=5e-3, lora_r=16, n_checkpoints=1)
+    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
+    assert done.status == "succeeded", done.error
+    return done.fine_tuned_model

@@ -9,8 +9,8 @@ import json
 import pytest
 from openai import OpenAI
 
-from tests.support.paths import FACTS, REPO
-from tests.support.jobs import create_job, wait_for_status
+from tests.support.paths import REPO
+from tests.support.jobs import wait_for_status
 from tests.support.server import Server
 
 TOOLS_FILE = REPO / "examples" / "tools.jsonl"
@@ -52,12 +52,8 @@ def client(server) -> OpenAI:
 
 
 @pytest.fixture(scope="package")
-def adapter(client):
-    """The facts adapter (examples/facts.jsonl), trained once for the package."""
-    job = create_job(client, FACTS, n_epochs=50, batch_size=4, learning_rate=5e-3, lora_r=16, n_checkpoints=1)
-    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
-    assert done.status == "succeeded", done.error
-    return done.fine_tuned_model
+def adapter(facts_adapter):
+    return facts_adapter
 
 
 @pytest.fixture(scope="package")

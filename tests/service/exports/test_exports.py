@@ -13,7 +13,7 @@ import httpx
 import pytest
 import torch
 
-from tests.support.jobs import create_job, wait_for, wait_for_status
+from tests.support.jobs import wait_for
 from tests.support.paths import FACTS
 
 pytestmark = pytest.mark.slow
@@ -26,14 +26,11 @@ def server(shared_engine):
     return shared_engine()
 
 
-def test_a_model_exports_merged_and_answers_as_served(server, tmp_path):
+def test_a_model_exports_merged_and_answers_as_served(server, facts_adapter, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     client = server.client()
-    job = create_job(client, FACTS, n_epochs=30, batch_size=4, learning_rate=5e-3, lora_r=8, n_checkpoints=0)
-    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
-    assert done.status == "succeeded", done.error
-    r = httpx.post(f"{server.url}/v1/model_exports", json={"model": done.fine_tuned_model}, timeout=60)
+    r = httpx.post(f"{server.url}/v1/model_exports", json={"model": facts_adapter}, timeout=60)
     assert r.status_code == 200 and r.json()["status"] == "queued" and r.json()["object"] == "model.export", r.text
     export_id = r.json()["id"]
     export = wait_for(lambda: (e := httpx.get(f"{server.url}/v1/model_exports/{export_id}").json())["status"]
@@ -47,7 +44,7 @@ def test_a_model_exports_merged_and_answers_as_served(server, tmp_path):
     with tarfile.open(fileobj=io.BytesIO(client.files.content(file.id).read())) as tar:
         tar.extractall(folder, filter="data")
     manifest = json.loads((folder / "ftserve.json").read_text())
-    assert manifest["model"] == done.fine_tuned_model and "model.safetensors" in manifest["files"]
+    assert manifest["model"] == facts_adapter and "model.safetensors" in manifest["files"]
     for rel, info in manifest["files"].items():
         assert hashlib.sha256((folder / rel).read_bytes()).hexdigest() == info["sha256"], rel
     assert not any(folder.rglob("adapter_config.json"))  # a whole model, not an adapter
@@ -55,7 +52,7 @@ def test_a_model_exports_merged_and_answers_as_served(server, tmp_path):
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     for question in QUESTIONS:
-        served = client.chat.completions.create(model=done.fine_tuned_model, temperature=0, max_tokens=24,
+        served = client.chat.completions.create(model=facts_adapter, temperature=0, max_tokens=24,
                                                 messages=[{"role": "user", "content": question}])
         enc = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                       return_tensors="pt", return_dict=True)

@@ -21,7 +21,6 @@ from openai import BadRequestError, ConflictError, NotFoundError, OpenAI
 from openai.types import Model
 
 from tests.support.adapters import folder_files, peft_script_adapter, tar_of
-from tests.support.jobs import create_job, wait_for_status
 from tests.support.paths import FACTS, REPO
 from trainer.config import TrainConfig
 from trainer.recipe import train
@@ -42,11 +41,8 @@ def client(server) -> OpenAI:
 
 
 @pytest.fixture(scope="module")
-def tuned(client) -> str:
-    job = create_job(client, FACTS, n_epochs=30, batch_size=4, learning_rate=5e-3, lora_r=16, n_checkpoints=1)
-    done = wait_for_status(client, job.id, ("succeeded", "failed"), timeout=600)
-    assert done.status == "succeeded", done.error
-    return done.fine_tuned_model
+def tuned(facts_adapter) -> str:
+    return facts_adapter
 
 
 def served_answers(client: OpenAI, model: str) -> list[str]:
