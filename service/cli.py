@@ -39,7 +39,12 @@ def _train(args: argparse.Namespace) -> int:
                 bar.reset(total=event["total_steps"])
         elif kind == "metrics":
             bar.n = event["step"]
-            bar.set_postfix(loss=f"{event['train_loss']:.4f}", tok_s=f"{event['tokens_per_s']:.0f}")
+            if "train_reward_mean" in event:  # stage grpo
+                bar.set_postfix(reward=f"{event['train_reward_mean']:.3f}", samples_s=f"{event['samples_per_s']:.1f}")
+            else:
+                bar.set_postfix(loss=f"{event['train_loss']:.4f}", tok_s=f"{event['tokens_per_s']:.0f}")
+            if "valid_reward_mean" in event:
+                bar.write(f"step {event['step']}: valid_reward_mean {event['valid_reward_mean']:.3f}")
             if "valid_loss" in event:
                 bar.write(f"step {event['step']}: valid_loss {event['valid_loss']:.4f}, "
                           f"valid_mean_token_accuracy {event['valid_mean_token_accuracy']:.3f}")

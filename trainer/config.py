@@ -99,8 +99,9 @@ class TrainConfig:
     """Answers sampled per validation prompt."""
 
     rollout_url: str | None = None
-    """Where the trainer asks for graded samples: the server's rollout endpoint for the job (set by the job
-    runner, with its token in FTSERVE_ROLLOUT_TOKEN)."""
+    """Where the trainer asks for graded samples: for `ftserve train`, a running ftserve server's API
+    (`http://127.0.0.1:8000/v1`) serving the same base model, its key in FTSERVE_API_KEY; for a job, its
+    server's rollout endpoint (set by the job runner, with its token in FTSERVE_ROLLOUT_TOKEN)."""
 
     pref_beta: float = Field(default=0.1, gt=0, le=10)
     """DPO's beta: how far the policy may move from the reference (higher: closer to it)."""
@@ -332,8 +333,9 @@ class TrainConfig:
         if self.served_model_name is None:
             self.served_model_name = self.model_name_or_path
         if self.stage == "grpo" and (self.grader is None or self.rollout_url is None):
-            raise ValueError("stage grpo needs a grader and a rollout_url (a server's rollout endpoint): run it as "
-                             "a fine-tuning job with method reinforcement")
+            raise ValueError("stage grpo needs a grader and a rollout_url: a running ftserve server's API "
+                             "(e.g. http://127.0.0.1:8000/v1, serving the same base model; its key in "
+                             "FTSERVE_API_KEY), whose engine samples the answers and grades them")
         return self
 
     # --- construction ------------------------------------------------------------------------

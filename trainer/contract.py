@@ -164,6 +164,9 @@ class RolloutRequest(BaseModel):
     temperature: float = 1.0
     max_tokens: int = Field(ge=1)
     seed: int | None = None
+    grader: dict | None = None
+    """`ftserve train`'s rollouts (`POST /v1/fine_tuning/alpha/rollouts`) carry their grader; a job's rollouts
+    are graded with the job's own, and send none."""
 
 
 class RolloutSample(BaseModel):

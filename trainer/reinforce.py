@@ -71,7 +71,7 @@ def train(cfg: TrainConfig, emit: Callable[[dict], None] = lambda event: None) -
     scheduler = get_scheduler("constant_with_warmup" if cfg.lr_scheduler_type == "constant" else cfg.lr_scheduler_type,
                               optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
-    client = RolloutClient(cfg.rollout_url)
+    client = RolloutClient(cfg.rollout_url, cfg.grader)
     pos = recipe.Position()
     if resume_dir is not None:
         pos = recipe._load_checkpoint(resume_dir, model, optimizer, scheduler, device)

@@ -32,9 +32,17 @@ class RolloutError(OSError):
 
 
 class RolloutClient:
-    def __init__(self, url: str):
-        token = os.environ.get(ROLLOUT_TOKEN_ENV, "")
-        self.url = os.environ.get(ROLLOUT_URL_ENV) or url  # the server that launched this run
+    def __init__(self, url: str, grader: dict | None = None):
+        """`url`: a job's rollout endpoint (the runner sets it, with its token), or, for `ftserve train`, a
+        running server's API (`http://127.0.0.1:8000/v1`, its key in FTSERVE_API_KEY), asked with `grader`."""
+        url = os.environ.get(ROLLOUT_URL_ENV) or url  # the server that launched this run
+        self.grader = None
+        if "/internal/rollouts/" in url:
+            token = os.environ.get(ROLLOUT_TOKEN_ENV, "")
+            self.url = url
+        else:
+            token = os.environ.get("FTSERVE_API_KEY") or "unused"
+            self.url, self.grader = url.rstrip("/") + "/fine_tuning/alpha/rollouts", grader
         self.http = httpx.Client(timeout=httpx.Timeout(900, connect=10),
                                  headers={"Authorization": f"Bearer {token}"})
 
@@ -42,7 +50,7 @@ class RolloutClient:
         """`n` graded answers to each prompt from the model's adapter, sampled at cfg's temperature."""
         seed = random.Random(f"{cfg.seed}:{step}:{split}").getrandbits(31)  # its own stream per step and split
         body = RolloutRequest(step=step, split=split, adapter=_adapter(model), n=n, temperature=cfg.temperature,
-                              max_tokens=cfg.max_new_tokens, seed=seed,
+                              max_tokens=cfg.max_new_tokens, seed=seed, grader=self.grader,
                               prompts=[RolloutPrompt(messages=p.messages, item=p.item) for p in prompts])
         payload = body.model_dump_json()
         for attempt in range(RETRIES):

@@ -9,6 +9,10 @@ grader (the one it was created with, not one the trainer sends).
 Only the job's trainer may ask: it holds a token the runner made at launch (in its environment), checked
 here in constant time; the token is revoked, and rollouts still running for the job are cancelled (their
 engine requests aborted), when the trainer ends for any reason: done, failed, cancelled or paused.
+
+`ftserve train` with `stage: grpo` asks a running server instead (`POST /v1/fine_tuning/alpha/rollouts`,
+with an API key): the same sampling and grading, its grader in the request, its adapter checked as an
+imported one is and loaded for that request only.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ import shutil
 import time
 from pathlib import Path
 
+from pydantic import TypeAdapter, ValidationError
+
 from service.errors import APIError, Kind
 from service.fine_tuning.protocol import Method
 from service.fine_tuning.store import JobStore
 from service.graders.service import GraderService
 from service.inference.engine import BATCH_PRIORITY, AdapterResolver, Engine
 from service.inference.offline import OfflineLane
+from service.models.imports import Base, check_config, check_weights
 from trainer.contract import RolloutAdapter, RolloutRequest, RolloutResponse, RolloutSample
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -36,8 +43,10 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 class RolloutService:
     def __init__(self, engine: Engine, resolver: AdapterResolver, lane: OfflineLane, graders: GraderService,
-                 store: JobStore, data_dir: Path):
+                 store: JobStore, data_dir: Path, base: Base):
+        """`base`: the served base model, which an adapter sent by `ftserve train` must fit."""
         self.engine, self.resolver, self.lane, self.graders, self.store = engine, resolver, lane, graders, store
+        self.base = base
         self.root = data_dir / "rollouts"
         self._tokens: dict[str, str] = {}
         self._policies: dict[str, tuple[int, object, Path]] = {}  # job -> (step, LoRARequest, its folder)
@@ -83,15 +92,56 @@ class RolloutService:
             self._running.get(job_id, set()).discard(task)
 
     async def _rollouts(self, job_id: str, req: RolloutRequest) -> RolloutResponse:
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
         job, row = self.store.get(job_id), self.store.row(job_id)
         method = Method.model_validate(job.method).reinforcement
         lora = await self._policy(job_id, req.step, req.adapter)
+        return await self._sample(job_id, req, lora, method.grader, method.response_format, row.project_id)
+
+    async def outside(self, req: RolloutRequest, project: str) -> RolloutResponse:
+        """Rollouts for `ftserve train` (stage grpo) outside any job, with the caller's key: the adapter is
+        checked as an import is (it is the caller's upload) and loaded for this request only; the request's
+        grader is checked as the grader endpoints check one."""
+        from vllm.lora.request import LoRARequest
+
+        from service.graders.protocol import Grader
+
+        self.engine.require_ready()
+        if req.grader is None:
+            raise APIError(Kind.INVALID_REQUEST, "A grader is required.", param="grader")
+        try:
+            grader = TypeAdapter(Grader).validate_python(req.grader)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise APIError(Kind.INVALID_REQUEST, f"grader: {err['msg']}", param="grader." + ".".join(
+                str(p) for p in err["loc"])) from None
+        self.graders.check(grader, "grader", project=project)
+        run = f"train-{secrets.token_hex(8)}"
+        folder = self.root / run
+        try:
+            await asyncio.to_thread(self._write_adapter, folder, req.adapter)
+            config = check_config(folder, self.base)
+            check_weights(folder, self.base, config["r"])
+            lora = LoRARequest(lora_name=run, lora_int_id=self.resolver.new_id(), lora_path=str(folder))
+            try:
+                await self.engine.llm.add_lora(lora)
+            except Exception as e:  # noqa: BLE001 - vLLM raises various types for unloadable adapters
+                raise APIError(Kind.INVALID_REQUEST, f"the engine could not load the policy adapter: {e}",
+                               param="adapter") from None
+            try:
+                return await self._sample(run, req, lora, grader, None, project)
+            finally:
+                await self.engine.llm.remove_lora(lora.lora_int_id)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    async def _sample(self, run: str, req: RolloutRequest, lora, grader, response_format: dict | None,
+                      project: str) -> RolloutResponse:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
         started = time.perf_counter()
         structured = None
-        fmt = method.response_format or {}
+        fmt = response_format or {}
         if fmt.get("type") == "json_schema":
             structured = StructuredOutputsParams(json=(fmt.get("json_schema") or {}).get("schema") or {})
         elif fmt.get("type") == "json_object":
@@ -99,7 +149,11 @@ class RolloutService:
 
         async def one(index: int, messages: list[dict]) -> tuple[int, list[int], list]:
             tokenizer = self.engine.tokenizer  # rendered as chat completions renders it
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            try:
+                text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            except Exception as e:  # noqa: BLE001 - a template raises whatever its author chose
+                raise APIError(Kind.INVALID_REQUEST, f"prompt {index}: the chat template cannot render its "
+                               f"messages: {e}", param="prompts") from None
             ids = tokenizer.encode(text, add_special_tokens=False)
             room = self.engine.max_model_len - len(ids)
             if room < 1:
@@ -111,7 +165,7 @@ class RolloutService:
             weight = await self.lane.enter(req.n)
             final = None
             try:
-                async for output in self.engine.generate(ids, params, f"rollout-{job_id}-{req.step}-{index}",
+                async for output in self.engine.generate(ids, params, f"rollout-{run}-{req.step}-{index}",
                                                          lora, BATCH_PRIORITY):
                     final = output
             finally:
@@ -121,8 +175,8 @@ class RolloutService:
         done = await asyncio.gather(*(one(i, p.messages) for i, p in enumerate(req.prompts)))
         generated = time.perf_counter()
         answers = [(i, ids, c) for i, ids, outputs in done for c in outputs]
-        scored = await self.graders.score(method.grader, [(c.text, req.prompts[i].item) for i, _, c in answers],
-                                          row.project_id, offline=True)
+        scored = await self.graders.score(grader, [(c.text, req.prompts[i].item) for i, _, c in answers],
+                                          project, offline=True)
         samples = [RolloutSample(prompt_index=i, prompt_token_ids=ids, token_ids=list(c.token_ids), text=c.text,
                                  finish_reason=c.finish_reason, reward=s.reward, sub_rewards=s.sub_rewards,
                                  errors=[k for k, v in s.errors.model_dump().items() if v is True])
@@ -144,9 +198,7 @@ class RolloutService:
                 weights = base64.b64decode(adapter.weights_b64, validate=True)
             except ValueError:
                 raise APIError(Kind.INVALID_REQUEST, "adapter.weights_b64 is not base64", param="adapter") from None
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / ADAPTER_FILES[0]).write_text(json.dumps(adapter.config))
-            (folder / ADAPTER_FILES[1]).write_bytes(weights)
+            self._write(folder, adapter.config, weights)
             lora = LoRARequest(lora_name=f"{job_id}:rollout:{step}", lora_int_id=self.resolver.new_id(),
                                lora_path=str(folder))
             try:
@@ -157,6 +209,19 @@ class RolloutService:
                                param="adapter") from None
             self._policies[job_id] = (step, lora, folder)
             return lora
+
+    def _write_adapter(self, folder: Path, adapter: RolloutAdapter) -> None:
+        try:
+            weights = base64.b64decode(adapter.weights_b64, validate=True)
+        except ValueError:
+            raise APIError(Kind.INVALID_REQUEST, "adapter.weights_b64 is not base64", param="adapter") from None
+        self._write(folder, adapter.config, weights)
+
+    @staticmethod
+    def _write(folder: Path, config: dict, weights: bytes) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ADAPTER_FILES[0]).write_text(json.dumps(config))
+        (folder / ADAPTER_FILES[1]).write_bytes(weights)
 
     async def _unload(self, job_id: str) -> None:
         current = self._policies.pop(job_id, None)

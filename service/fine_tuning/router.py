@@ -69,6 +69,14 @@ def list_fine_tuning_checkpoints(jobs: Jobs, project: Project, fine_tuning_job_i
 internal = APIRouter(prefix="/internal/rollouts", include_in_schema=False)
 Rollouts = Annotated[RolloutService, Depends(provide(RolloutService))]
 
+# `ftserve train` (stage grpo) asks a running server for graded samples of its adapter (an extension).
+alpha = APIRouter(prefix="/v1/fine_tuning/alpha", tags=["fine-tuning"])
+
+
+@alpha.post("/rollouts", response_model=RolloutResponse)
+async def create_rollouts(rollouts: Rollouts, project: Project, body: RolloutRequest) -> RolloutResponse:
+    return await rollouts.outside(body, project)
+
 
 @internal.post("/{job_id}", response_model=RolloutResponse)
 async def rollouts(rollouts: Rollouts, job_id: str, body: RolloutRequest,

@@ -91,12 +91,16 @@ class JobValidator:
         if ds.kind == "text":
             from trainer.encoding import pack_text
 
-            if self._tokenizer is None:
-                from transformers import AutoTokenizer
-
-                self._tokenizer = AutoTokenizer.from_pretrained(self.base_model_path)
-            return len(pack_text(self._tokenizer, ds.examples, max_seq_len or DEFAULT_CUTOFF)), data_format
+            return len(pack_text(self.tokenizer(), ds.examples, max_seq_len or DEFAULT_CUTOFF)), data_format
         return len(ds.examples), data_format
+
+    def tokenizer(self):
+        """The base model's tokenizer, loaded on first use."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.base_model_path)
+        return self._tokenizer
 
     def store_parent(self, job: FineTuningJob) -> None:
         """The model a job trains on from, copied under the job's prefix: a later change to it does not

@@ -178,3 +178,55 @@ def test_grader_endpoints_through_the_client_with_a_model_judge(client):
                 "reference": "{{item.a}}", "operation": "eq"}, model_sample="4", item={"a": "4"})
     assert exact.reward == 1.0
     assert client.fine_tuning.alpha.graders.validate(grader=judge).grader.type == "score_model"
+
+
+def test_ftserve_train_stage_grpo_runs_the_same_recipe_on_a_running_server(server, tiny_model, tmp_path):
+    """`ftserve train` with stage grpo and a grader in its YAML: rollouts from the server's engine through
+    POST /v1/fine_tuning/alpha/rollouts, the same task and settings as the job above, and the same climb."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.support.paths import REPO
+
+    def prompts(topics, name):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Tell me about {t}."}],
+                                            "topic": t}) + "\n" for t in topics))
+        return str(path)
+
+    config = tmp_path / "grpo.yaml"
+    config.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model), "stage": "grpo", "grader": SHORT, "rollout_url": server.url + "/v1",
+        "dataset": prompts(TOPICS, "train.jsonl"), "eval_dataset": prompts(HELD_OUT, "valid.jsonl"),
+        "output_dir": str(tmp_path / "run"), "num_train_epochs": 1, "per_device_train_batch_size": 4,
+        "group_size": 8, "learning_rate": 2e-3, "max_new_tokens": 48, "eval_samples": 4, "eval_interval": 4,
+        "lora_rank": 8, "seed": 1, "num_threads": 1}))
+    proc = subprocess.run([sys.executable, "-m", "service.cli", "train", str(config)], cwd=REPO, check=False,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "adapter written to" in proc.stdout and "step 4: valid_reward_mean" in proc.stdout  # progress lines
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    before, after = [e["metrics"]["valid_reward_mean"] for e in events if e["type"] == "evaluation"]
+    steps = [e for e in events if e["type"] == "metrics"]
+    print(f"ftserve train grpo: held-out reward {before} -> {after}; "
+          f"{[(m['step'], m['train_reward_mean']) for m in steps]}")
+    assert [m["step"] for m in steps] == list(range(1, 9)) and all("train_kl" in m for m in steps)
+    assert before <= 0.3 and after >= 0.8
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_the_rollouts_endpoint_checks_its_adapter_and_grader(server):
+    body = {"step": 0, "adapter": {"config": {"peft_type": "LORA", "r": 8, "lora_alpha": 16,
+                                              "target_modules": ["q_proj"], "base_model_name_or_path": "other-model"},
+                                   "weights_b64": ""},
+            "prompts": [{"messages": [{"role": "user", "content": "hi"}], "item": {}}], "n": 2, "max_tokens": 4,
+            "grader": SHORT}
+    r = httpx.post(f"{server.url}/v1/fine_tuning/alpha/rollouts", json=body, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "base_model_mismatch", r.text
+    r = httpx.post(f"{server.url}/v1/fine_tuning/alpha/rollouts", json={**body, "grader": None}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "grader", r.text
+    r = httpx.post(f"{server.url}/v1/fine_tuning/alpha/rollouts", json={**body, "grader": {"type": "nope"}},
+                   timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith("grader"), r.text

@@ -166,6 +166,10 @@ TABLE: dict[tuple[str, str], tuple[str, dict | None]] = {
     ("POST", "/v1/fine_tuning/alpha/graders/run"): ("hidden", {"grader": {**JUDGE, "model": "{model}"},
                                                                 "model_sample": "x"}),
     ("POST", "/v1/fine_tuning/alpha/graders/validate"): ("hidden", {"grader": {**JUDGE, "model": "{model}"}}),
+    ("POST", "/v1/fine_tuning/alpha/rollouts"): ("hidden", {
+        "step": 0, "adapter": {"config": {}, "weights_b64": ""}, "n": 1, "max_tokens": 2,
+        "prompts": [{"messages": [{"role": "user", "content": "hi"}], "item": {}}],
+        "grader": {**JUDGE, "model": "{model}"}}),
     ("GET", "/v1/models"): ("list", None),
     ("POST", "/v1/model_exports"): ("hidden", {"model": "{model}"}),
     ("GET", "/v1/model_exports"): ("list", None),
