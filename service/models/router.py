@@ -52,14 +52,17 @@ def delete_model(models: Models, project: Project, model: str) -> DeletedObject:
 lora_router = APIRouter(prefix="/v1", tags=["models"])
 
 
-@lora_router.post("/load_lora_adapter", response_class=PlainTextResponse)
-def load_lora_adapter(models: Models, _: Admin, body: LoadLoraAdapterRequest) -> str:
+TEXT = {200: {"content": {"text/plain": {"schema": {"type": "string"}}}}}  # errors stay JSON, as everywhere
+
+
+@lora_router.post("/load_lora_adapter", responses=TEXT)
+def load_lora_adapter(models: Models, _: Admin, body: LoadLoraAdapterRequest) -> PlainTextResponse:
     models.import_adapter(models.lora_name(body.lora_name), models.upload_of(body.lora_path), None,
                           replace=body.load_inplace)
-    return f"Success: LoRA adapter '{body.lora_name}' added successfully."
+    return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
 
 
-@lora_router.post("/unload_lora_adapter", response_class=PlainTextResponse)
-def unload_lora_adapter(models: Models, _: Admin, body: UnloadLoraAdapterRequest) -> str:
+@lora_router.post("/unload_lora_adapter", responses=TEXT)
+def unload_lora_adapter(models: Models, _: Admin, body: UnloadLoraAdapterRequest) -> PlainTextResponse:
     models.delete(body.lora_name, None)
-    return f"Success: LoRA adapter '{body.lora_name}' removed successfully."
+    return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")

@@ -287,9 +287,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tiny_model, 
         proc = subprocess.run(
             [str(Path(sys.executable).parent / "schemathesis"), "run", str(REPO / "openapi.yaml"), "--url", server.url,
              "--max-examples", "25", "--generation-deterministic", "--request-timeout", "30",
-             # chat, completions and creating a response need the engine (503 without one): tests/service/inference/
-             # and tests/conformance/test_responses.py cover them
-             "--exclude-path-regex", "^/v1/((chat/)?completions|responses)$",
+             # chat, completions, creating a response and rollouts need the engine (503 without one):
+             # tests/service/inference/, tests/conformance/test_responses.py and test_reinforcement.py cover them
+             "--exclude-path-regex", "^/v1/((chat/)?completions|responses|fine_tuning/alpha/rollouts)$",
              "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                          "response_schema_conformance,response_headers_conformance,unsupported_method"],
             capture_output=True, text=True, timeout=180, env={**os.environ, "NO_COLOR": "1"})
