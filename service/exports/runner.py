@@ -8,7 +8,6 @@ server stopped is merged again from the start by whichever server claims it next
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from adapters import AdapterError, StoredFile
+from adapters.store import _reader, _sha256
 from service.exports.protocol import ModelExport, ModelExportError
 from service.exports.store import ExportStore
 from service.files.service import FileService
@@ -78,13 +78,5 @@ class ExportRunner(LeasedRunner):
 
 
 def _local(path: Path, folder: Path) -> StoredFile:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-
-    def chunks():
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                yield chunk
-    return StoredFile(path.relative_to(folder).as_posix(), path.stat().st_size, digest.hexdigest(), chunks)
+    """A merged model's file as the tar stream reads it: its sha256 first, its content in pieces."""
+    return StoredFile(path.relative_to(folder).as_posix(), path.stat().st_size, _sha256(path), _reader(path.open("rb")))

@@ -35,7 +35,7 @@ from service.fine_tuning.store import JobStore
 from service.graders.service import GraderService
 from service.inference.engine import BATCH_PRIORITY, AdapterResolver, Engine
 from service.inference.offline import OfflineLane
-from service.models.imports import Base, check_config, check_weights
+from service.models.imports import Base, check_adapter
 from trainer.contract import RolloutAdapter, RolloutRequest, RolloutResponse, RolloutSample
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -101,8 +101,6 @@ class RolloutService:
         """Rollouts for `ftserve train` (stage grpo) outside any job, with the caller's key: the adapter is
         checked as an import is (it is the caller's upload) and loaded for this request only; the request's
         grader is checked as the grader endpoints check one."""
-        from vllm.lora.request import LoRARequest
-
         from service.graders.protocol import Grader
 
         self.engine.require_ready()
@@ -117,21 +115,11 @@ class RolloutService:
         self.graders.check(grader, "grader", project=project)
         run = f"train-{secrets.token_hex(8)}"
         folder = self.root / run
+        lora = await self._load(folder, req.adapter, run, self.base)
         try:
-            await asyncio.to_thread(self._write_adapter, folder, req.adapter)
-            config = check_config(folder, self.base)
-            check_weights(folder, self.base, config["r"])
-            lora = LoRARequest(lora_name=run, lora_int_id=self.resolver.new_id(), lora_path=str(folder))
-            try:
-                await self.engine.llm.add_lora(lora)
-            except Exception as e:  # noqa: BLE001 - vLLM raises various types for unloadable adapters
-                raise APIError(Kind.INVALID_REQUEST, f"the engine could not load the policy adapter: {e}",
-                               param="adapter") from None
-            try:
-                return await self._sample(run, req, lora, grader, None, project)
-            finally:
-                await self.engine.llm.remove_lora(lora.lora_int_id)
+            return await self._sample(run, req, lora, grader, None, project)
         finally:
+            await self.engine.llm.remove_lora(lora.lora_int_id)
             shutil.rmtree(folder, ignore_errors=True)
 
     async def _sample(self, run: str, req: RolloutRequest, lora, grader, response_format: dict | None,
@@ -186,42 +174,39 @@ class RolloutService:
 
     async def _policy(self, job_id: str, step: int, adapter: RolloutAdapter):
         """The step's adapter in an engine LoRA slot (loaded once per step), the previous step's removed."""
-        from vllm.lora.request import LoRARequest
-
         async with self._locks[job_id]:
             current = self._policies.get(job_id)
             if current is not None and current[0] == step:
                 return current[1]
             await self._unload(job_id)
             folder = self.root / job_id / f"step-{step}"
-            try:
-                weights = base64.b64decode(adapter.weights_b64, validate=True)
-            except ValueError:
-                raise APIError(Kind.INVALID_REQUEST, "adapter.weights_b64 is not base64", param="adapter") from None
-            self._write(folder, adapter.config, weights)
-            lora = LoRARequest(lora_name=f"{job_id}:rollout:{step}", lora_int_id=self.resolver.new_id(),
-                               lora_path=str(folder))
-            try:
-                await self.engine.llm.add_lora(lora)
-            except Exception as e:  # noqa: BLE001 - vLLM raises various types for unloadable adapters
-                shutil.rmtree(folder, ignore_errors=True)
-                raise APIError(Kind.INVALID_REQUEST, f"the engine could not load the policy adapter: {e}",
-                               param="adapter") from None
+            lora = await self._load(folder, adapter, f"{job_id}:rollout:{step}")
             self._policies[job_id] = (step, lora, folder)
             return lora
 
-    def _write_adapter(self, folder: Path, adapter: RolloutAdapter) -> None:
+    async def _load(self, folder: Path, adapter: RolloutAdapter, name: str, base: Base | None = None):
+        """The adapter written to `folder` (checked against `base` when given: an adapter from outside a job)
+        and loaded into an engine LoRA slot; the folder is removed again if it cannot be loaded."""
+        from vllm.lora.request import LoRARequest
+
         try:
             weights = base64.b64decode(adapter.weights_b64, validate=True)
         except ValueError:
             raise APIError(Kind.INVALID_REQUEST, "adapter.weights_b64 is not base64", param="adapter") from None
-        self._write(folder, adapter.config, weights)
-
-    @staticmethod
-    def _write(folder: Path, config: dict, weights: bytes) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ADAPTER_FILES[0]).write_text(json.dumps(config))
-        (folder / ADAPTER_FILES[1]).write_bytes(weights)
+        try:
+            await asyncio.to_thread(_write, folder, adapter.config, weights)
+            if base is not None:
+                await asyncio.to_thread(check_adapter, folder, base)
+            lora = LoRARequest(lora_name=name, lora_int_id=self.resolver.new_id(), lora_path=str(folder))
+            try:
+                await self.engine.llm.add_lora(lora)
+            except Exception as e:  # noqa: BLE001 - vLLM raises various types for unloadable adapters
+                raise APIError(Kind.INVALID_REQUEST, f"the engine could not load the policy adapter: {e}",
+                               param="adapter") from None
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return lora
 
     async def _unload(self, job_id: str) -> None:
         current = self._policies.pop(job_id, None)
@@ -230,3 +215,9 @@ class RolloutService:
             if self.engine.llm is not None:
                 await self.engine.llm.remove_lora(lora.lora_int_id)
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write(folder: Path, config: dict, weights: bytes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ADAPTER_FILES[0]).write_text(json.dumps(config))
+    (folder / ADAPTER_FILES[1]).write_bytes(weights)

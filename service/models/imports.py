@@ -145,3 +145,10 @@ def check_weights(folder: Path, base: Base, rank: int) -> int:
     if not seen:
         raise _bad(f"{WEIGHTS} holds no LoRA weights.", "invalid_adapter_weights")
     return len(seen)
+
+
+def check_adapter(folder: Path, base: Base) -> dict:
+    """Every check above, in order: the parsed adapter_config.json of an adapter the base model can serve."""
+    config = check_config(folder, base)
+    check_weights(folder, base, config["r"])
+    return config

@@ -22,7 +22,7 @@ from adapters import (
 from service.errors import APIError, Kind, adapter_unusable, model_not_found
 from service.files.service import FileService
 from service.models.archive import CONFIG, read_archive, tar_length, tar_stream
-from service.models.imports import Base, check_config, check_weights
+from service.models.imports import Base, check_adapter
 from service.metrics import Metrics
 from service.models.protocol import Model, ModelUsage
 from service.projects.keys import DEFAULT_PROJECT
@@ -112,8 +112,7 @@ class ModelService:
         archive = self.files.path(file_id, project)
         with tempfile.TemporaryDirectory(prefix="ftserve-import-") as tmp:
             folder = read_archive(archive, Path(tmp) / "adapter", self.settings.max_adapter_bytes)
-            config = check_config(folder, self.base)
-            check_weights(folder, self.base, config["r"])
+            config = check_adapter(folder, self.base)
             config["base_model_name_or_path"] = self.base.name  # as on every adapter served here
             (folder / CONFIG).write_text(json.dumps(config, indent=2))
             try:
