@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make serve` and `make test`. Both install .venv first.
-.PHONY: install serve demo-train test test-fast docs bench-train bench-train-shape bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch bench-lora-mix bench-rft bench-scoping openapi
+.PHONY: install serve demo-train test test-fast docs bench-train bench-train-shape bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch bench-lora-mix bench-rft bench-scoping openapi gpu-check
 
 install:
 	@scripts/install.sh
@@ -62,3 +62,7 @@ bench-scoping: install
 
 bench-ray: install
 	.venv/bin/python -m bench.ray_training
+
+# On a machine with an NVIDIA GPU: the whole product at Qwen2.5-0.5B's shape, report in bench/results/gpu-check.json
+gpu-check:
+	scripts/gpu-check.sh $(ARGS)

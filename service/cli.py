@@ -8,8 +8,14 @@ from pathlib import Path
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
-    from trainer.tiny_model import build_tiny_model
+    from trainer.tiny_model import build_tiny_model, cached_tiny_model
 
+    if args.family is not None:
+        from trainer.families import build_family_model
+
+        out = build_family_model(args.dir, args.family, cached_tiny_model(progress=not args.quiet), seed=args.seed)
+        print(f"random {args.family} model written to {out}")
+        return 0
     steps = {} if args.pretrain_steps is None else {"steps": args.pretrain_steps}
     out = build_tiny_model(args.dir, seed=args.seed, progress=not args.quiet, **steps)
     print(f"tiny model written to {out}")
@@ -157,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-steps", type=int, default=None,
                    help="pretraining steps (default: the full 420; fewer for a quick, weaker model)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from trainer.families import FAMILIES
+
+    p.add_argument("--family", choices=sorted(FAMILIES), default=None,
+                   help="instead: a small random model of this family's architecture and chat template, on the "
+                        "tiny model's tokenizer (Guides > Base models)")
     p.set_defaults(func=_tiny_model)
 
     from service.evals.cli import add_parser as add_eval_parser

@@ -100,6 +100,14 @@ class Settings(BaseSettings):
     max_adapter_bytes: int = Field(default=1 << 30, ge=1)
     """Largest adapter an import (`POST /v1/models`) unpacks, in bytes; a larger archive is refused (413)."""
 
+    tool_call_parser: str = "auto"
+    """vLLM's tool parser for the model's calls (`hermes`, `llama3_json`, `mistral`, ...); `auto`: read from the
+    chat template (Guides > Base models); `none`: requests with tools are refused."""
+
+    reasoning_parser: str = "auto"
+    """vLLM's reasoning parser (`qwen3`, `deepseek_r1`, ...): the model's reasoning section is returned as
+    `reasoning_content`; `auto`: read from the chat template; `none`: reasoning stays in the answer."""
+
     max_model_len: int | None = Field(default=None, ge=16)
     """Context length; unset: the model's own."""
 

@@ -186,6 +186,10 @@ class TrainConfig:
     cutoff_len: int = Field(default=1024, ge=8)
     """Maximum tokens per row; longer rows are truncated (and counted)."""
 
+    reasoning_loss: bool = True
+    """Learn assistant turns' reasoning sections (`<think>...</think>`, as the chat template renders them); false:
+    they stay in the rendered conversation, but only the answer after them carries loss."""
+
     seed: int = 42
     """Seed for LoRA init, data order and dropout."""
 

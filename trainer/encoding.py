@@ -98,8 +98,13 @@ class EncodingStats:
     notes: list[str] = field(default_factory=list)
 
 
-def assistant_spans(tokenizer, conversation: Conversation) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans that carry loss."""
+THINK_END = "</think>"
+
+
+def assistant_spans(tokenizer, conversation: Conversation, reasoning_loss: bool = True
+                    ) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans that carry loss (without `reasoning_loss`, a turn's
+    span starts after its reasoning section, as the template rendered it)."""
     dicts = [m.to_dict() for m in conversation.messages]
     tools = list(conversation.tools) or None
 
@@ -116,12 +121,17 @@ def assistant_spans(tokenizer, conversation: Conversation) -> tuple[str, list[tu
         if not (through.startswith(before) and full.startswith(through)):
             raise TemplateError("the chat template does not render conversations prefix-consistently")
         if message.weight:
-            spans.append((len(before), len(through.rstrip())))
+            start, end = len(before), len(through.rstrip())
+            think_end = full.rfind(THINK_END, start, end)
+            if not reasoning_loss and think_end >= 0:
+                start = think_end + len(THINK_END)
+                start += len(full[start:end]) - len(full[start:end].lstrip())
+            spans.append((start, end))
     return full, spans
 
 
-def encode_conversation(tokenizer, conversation: Conversation) -> Encoded:
-    text, spans = assistant_spans(tokenizer, conversation)
+def encode_conversation(tokenizer, conversation: Conversation, reasoning_loss: bool = True) -> Encoded:
+    text, spans = assistant_spans(tokenizer, conversation, reasoning_loss)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
     for token_id, (start, _end) in zip(enc["input_ids"], enc["offset_mapping"]):
@@ -169,7 +179,8 @@ def _truncated(enc, cutoff_len: int):
     return Encoded(enc.input_ids[:cutoff_len], enc.labels[:cutoff_len])
 
 
-def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int) -> tuple[list, EncodingStats]:
+def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int, reasoning_loss: bool = True
+                   ) -> tuple[list, EncodingStats]:
     """The dataset's training rows (`Encoded`, or `EncodedPair` for preference data) and what encoding did."""
     stats = EncodingStats(rows=len(dataset.examples))
     if dataset.kind == "text":
@@ -183,7 +194,7 @@ def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int) -> tuple[list, 
         pieces = []
         for example in dataset.examples:
             full = encode_pair(tokenizer, example, 1 << 30) if isinstance(example, PreferencePair) \
-                else encode_conversation(tokenizer, example)
+                else encode_conversation(tokenizer, example, reasoning_loss)
             if len(full) > cutoff_len:
                 stats.truncated += 1
             pieces.append(_truncated(full, cutoff_len))

@@ -58,7 +58,7 @@ def plan(hp: Hyperparameters, n_examples: int, base: dict) -> Plan:
         lora_dropout=hp.lora_dropout or 0.0, lora_target=hp.lora_target_modules or "all-linear",
         cutoff_len=hp.max_seq_len or DEFAULT_CUTOFF, warmup_ratio=hp.warmup_ratio or 0.0,
         resume_from_checkpoint="latest", **({"pref_beta": beta} if beta is not None else {}),
-        **{key: value for key in ("pref_loss", "simpo_gamma", "pref_ftx")
+        **{key: value for key in ("pref_loss", "simpo_gamma", "pref_ftx", "reasoning_loss")
            if (value := getattr(hp, key, None)) is not None},
         **{key: value for key, name in (("kto_chosen_weight", "desirable_weight"),
                                         ("kto_rejected_weight", "undesirable_weight"))

@@ -35,6 +35,9 @@ class Hyperparameters(Strict):
     """Intermediate checkpoints, evenly spaced, each servable as {model}:ckpt-step-N (default 3)."""
     n_workers: Annotated[int, Field(ge=1, le=64)] | None = None
     """Data-parallel training workers (default 1); more than 1 needs the Ray training backend."""
+    reasoning_loss: bool | None = None
+    """Learn the assistant turns' reasoning sections (`<think>...</think>`) as well as their answers (default
+    true); false keeps them in the rendered conversation without loss."""
 
 
 class SupervisedMethod(Strict):

@@ -37,6 +37,7 @@ from service.inference.protocol import (
     ChoiceDelta,
     ChoiceLogprobs,
 )
+from service.inference.parsers import ReasoningReader
 from service.inference.tools import ToolUse
 
 
@@ -63,7 +64,7 @@ class ChatService(GenerationService):
                     param: str = "messages") -> Generation:
         """Admit, render and submit a chat request; the raw outputs, for chat's shapes or another API's."""
         lora = await self.admit(req, project)
-        tools = ToolUse(req, self.engine.tokenizer)
+        tools = ToolUse(req, self.engine.tokenizer, self.engine.parsers.tool)
         tools.check_constraints()
         prompt_ids = self._render(req, tools, param)
         self.check_prompt(prompt_ids, param)
@@ -73,6 +74,8 @@ class ChatService(GenerationService):
         offline = priority >= BATCH_PRIORITY
         params = sampling_params(req, max_tokens, n_logprobs, req.response_format,
                                  structured=tools.structured_outputs(), offline=offline)
+        if tools.active and req.skip_special_tokens is None:
+            params.skip_special_tokens = False  # as vLLM's server: some models' call markers are special tokens
         rid = request_id("chatcmpl")
         outputs = await self.open(self.engine.generate(prompt_ids, params, rid, lora, priority), project, lora,
                                   param, offline)
@@ -83,11 +86,15 @@ class ChatService(GenerationService):
         messages = [_template_message(m) for m in req.messages]
         try:
             text = tokenizer.apply_chat_template(messages, tools=tools.template_tools(), tokenize=False,
-                                                 add_generation_prompt=True)
+                                                 add_generation_prompt=True, **(req.chat_template_kwargs or {}))
         except Exception as e:  # noqa: BLE001 - templates raise what they like (e.g. on role order)
             raise APIError(Kind.INVALID_REQUEST, f"The messages cannot be rendered with the model's chat "
                            f"template: {e}", param=param) from None
         return tokenizer.encode(text, add_special_tokens=False)
+
+    def reasoning(self, req: ChatCompletionRequest) -> ReasoningReader:
+        """A reader of one output's reasoning section (the model's reasoning parser, if any)."""
+        return ReasoningReader(self.engine.parsers.reasoning, self.engine.tokenizer, req.chat_template_kwargs)
 
     @staticmethod
     def logprobs_of(req: ChatCompletionRequest, completion) -> ChoiceLogprobs | None:
@@ -111,10 +118,12 @@ class ChatService(GenerationService):
         done = sorted((await self.accumulate(outputs)).values(), key=lambda c: c.index)
         choices = []
         for c in done:
-            content, calls = tools.extract(c.text)
+            reasoning, answer = self.reasoning(req).split(c.text)
+            content, calls = tools.extract(answer)
             reason = finish_reason(c.finish_reason)
             choices.append(ChatCompletionChoice(
-                index=c.index, message=ChatCompletionMessage(content=content, tool_calls=calls or None),
+                index=c.index, message=ChatCompletionMessage(content=content, tool_calls=calls or None,
+                                                             reasoning_content=reasoning),
                 logprobs=self.logprobs_of(req, c), finish_reason="tool_calls" if calls and reason == "stop" else reason))
         n_completion = sum(len(c.token_ids) for c in done)
         self.count_tokens(req.model, project, n_prompt, n_completion)
@@ -132,22 +141,24 @@ class ChatService(GenerationService):
                 fields["usage"] = usage(n_prompt, n_completion)
             return sse(ChatCompletionChunk(**self._response(req, rid, created, choices, **fields)))
 
-        readers = {}
+        readers, thinking = {}, {}
         for i in range(req.n or 1):
-            readers[i] = tools.stream_reader()
+            readers[i], thinking[i] = tools.stream_reader(), self.reasoning(req)
             yield chunk([ChatCompletionChunkChoice(index=i, delta=ChoiceDelta(role="assistant", content=""))])
         async for output in outputs:
             choices = []
             for c in output.outputs:
                 n_completion += len(c.token_ids)
                 reader = readers[c.index]
-                content, calls = reader.feed(c.text, c.token_ids)
+                reasoning, answer = thinking[c.index].feed(c.text, c.token_ids)
+                content, calls = reader.feed(answer, c.token_ids) if answer else (None, [])
                 reason = finish_reason(c.finish_reason)
                 if reason == "stop" and reader.called:
                     reason = "tool_calls"
-                if content or calls or reason:
+                if content or calls or reasoning or reason:
                     choices.append(ChatCompletionChunkChoice(
-                        index=c.index, delta=ChoiceDelta(content=content, tool_calls=calls or None),
+                        index=c.index, delta=ChoiceDelta(content=content, tool_calls=calls or None,
+                                                         reasoning_content=reasoning),
                         logprobs=self.logprobs_of(req, c), finish_reason=reason))
             if choices:
                 yield chunk(choices)
@@ -166,6 +177,8 @@ def _template_message(m) -> dict:
             "name": c.function.name, "arguments": _decoded(c.function.arguments)}} for c in m.tool_calls]
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
+    if m.reasoning_content is not None:
+        out["reasoning_content"] = m.reasoning_content
     return out
 
 

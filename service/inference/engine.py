@@ -21,6 +21,7 @@ from pathlib import Path
 
 from adapters import AdapterError, AdapterNotFound, AdapterStore, InvalidAdapter, InvalidAdapterName
 from service.errors import APIError, Kind, adapter_unusable, engine_dead, model_not_found
+from service.inference.parsers import Parsers, resolve
 from service.settings import Settings
 
 log = logging.getLogger("ftserve.engine")
@@ -41,6 +42,7 @@ class Engine:
         self.vocab_size = 0
         self.fingerprint: str | None = None  # system_fingerprint: names what generates (set once started)
         self.max_num_seqs = 0  # requests the engine runs in one step (set once started)
+        self.parsers = Parsers(None, None)  # the tool and reasoning parsers (set once started)
         self.in_flight = 0  # engine requests ftserve has submitted and not yet seen end
         self.offline = 0  # of which below interactive priority (batch lines, eval samples)
         self.interactive_ended_at = -math.inf  # time.monotonic() when an interactive request last ended
@@ -59,12 +61,15 @@ class Engine:
             self.max_model_len = self.llm.model_config.max_model_len
             self.vocab_size = self.llm.model_config.get_vocab_size()
             self.max_num_seqs = self.llm.vllm_config.scheduler_config.max_num_seqs
+            self.parsers = resolve(self.settings.tool_call_parser, self.settings.reasoning_parser,
+                                   getattr(self.llm.get_tokenizer(), "chat_template", None))
             self.fingerprint = _fingerprint(self.settings, self.model_path)
             # As vLLM's own server does: move start-up objects out of the collector's way, so that
             # garbage collection pauses do not grow with the size of the loaded libraries.
             gc.collect()
             gc.freeze()
-            log.info("engine ready in %.1f s (max_model_len %d)", time.monotonic() - started, self.max_model_len)
+            log.info("engine ready in %.1f s (max_model_len %d, tool parser %s, reasoning parser %s)",
+                     time.monotonic() - started, self.max_model_len, self.parsers.tool, self.parsers.reasoning)
         except Exception as e:  # noqa: BLE001 - reported by /health and /ready
             self.error = e
             log.exception("the engine failed to start")

@@ -43,6 +43,13 @@ class ToolCallIn(Strict):
     function: CalledFunction
 
 
+# apply_chat_template's own arguments and the variables the server gives the template
+TEMPLATE_ARGUMENTS = frozenset({"conversation", "messages", "tools", "documents", "chat_template",
+                                "add_generation_prompt", "continue_final_message", "tokenize", "padding",
+                                "truncation", "max_length", "return_tensors", "return_dict",
+                                "return_assistant_tokens_mask", "tokenizer_kwargs"})
+
+
 class ChatMessage(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
@@ -50,9 +57,14 @@ class ChatMessage(Strict):
     refusal: str | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
+    reasoning_content: str | None = None
+    """An assistant message's reasoning, as a reasoning model returned it (vLLM's and DeepSeek's field);
+    rendered where the model's chat template shows reasoning."""
 
     @model_validator(mode="after")
     def _tool_fields(self) -> ChatMessage:
+        if self.reasoning_content is not None and self.role != "assistant":
+            raise ValueError("'reasoning_content' is only allowed on assistant messages")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a 'tool' message needs 'tool_call_id', the id of the call it answers")
         if self.tool_calls is not None and self.role != "assistant":
@@ -202,6 +214,9 @@ class ChatCompletionRequest(SamplingExtensions):
     tools: Annotated[list[ChatTool], Field(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    """vLLM's extension: more variables for the chat template, e.g. `{"enable_thinking": false}` for a Qwen3-style
+    reasoning model (its reasoning section left empty, and nothing read out as reasoning)."""
     # declared so that the error can name them; rejected when set
     audio: Any = None
     function_call: Any = None
@@ -232,6 +247,14 @@ class ChatCompletionRequest(SamplingExtensions):
                 raise ValueError(f"messages[{i}] has role 'tool', but its tool_call_id '{m.tool_call_id}' answers "
                                  "no 'tool_calls' of an earlier assistant message")
         return messages
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_variables(cls, kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+        taken = sorted(set(kwargs or {}) & TEMPLATE_ARGUMENTS)
+        if taken:
+            raise ValueError(f"{taken} are set by the server, not by chat_template_kwargs")
+        return kwargs
 
     @field_validator("tool_choice")
     @classmethod
@@ -328,6 +351,8 @@ class ChatCompletionMessage(BaseModel):
     content: str | None = None  # null when the message is tool calls alone
     refusal: str | None = None
     tool_calls: list[ChatCompletionMessageToolCall] | None = Field(default=None, exclude_if=lambda v: v is None)
+    reasoning_content: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    """A reasoning model's reasoning section (vLLM's reasoning parser), apart from its answer in `content`."""
 
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
@@ -375,6 +400,7 @@ class ChoiceDelta(Sparse):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[ChoiceDeltaToolCall] | None = None
+    reasoning_content: str | None = None
 
 
 class ChatCompletionChunkChoice(BaseModel):

@@ -2,8 +2,9 @@
 
 The base model's chat template renders the tools (for the tiny model: Qwen2.5 / Hermes style, the
 same template the trainer renders tool rows with, so serving and training cannot drift). The
-output is read back with vLLM's `hermes` tool parser, whole or as it streams. Constraints come
-from vLLM's structural tags (xgrammar), as vLLM's own server builds them:
+output is read back with the model's vLLM tool parser (`hermes` for the tiny model; parsers.py
+picks it from the template), whole or as it streams. Constraints come from vLLM's structural tags
+(xgrammar), as vLLM's own server builds them:
 
 - `auto` (the default with tools): free text or calls; a tool with `strict: true` gets arguments
   that validate against its schema;
@@ -27,15 +28,13 @@ from service.inference.protocol import (
     FunctionCall,
 )
 
-PARSER = "hermes"
-
-
 @dataclass
 class ToolUse:
-    """One request's tool use."""
+    """One request's tool use, read with the vLLM tool parser `parser_name` (None: the model has none)."""
 
     req: ChatCompletionRequest
     tokenizer: object
+    parser_name: str | None = "hermes"
     _vllm_request: object = field(default=None, repr=False)
     _whole_output_parser: object = field(default=None, repr=False)
 
@@ -68,9 +67,9 @@ class ToolUse:
 
     def parser(self):
         """A new parser: a streamed choice needs its own (it keeps state); whole outputs share one."""
-        from vllm.tool_parsers.hermes_tool_parser import Hermes2ProToolParser
+        from service.inference.parsers import tool_parser_class
 
-        return Hermes2ProToolParser(self.tokenizer, self._request().tools)
+        return tool_parser_class(self.parser_name)(self.tokenizer, self._request().tools)
 
     def _shared_parser(self):
         if self._whole_output_parser is None:
@@ -90,12 +89,20 @@ class ToolUse:
         level = ToolStrictLevel.PARAMETER if forced else ToolStrictLevel.FUNCTION if single else ToolStrictLevel.AUTO
         tag = self._shared_parser().get_structural_tag(self._request(), reasoning=False, strict_level=level)
         if tag is None:
+            if forced:
+                raise APIError(Kind.INVALID_REQUEST, f"This model's tool parser ({self.parser_name}) cannot "
+                               "constrain the output to a call, so tool_choice cannot force one; use 'auto'.",
+                               param="tool_choice")
             return None
         if single:
             limit_to_single_tool_call(tag)
         return StructuredOutputsParams(structural_tag=json.dumps(_one_space(tag.model_dump())))
 
     def check_constraints(self) -> None:
+        if self.active and self.parser_name is None:
+            raise APIError(Kind.INVALID_REQUEST, "This model's chat template renders no tools, and the server has "
+                           "no tool parser for it (--tool-call-parser): send the request without tools.",
+                           param="tools")
         if self.active and self.req.tool_choice not in (None, "auto", "none") and (
                 self.req.structured_outputs is not None or
                 (self.req.response_format is not None and self.req.response_format.type != "text")):

@@ -23,7 +23,11 @@ from service.responses.protocol import (
     Logprob,
     OutputItemEvent,
     OutputMessage,
+    OutputReasoning,
     OutputTextContent,
+    ReasoningDeltaEvent,
+    ReasoningDoneEvent,
+    ReasoningTextContent,
     Response,
     ResponseError,
     ResponseEvent,
@@ -39,6 +43,7 @@ class ResponseBuilder:
         self.sequence = 0
         self.message: OutputMessage | None = None  # the open message, if any
         self.calls: dict[int, FunctionCall] = {}  # open calls by the tool parser's index
+        self.thought: OutputReasoning | None = None  # the open reasoning item, if any
 
     def _event(self, event: Event) -> Event:
         event.sequence_number = self.sequence
@@ -52,8 +57,22 @@ class ResponseBuilder:
         return [self._snapshot("response.created"), self._snapshot("response.in_progress")]
 
     # ---------------------------------------------------------------- as it streams
-    def text(self, delta: str, logprobs: list[Logprob] | None = None) -> list[Event]:
+    def reasoning(self, delta: str) -> list[Event]:
+        """A piece of the model's reasoning: a `reasoning` item, before the answer's message."""
         events = []
+        if self.thought is None:
+            self.thought = OutputReasoning(id=new_id("rs_", 32), status="in_progress",
+                                           content=[ReasoningTextContent()])
+            events.append(self._event(OutputItemEvent(type="response.output_item.added",
+                                                      output_index=self._add(self.thought),
+                                                      item=self.thought.model_copy(deep=True))))
+        self.thought.content[0].text += delta
+        events.append(self._event(ReasoningDeltaEvent(item_id=self.thought.id, output_index=self._index(self.thought),
+                                                      content_index=0, delta=delta)))
+        return events
+
+    def text(self, delta: str, logprobs: list[Logprob] | None = None) -> list[Event]:
+        events = self._close_reasoning()
         if self.message is None:
             events += self._close_calls()
             self.message = OutputMessage(id=new_id("msg_", 32), status="in_progress")
@@ -73,7 +92,7 @@ class ResponseBuilder:
 
     def call(self, index: int, call_id: str | None, name: str | None, arguments: str | None) -> list[Event]:
         """A piece of the tool call the parser numbers `index`: its first piece has its id and name."""
-        events = []
+        events = self._close_reasoning()
         if index not in self.calls:
             events += self._close_message()
             call = FunctionCall(id=new_id("fc_", 32), status="in_progress", call_id=call_id or new_id("call_", 24),
@@ -90,7 +109,7 @@ class ResponseBuilder:
 
     def finish(self, length_cut: bool, usage: ResponseUsage) -> list[Event]:
         status = "incomplete" if length_cut else "completed"
-        events = self._close_message(status) + self._close_calls(status)
+        events = self._close_reasoning(status) + self._close_message(status) + self._close_calls(status)
         self.response.status = status
         self.response.usage = usage
         if length_cut:
@@ -108,8 +127,11 @@ class ResponseBuilder:
 
     # ---------------------------------------------------------------- whole
     def whole(self, text: str | None, calls: list[tuple[str, str, str]], logprobs: list[Logprob] | None,
-              length_cut: bool, usage: ResponseUsage) -> Response:
-        """The response from the whole output: its text, then its calls (call id, name, arguments)."""
+              length_cut: bool, usage: ResponseUsage, reasoning: str | None = None) -> Response:
+        """The response from the whole output: its reasoning, its text, then its calls (call id, name,
+        arguments)."""
+        if reasoning:
+            self.reasoning(reasoning)
         if text:
             self.text(text, logprobs)
         for i, (call_id, name, arguments) in enumerate(calls):
@@ -137,6 +159,17 @@ class ResponseBuilder:
                                              output_index=index, content_index=0, part=part.model_copy())),
                 self._event(OutputItemEvent(type="response.output_item.done", output_index=index,
                                             item=message.model_copy(deep=True)))]
+
+    def _close_reasoning(self, status: str = "completed") -> list[Event]:
+        thought, self.thought = self.thought, None
+        if thought is None:
+            return []
+        index = self._index(thought)
+        thought.status = status
+        return [self._event(ReasoningDoneEvent(item_id=thought.id, output_index=index, content_index=0,
+                                               text=thought.content[0].text)),
+                self._event(OutputItemEvent(type="response.output_item.done", output_index=index,
+                                            item=thought.model_copy(deep=True)))]
 
     def _close_calls(self, status: str = "completed") -> list[Event]:
         events = []

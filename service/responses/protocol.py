@@ -315,7 +315,22 @@ class FunctionCall(BaseModel):
     arguments: str = ""
 
 
-OutputItem = Annotated[OutputMessage | FunctionCall, Field(discriminator="type")]
+class ReasoningTextContent(BaseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str = ""
+
+
+class OutputReasoning(BaseModel):
+    """A reasoning model's reasoning section (the server's reasoning parser), before its answer."""
+
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    status: ItemStatus
+    summary: list[ReasoningSummary] = []
+    content: list[ReasoningTextContent] = []
+
+
+OutputItem = Annotated[OutputMessage | FunctionCall | OutputReasoning, Field(discriminator="type")]
 
 
 class InputTokensDetails(BaseModel):
@@ -494,6 +509,22 @@ class TextDeltaEvent(Event):
     logprobs: list[Logprob] = []
 
 
+class ReasoningDeltaEvent(Event):
+    type: Literal["response.reasoning_text.delta"] = "response.reasoning_text.delta"
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class ReasoningDoneEvent(Event):
+    type: Literal["response.reasoning_text.done"] = "response.reasoning_text.done"
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+
+
 class TextDoneEvent(Event):
     type: Literal["response.output_text.done"] = "response.output_text.done"
     item_id: str
@@ -526,7 +557,7 @@ class ErrorEvent(Event):
 
 
 StreamEvent = (ResponseEvent | OutputItemEvent | ContentPartEvent | TextDeltaEvent | TextDoneEvent
-               | ArgumentsDeltaEvent | ArgumentsDoneEvent | ErrorEvent)
+               | ReasoningDeltaEvent | ReasoningDoneEvent | ArgumentsDeltaEvent | ArgumentsDoneEvent | ErrorEvent)
 
 
 Logprob.model_rebuild()

@@ -121,23 +121,25 @@ class ResponsesService:
         done = (await self.chat.accumulate(outputs)).get((0, 0))
         if done is None:  # cancelled before any output
             return builder.response
-        text, calls = g.tools.extract(done.text)
+        reasoning, answer = self.chat.reasoning(g.req).split(done.text)
+        text, calls = g.tools.extract(answer)
         logprobs = _logprobs(g, done)
         usage = self._usage(req, project, g.n_prompt, len(done.token_ids))
         return builder.whole(text, [(c.id, c.function.name, c.function.arguments) for c in calls], logprobs,
-                             finish_reason(done.finish_reason) == "length", usage)
+                             finish_reason(done.finish_reason) == "length", usage, reasoning)
 
     async def _stream(self, req: CreateResponse, project: str, g: Generation, builder: ResponseBuilder,
                       save) -> AsyncIterator[str]:
-        reader, n_output, length_cut = g.tools.stream_reader(), 0, False
+        reader, thinking, n_output, length_cut = g.tools.stream_reader(), self.chat.reasoning(g.req), 0, False
         try:
             for event in builder.start():
                 yield _sse(event)
             async for output in g.outputs:
                 for c in output.outputs:
                     n_output += len(c.token_ids)
-                    text, calls = reader.feed(c.text, c.token_ids)
-                    events: list[Event] = []
+                    reasoning, answer = thinking.feed(c.text, c.token_ids)
+                    text, calls = reader.feed(answer, c.token_ids) if answer else (None, [])
+                    events: list[Event] = builder.reasoning(reasoning) if reasoning else []
                     if text:
                         lps = _logprobs(g, c)
                         events += builder.text(text, lps)

@@ -1,7 +1,9 @@
 """OpenAI's formats: chat rows (`messages`, per-message `weight`) and preference rows
 (`input`, `preferred_output`, `non_preferred_output`); LLaMA-Factory's `v1` rows are chat rows whose
 content is a list of typed parts (`text`, `reasoning`: rendered as `<think>...</think>` before the
-answer) with a per-message `loss_weight`."""
+answer) with a per-message `loss_weight`. An assistant message's `reasoning_content` (as a reasoning
+model returns it) is the same `<think>` section before its content; the base model's chat template
+then renders it as its family does."""
 
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ class ChatMessage(Strict):
     loss_weight: Literal[0, 1] | None = None  # LLaMA-Factory v1's name for `weight` (0.0 or 1.0)
     tool_calls: Annotated[list[ToolCallIn], Field(min_length=1)] | None = None
     tool_call_id: NonEmpty | None = None
+    reasoning_content: str | None = None  # a reasoning model's reasoning (vLLM's and DeepSeek's field)
 
     @field_validator("role")
     @classmethod
@@ -66,6 +69,8 @@ class ChatMessage(Strict):
             raise ValueError("a 'reasoning' part is only allowed in assistant messages")
         if self.tool_calls is not None and self.role != "assistant":
             raise ValueError("'tool_calls' is only allowed on assistant messages")
+        if self.reasoning_content is not None and self.role != "assistant":
+            raise ValueError("'reasoning_content' is only allowed on assistant messages")
         if self.role == "tool" and self.tool_call_id is None:
             raise missing_field("tool_call_id", "a tool message names the call it answers")
         if self.tool_call_id is not None and self.role != "tool":
@@ -76,6 +81,8 @@ class ChatMessage(Strict):
 
     def to_message(self) -> Message:
         text = self.content if isinstance(self.content, str) else "".join(_part_text(p) for p in self.content or [])
+        if self.reasoning_content is not None:
+            text = _part_text(_V1Part(type="reasoning", value=self.reasoning_content)) + (text or "")
         role = "system" if self.role == "developer" else self.role
         calls = tuple(ToolCall(c.id, c.function.name, json.loads(c.function.arguments)) for c in self.tool_calls or [])
         weight = next((w for w in (self.weight, self.loss_weight if role == "assistant" else None) if w is not None), 1)
