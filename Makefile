@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make serve` and `make test`. Both install .venv first.
-.PHONY: install serve demo-train test test-fast docs bench-train bench-train-shape bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch bench-lora-mix bench-rft bench-scoping openapi gpu-check
+.PHONY: install serve demo-train test test-fast docs bench-train bench-train-shape bench-serve bench-reliability bench-scale bench-adapter-load bench-ray bench-batch bench-lora-mix bench-rft bench-scoping openapi gpu-check bench-scale-model
 
 install:
 	@scripts/install.sh
@@ -62,6 +62,10 @@ bench-scoping: install
 
 bench-ray: install
 	.venv/bin/python -m bench.ray_training
+
+# A random model of Qwen2.5-0.5B's shape through the whole product on CPU (bench/results/scale_model.json)
+bench-scale-model: install
+	.venv/bin/python -m bench.scale_model $(ARGS)
 
 # On a machine with an NVIDIA GPU: the whole product at Qwen2.5-0.5B's shape, report in bench/results/gpu-check.json
 gpu-check:

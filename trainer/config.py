@@ -190,6 +190,11 @@ class TrainConfig:
     """Learn assistant turns' reasoning sections (`<think>...</think>`, as the chat template renders them); false:
     they stay in the rendered conversation, but only the answer after them carries loss."""
 
+    enable_thinking: bool = True
+    """LLaMA-Factory's switch for reasoning templates: false removes the reasoning sections from the rows and
+    renders the template with `enable_thinking=False` (a Qwen3-style template's empty section then carries no
+    loss). LLaMA-Factory's `template: qwen3_nothink` means the same."""
+
     seed: int = 42
     """Seed for LoRA init, data order and dropout."""
 
@@ -336,11 +341,18 @@ class TrainConfig:
             raise ValueError("give either eval_dataset or val_size, not both")
         if self.served_model_name is None:
             self.served_model_name = self.model_name_or_path
+        if self.template == "qwen3_nothink":
+            self.enable_thinking = False
         if self.stage == "grpo" and (self.grader is None or self.rollout_url is None):
             raise ValueError("stage grpo needs a grader and a rollout_url: a running ftserve server's API "
                              "(e.g. http://127.0.0.1:8000/v1, serving the same base model; its key in "
                              "FTSERVE_API_KEY), whose engine samples the answers and grades them")
         return self
+
+    @property
+    def reasoning(self) -> str:
+        """What encoding does with reasoning sections (trainer.encoding.Reasoning)."""
+        return "drop" if not self.enable_thinking else "learn" if self.reasoning_loss else "mask"
 
     # --- construction ------------------------------------------------------------------------
     @classmethod

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -99,17 +100,31 @@ class EncodingStats:
 
 
 THINK_END = "</think>"
+Reasoning = Literal["learn", "mask", "drop"]
+"""What training does with assistant turns' reasoning sections: `learn` them with the answer, `mask` them
+(kept in the conversation, no loss), or `drop` them (removed, and the template rendered with
+`enable_thinking=False`, LLaMA-Factory's meaning: a reasoning template's empty section carries no loss)."""
 
 
-def assistant_spans(tokenizer, conversation: Conversation, reasoning_loss: bool = True
+def _without_reasoning(message: dict) -> dict:
+    content = message.get("content") or ""
+    if message["role"] == "assistant" and THINK_END in content:
+        return {**message, "content": content.split(THINK_END, 1)[1].lstrip()}
+    return message
+
+
+def assistant_spans(tokenizer, conversation: Conversation, reasoning: Reasoning = "learn"
                     ) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans that carry loss (without `reasoning_loss`, a turn's
-    span starts after its reasoning section, as the template rendered it)."""
+    """The rendered conversation and the character spans that carry loss (unless reasoning is learnt, a
+    turn's span starts after its reasoning section, as the template rendered it)."""
     dicts = [m.to_dict() for m in conversation.messages]
     tools = list(conversation.tools) or None
+    kwargs = {}
+    if reasoning == "drop":
+        dicts, kwargs = [_without_reasoning(m) for m in dicts], {"enable_thinking": False}
 
     def render(messages: list[dict], **kw) -> str:
-        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, **kw)
+        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, **kwargs, **kw)
 
     full = render(dicts)
     spans = []
@@ -123,15 +138,15 @@ def assistant_spans(tokenizer, conversation: Conversation, reasoning_loss: bool 
         if message.weight:
             start, end = len(before), len(through.rstrip())
             think_end = full.rfind(THINK_END, start, end)
-            if not reasoning_loss and think_end >= 0:
+            if reasoning != "learn" and think_end >= 0:
                 start = think_end + len(THINK_END)
                 start += len(full[start:end]) - len(full[start:end].lstrip())
             spans.append((start, end))
     return full, spans
 
 
-def encode_conversation(tokenizer, conversation: Conversation, reasoning_loss: bool = True) -> Encoded:
-    text, spans = assistant_spans(tokenizer, conversation, reasoning_loss)
+def encode_conversation(tokenizer, conversation: Conversation, reasoning: Reasoning = "learn") -> Encoded:
+    text, spans = assistant_spans(tokenizer, conversation, reasoning)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
     for token_id, (start, _end) in zip(enc["input_ids"], enc["offset_mapping"]):
@@ -179,7 +194,7 @@ def _truncated(enc, cutoff_len: int):
     return Encoded(enc.input_ids[:cutoff_len], enc.labels[:cutoff_len])
 
 
-def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int, reasoning_loss: bool = True
+def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int, reasoning: Reasoning = "learn"
                    ) -> tuple[list, EncodingStats]:
     """The dataset's training rows (`Encoded`, or `EncodedPair` for preference data) and what encoding did."""
     stats = EncodingStats(rows=len(dataset.examples))
@@ -194,7 +209,7 @@ def encode_dataset(tokenizer, dataset: Dataset, cutoff_len: int, reasoning_loss:
         pieces = []
         for example in dataset.examples:
             full = encode_pair(tokenizer, example, 1 << 30) if isinstance(example, PreferencePair) \
-                else encode_conversation(tokenizer, example, reasoning_loss)
+                else encode_conversation(tokenizer, example, reasoning)
             if len(full) > cutoff_len:
                 stats.truncated += 1
             pieces.append(_truncated(full, cutoff_len))

@@ -28,10 +28,10 @@ _CALL = "{%- set call = call.function if call.function is defined else call %}"
 # Qwen3: ChatML, tools and calls as Qwen2.5 / Hermes (`<tool_call>` JSON), reasoning as a
 # `<think>` section before the answer. As Qwen3's own template: an assistant turn's reasoning comes
 # from `reasoning_content` or from a `<think>...</think>` section at the start of its content;
-# `enable_thinking=false` ends the generation prompt with an empty section. Departure: reasoning
-# is kept in every assistant turn that has it (Qwen3's drops it from turns before the last user
-# message), so a conversation renders the same whole and turn by turn, which the trainer's loss
-# mask needs.
+# `enable_thinking=false` ends the generation prompt with an empty section, and an assistant turn
+# without reasoning has an empty one. Departure: every assistant turn keeps its section (Qwen3's
+# drops them from turns before the last user message), so a conversation renders the same whole and
+# turn by turn, which the trainer's loss mask needs.
 QWEN3 = """
 {%- if tools %}
 {{- '<|im_start|>system\\n' }}
@@ -51,9 +51,7 @@ QWEN3 = """
 {%- set reasoning = content.split('</think>')[0].split('<think>')[-1].strip('\\n') %}
 {%- set content = content.split('</think>')[-1].lstrip('\\n') %}
 {%- endif %}
-{{- '<|im_start|>assistant\\n' }}
-{%- if reasoning %}{{- '<think>\\n' + reasoning + '\\n</think>\\n\\n' }}{%- endif %}
-{{- content }}
+{{- '<|im_start|>assistant\\n<think>\\n' + reasoning + '\\n</think>\\n\\n' + content }}
 {%- for call in message.tool_calls or [] %}""" + _CALL + """
 {%- if not loop.first or content %}{{- '\\n' }}{%- endif %}
 {{- '<tool_call>\\n{"name": "' + call.name + '", "arguments": ' }}""" + _ARGS + """{{- '}\\n</tool_call>' }}

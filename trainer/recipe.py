@@ -353,12 +353,12 @@ def _load_rows(cfg: TrainConfig, tokenizer, log: Callable[[Info], None]) -> tupl
     tags = ShareGPTTags(**cfg.sharegpt_tags)
     dataset = _read(cfg.dataset, cfg, tags)
     check_stage(cfg.stage, dataset.kind)
-    rows, stats = encode_dataset(tokenizer, dataset, cfg.cutoff_len, cfg.reasoning_loss)
+    rows, stats = encode_dataset(tokenizer, dataset, cfg.cutoff_len, cfg.reasoning)
     eval_rows: list = []
     if cfg.eval_dataset:
         eval_set = _read(cfg.eval_dataset, cfg, tags)
         check_stage(cfg.stage, eval_set.kind)
-        eval_rows, _ = encode_dataset(tokenizer, eval_set, cfg.cutoff_len, cfg.reasoning_loss)
+        eval_rows, _ = encode_dataset(tokenizer, eval_set, cfg.cutoff_len, cfg.reasoning)
     elif cfg.val_size:
         held = random.Random(cfg.seed).sample(range(len(rows)), max(1, round(cfg.val_size * len(rows))))
         eval_rows = [rows[i] for i in sorted(held)]

@@ -97,8 +97,9 @@ def test_lora_all_reaches_every_linear_layer_of_the_family(family_dirs, family):
 
 
 @pytest.mark.parametrize("family", ["qwen3", "deepseek_r1"])
-def test_reasoning_is_learnt_unless_left_out_of_the_loss(family_dirs, family):
+def test_reasoning_is_learnt_masked_or_dropped(family_dirs, family):
     tokenizer = _tokenizer(family_dirs[family])
+    eos = FAMILIES[family].eos
     rows = [  # the same reasoning as OpenAI-style reasoning_content, a LLaMA-Factory v1 part, and inline
         {"messages": [{"role": "user", "content": "2+2?"},
                       {"role": "assistant", "content": "Four.", "reasoning_content": "Two and two."}]},
@@ -109,12 +110,23 @@ def test_reasoning_is_learnt_unless_left_out_of_the_loss(family_dirs, family):
     ]
     for row in rows:
         conversation = ChatRow.model_validate(row).to_example()
-        with_reasoning = encode_conversation(tokenizer, conversation)
-        without = encode_conversation(tokenizer, conversation, reasoning_loss=False)
-        assert with_reasoning.input_ids == without.input_ids  # the same text either way
-        learnt = tokenizer.decode([t for t in with_reasoning.labels if t != IGNORE_INDEX])
-        assert "Two and two." in learnt and "Four." in learnt
-        assert tokenizer.decode([t for t in without.labels if t != IGNORE_INDEX]) == "Four." + FAMILIES[family].eos
+        learn, mask, drop = (encode_conversation(tokenizer, conversation, mode) for mode in ("learn", "mask", "drop"))
+        assert learn.input_ids == mask.input_ids  # the same text: only the loss differs
+        learnt = tokenizer.decode([t for t in learn.labels if t != IGNORE_INDEX])
+        assert "Two and two." in learnt and learnt.endswith("Four." + eos)
+        assert tokenizer.decode([t for t in mask.labels if t != IGNORE_INDEX]) == "Four." + eos
+        assert "Two and two." not in tokenizer.decode(drop.input_ids)  # gone from the conversation
+        assert tokenizer.decode([t for t in drop.labels if t != IGNORE_INDEX]) == "Four." + eos
+
+
+def test_llamafactory_switches_for_thinking():
+    from trainer.config import TrainConfig
+
+    base = {"model_name_or_path": "m", "dataset": "d", "output_dir": "o"}
+    assert TrainConfig.from_mapping(base).reasoning == "learn"
+    assert TrainConfig.from_mapping({**base, "reasoning_loss": False}).reasoning == "mask"
+    assert TrainConfig.from_mapping({**base, "enable_thinking": False}).reasoning == "drop"
+    assert TrainConfig.from_mapping({**base, "template": "qwen3_nothink"}).reasoning == "drop"
 
 
 def test_reasoning_only_on_assistant_messages():
