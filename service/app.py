@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, features: list[Feature] | None 
     settings = settings or Settings()
     settings.data_dir = settings.data_dir.resolve()
     features = FEATURES if features is None else features
-    if settings.load_admin_key() and settings.database_url and not settings.load_key_secret():
+    if settings.has_admin_keys() and settings.database_url and not settings.load_key_secret():
         raise SystemExit("With an admin key and a shared database (--database-url), give every server the same "
                          "key secret (FTSERVE_KEY_SECRET or --key-secret-file): service account keys are "
                          "checked under it, by any server.")

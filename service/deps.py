@@ -21,7 +21,7 @@ def _project(request: Request) -> str:
 def _admin(request: Request) -> Caller:
     caller: Caller = request.state.caller
     if not caller.admin:
-        configured = request.app.state.components.get(Keyring).admin is not None
+        configured = request.app.state.components.get(Keyring).admin.configured
         raise APIError(Kind.PERMISSION, "This endpoint needs the admin key." if configured else
                        "Project administration is off: start the server with an admin key (FTSERVE_ADMIN_KEY "
                        "or --admin-key-file).", code="admin_key_required")

@@ -133,7 +133,8 @@ class Settings(BaseSettings):
     permissions (`/v1/organization/...`). Unset (and no admin key file): no project administration."""
 
     admin_key_file: Path | None = None
-    """A file holding the admin key (e.g. a mounted Kubernetes Secret); read at start."""
+    """A file of admin keys, one a line: a key, or `sha256:` and its hex SHA-256 (e.g. a mounted Kubernetes
+    Secret or ConfigMap); read again within a second of a change, so keys rotate without a restart."""
 
     key_secret: str | None = None
     """The secret under which service account keys are stored (HMAC-SHA256). Servers sharing a database
@@ -202,10 +203,8 @@ class Settings(BaseSettings):
             keys += [line.strip() for line in self.api_key_file.read_text().splitlines() if line.strip()]
         return keys
 
-    def load_admin_key(self) -> str | None:
-        if self.admin_key_file is not None:
-            return self.admin_key_file.read_text().strip() or None
-        return (self.admin_key or "").strip() or None
+    def has_admin_keys(self) -> bool:
+        return self.admin_key_file is not None or bool((self.admin_key or "").strip())
 
     def load_key_secret(self) -> str | None:
         if self.key_secret_file is not None:

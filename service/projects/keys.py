@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.projects.admin_keys import AdminKeys
 from service.projects.store import ProjectStore
 
 DEFAULT_PROJECT = "proj_default"
@@ -59,16 +60,15 @@ def load_secret(value: str | None, path: Path) -> bytes:
 
 
 class Keyring:
-    def __init__(self, store: ProjectStore, secret: bytes, api_keys: list[str], admin_key: str | None):
-        self.store, self.secret = store, secret
+    def __init__(self, store: ProjectStore, secret: bytes, api_keys: list[str], admin: AdminKeys):
+        self.store, self.secret, self.admin = store, secret, admin
         self.static = [(self.digest(k), self.key_id(k)) for k in api_keys]
-        self.admin = self.digest(admin_key) if admin_key else None
         self.check_secret()
 
     @property
     def open(self) -> bool:
         """No key configured: the API is open, as the default project."""
-        return not self.static and self.admin is None
+        return not self.static and not self.admin.configured
 
     def digest(self, key: str | bytes) -> str:
         return hmac.new(self.secret, key.encode() if isinstance(key, str) else key, hashlib.sha256).hexdigest()
@@ -91,9 +91,9 @@ class Keyring:
 
     def identify(self, presented: bytes) -> Caller | None:
         """The caller a key belongs to; None for no key of ours (a database lookup: run it off the event loop)."""
+        if (admin_id := self.admin.match(presented)) is not None:
+            return Caller(None, admin_id)
         digest = self.digest(presented)
-        if self.admin is not None and hmac.compare_digest(digest, self.admin):
-            return Caller(None, "key_admin")
         found = None
         for known, key_id in self.static:  # every one compared, with no early exit
             if hmac.compare_digest(digest, known):

@@ -172,3 +172,29 @@ def test_a_family_without_a_tool_format_refuses_tools(family_servers):
         "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]}, timeout=30)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "tools"
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_a_forced_call_is_written_and_read_in_the_family_format(family_servers, family):
+    """tool_choice `required`: the family's parser constrains the output to its call format (vLLM's structural
+    tag) and reads it back, so even a random model answers with a call of the tool, with schema-valid arguments."""
+    server, _, tuned = family_servers[family]
+    answer = server.client().chat.completions.create(
+        model=tuned, messages=[{"role": "user", "content": "The weather in Paris?"}], max_tokens=64, temperature=0,
+        tool_choice="required", tools=[{"type": "function", "function": {
+            "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                   "required": ["city"], "additionalProperties": False}}}])
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert set(json.loads(call.function.arguments)) == {"city"}
+
+
+def test_a_parser_without_a_constraint_refuses_to_force_a_call(family_servers):
+    server, _, tuned = family_servers["mistral"]
+    r = httpx.post(f"{server.url}/v1/chat/completions", json={
+        "model": tuned, "messages": [{"role": "user", "content": "Weather?"}], "tool_choice": "required",
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "tool_choice"
