@@ -32,12 +32,14 @@ from service.protocol import ErrorResponse
 from service.responses import feature as responses
 from service.settings import Settings
 from service.ui import feature as ui
+from service.webhooks import feature as webhooks
 
 log = logging.getLogger("ftserve")
 
 # Build order: a feature may use the services of those before it (and every feature's stores).
 FEATURES: list[Feature] = [
     projects.feature,
+    webhooks.feature,
     files.feature,
     models.feature,
     exports.feature,

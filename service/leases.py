@@ -47,7 +47,8 @@ class Leases(Store):
         if where is None:
             where = sa.and_(t.c.status.in_(self.active), sa.or_(t.c.owner.is_(None), self.stale(lease_seconds)))
         with self.db.begin(immediate=True) as conn:
-            row = conn.execute(sa.select(t.c.id, t.c.doc).where(where).order_by(t.c.seq).limit(1)
+            columns = [t.c.id] + ([t.c.doc] if "doc" in t.c else [])
+            row = conn.execute(sa.select(*columns).where(where).order_by(t.c.seq).limit(1)
                                .with_for_update(skip_locked=True)).first()
             if row is None:
                 return None

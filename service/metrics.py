@@ -62,6 +62,10 @@ class Metrics:
                                      "below interactive priority (batch lines, eval samples)", registry=r)
         self.requests_waiting = Gauge("ftserve_requests_waiting", "Admitted generation requests without a first "
                                       "token yet", registry=r)
+        self.webhook_deliveries = Counter("ftserve_webhook_deliveries", "Webhook delivery attempts by result "
+                                          "(delivered, failed_attempt, given_up)", ["result"], registry=r)
+        self.webhooks_pending = Gauge("ftserve_webhooks_pending", "Webhook deliveries not yet delivered nor given up",
+                                      registry=r)
         self.jobs = Gauge("ftserve_fine_tuning_jobs", "Fine-tuning jobs by status", ["status"], registry=r)
         self.training_tps = Gauge("ftserve_training_tokens_per_second", "Training throughput of running jobs",
                                   ["job"], registry=r)

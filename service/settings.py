@@ -143,6 +143,19 @@ class Settings(BaseSettings):
     key_secret_file: Path | None = None
     """A file holding the key secret; read at start."""
 
+    webhook_allow_private_urls: bool = False
+    """Allow webhook URLs whose host resolves to loopback, link-local or private addresses (refused by default,
+    so that a project cannot make the server call into its own network)."""
+
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    """How long one webhook delivery attempt may take."""
+
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    """The wait before a failed delivery's second attempt; it doubles with each attempt, up to an hour."""
+
+    webhook_retry_hours: float = Field(default=72.0, gt=0)
+    """How long a delivery is retried before it is given up (`failed`)."""
+
     project_max_training_jobs: int = Field(default=4, ge=1)
     """Fine-tuning jobs one project may have validating, queued or running at once; past it, 429."""
 

@@ -59,7 +59,8 @@ def shared_engine(tiny_model, tmp_path_factory):
             return current[-1]
         if current:
             current[-1].stop()
-        current.append(Server(tmp_path_factory.mktemp("shared"), model=tiny_model, max_lora_rank=16)
+        current.append(Server(tmp_path_factory.mktemp("shared"), model=tiny_model, max_lora_rank=16,
+                              webhook_allow_private_urls=True)  # the webhook tests receive on loopback
                        .start(timeout=240))
         return current[-1]
 

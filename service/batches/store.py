@@ -8,6 +8,10 @@ import sqlalchemy as sa
 
 from service.db import Database, Store, after_id, metadata, of_project
 from service.leases import Leases
+from service.webhooks.store import write_announced
+
+EVENTS = {"completed": "batch.completed", "failed": "batch.failed", "cancelled": "batch.cancelled",
+          "expired": "batch.expired"}  # webhooks sent when a batch ends
 
 batches = sa.Table(
     "batches", metadata,
@@ -52,8 +56,10 @@ class BatchStore(Store):
 
     def update_batch(self, doc: dict, expect: tuple[str, ...]) -> bool:
         """Write the batch's document if its status is still one of `expect`."""
-        return bool(self._write(batches.update().where(batches.c.id == doc["id"], batches.c.status.in_(expect))
-                                .values(status=doc["status"], doc=doc)))
+        return write_announced(self.db, batches, batches.update().where(batches.c.id == doc["id"],
+                                                                        batches.c.status.in_(expect))
+                               .values(status=doc["status"], doc=doc), doc, EVENTS,
+                               sa.select(batches.c.project_id).where(batches.c.id == doc["id"]))
 
     def add_batch_results(self, batch_id: str, rows: list[tuple[int, bool, dict]]) -> dict[bool, int]:
         """Record answered lines (line, ok, output line) in one transaction, each once (a line recorded

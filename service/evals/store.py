@@ -7,6 +7,10 @@ import sqlalchemy as sa
 
 from service.db import Database, Store, metadata, of_project
 from service.leases import Leases
+from service.webhooks.store import write_announced
+
+EVENTS = {"completed": "eval.run.succeeded", "failed": "eval.run.failed",
+          "canceled": "eval.run.canceled"}  # webhooks sent when a run ends
 
 evals = sa.Table(
     "evals", metadata,
@@ -75,8 +79,10 @@ class EvalStore(Store):
 
     def update_run(self, doc: dict, expect: tuple[str, ...]) -> bool:
         """Write the run's document if its status is still one of `expect`."""
-        return bool(self._write(eval_runs.update().where(eval_runs.c.id == doc["id"], eval_runs.c.status.in_(expect))
-                                .values(status=doc["status"], doc=doc)))
+        return write_announced(self.db, eval_runs, eval_runs.update().where(eval_runs.c.id == doc["id"],
+                                                                            eval_runs.c.status.in_(expect))
+                               .values(status=doc["status"], doc=doc), doc, EVENTS,
+                               sa.select(evals.c.project_id).where(evals.c.id == doc["eval_id"]))
 
     def list_runs(self, eval_id: str, after: str | None, limit: int, order: str,
                   status: str | None) -> tuple[list[dict], bool]:

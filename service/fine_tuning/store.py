@@ -19,6 +19,10 @@ from service.errors import APIError, Kind
 from service.fine_tuning.protocol import FineTuningJob, FineTuningJobEvent, JobError
 from service.ids import new_id
 from service.leases import Leases
+from service.webhooks.store import write_announced
+
+EVENTS = {"succeeded": "fine_tuning.job.succeeded", "failed": "fine_tuning.job.failed",
+          "cancelled": "fine_tuning.job.cancelled"}  # webhooks sent when a job ends
 
 jobs = sa.Table(
     "jobs", metadata,
@@ -100,8 +104,9 @@ class JobStore(Store):
 
     def update_doc(self, doc: dict, expect: tuple[str, ...]) -> bool:
         """Write the job's document if its stored status is one of `expect`; False (nothing written) if not."""
-        return self._write(jobs.update().where(jobs.c.id == doc["id"], jobs.c.status.in_(expect))
-                           .values(doc=doc, status=doc["status"])) > 0
+        return write_announced(self.db, jobs, jobs.update().where(jobs.c.id == doc["id"], jobs.c.status.in_(expect))
+                               .values(doc=doc, status=doc["status"]), doc, EVENTS,
+                               sa.select(jobs.c.project_id).where(jobs.c.id == doc["id"]))
 
     def fail(self, job_id: str, code: str, message: str, param: str | None = None) -> None:
         if self.update(job_id, status="failed", error=JobError(code=code, message=message, param=param),

@@ -11,6 +11,10 @@ import sqlalchemy as sa
 
 from service.db import Database, Store, metadata, of_project
 from service.leases import Leases
+from service.webhooks.store import write_announced
+
+EVENTS = {"completed": "response.completed", "failed": "response.failed", "cancelled": "response.cancelled",
+          "incomplete": "response.incomplete"}  # webhooks sent when a background response ends
 
 responses = sa.Table(
     "responses", metadata,
@@ -65,9 +69,10 @@ class ResponseStore(Store):
 
     def update(self, doc: dict, expect: tuple[str, ...] = RUNNING) -> bool:
         """Write the response if its status is still one of `expect` (a cancelled one stays cancelled)."""
-        return bool(self._write(responses.update().where(responses.c.id == doc["id"],
-                                                         responses.c.status.in_(expect))
-                                .values(status=doc["status"], doc=doc)))
+        return write_announced(self.db, responses, responses.update().where(responses.c.id == doc["id"],
+                                                                            responses.c.status.in_(expect))
+                               .values(status=doc["status"], doc=doc), doc, EVENTS,
+                               sa.select(responses.c.project_id).where(responses.c.id == doc["id"]))
 
     def delete(self, response_id: str, project: str) -> bool:
         return bool(self._write(responses.delete().where(responses.c.id == response_id,

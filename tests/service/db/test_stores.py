@@ -55,11 +55,11 @@ def test_migrations_are_versioned_and_idempotent(url):
     migrated(url).close()
     db = migrated(url)  # a second start finds nothing to do
     with db.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0010"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0011"
         tables = set(sa.inspect(conn).get_table_names())
     assert {"files", "jobs", "events", "checkpoints", "batches", "evals", "eval_runs", "eval_output_items",
             "projects", "service_accounts", "checkpoint_permissions", "server_secrets", "responses", "model_exports",
-            "alembic_version"} <= tables
+            "webhook_endpoints", "webhook_deliveries", "alembic_version"} <= tables
     db.close()
 
 

@@ -32,7 +32,8 @@ DEFAULT_KEY = "default-" + secrets.token_urlsafe(16)
 def org(tiny_model, tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("data"), model=tiny_model, api_key=DEFAULT_KEY,
                  env={"FTSERVE_ADMIN_KEY": ADMIN, "FTSERVE_API_KEYS": DEFAULT_KEY},
-                 project_max_training_jobs=1, project_max_generations=2).start(timeout=240)
+                 project_max_training_jobs=1, project_max_generations=2,
+                 webhook_allow_private_urls=True).start(timeout=240)
     yield srv
     srv.stop()
 
@@ -107,7 +108,8 @@ def world(org, teams, tmp_path_factory):
     assert item.sample.error is None or not item.sample.error.code, item.sample  # A's run may use A's model
     response = client.responses.create(model=done.fine_tuned_model, input="hi", max_output_tokens=2)
     export = as_key(org, a.key, "POST", "/v1/model_exports", json={"model": done.fine_tuned_model}).json()
-    return {"file_id": file.id, "batch_file": batch_file.id, "response_id": response.id, "fine_tuning_job_id": job.id, "batch_id": batch.id,
+    hook = client.webhooks.create(name="a's hook", url="http://127.0.0.1:9/hook", event_types=["batch.expired"])
+    return {"webhook_endpoint_id": hook.id, "file_id": file.id, "batch_file": batch_file.id, "response_id": response.id, "fine_tuning_job_id": job.id, "batch_id": batch.id,
             "eval_id": ev.id, "run_id": run.id, "output_item_id": item.id, "model": done.fine_tuned_model,
             "fine_tuned_model_checkpoint": checkpoint, "results_file": done.result_files[0],
             "output_file": batch.output_file_id, "project_id": a.project, "service_account_id": a.account,
@@ -189,6 +191,15 @@ TABLE: dict[tuple[str, str], tuple[str, dict | None]] = {
     ("DELETE", "/v1/responses/{response_id}"): ("hidden", None),
     ("POST", "/v1/responses/{response_id}/cancel"): ("hidden", None),
     ("GET", "/v1/responses/{response_id}/input_items"): ("hidden", None),
+    ("POST", "/v1/webhook_endpoints"): ("own", {"name": "b's", "url": "http://127.0.0.1:9/b",
+                                                "event_types": ["batch.completed"]}),
+    ("GET", "/v1/webhook_endpoints"): ("list", None),
+    ("GET", "/v1/webhook_endpoints/{webhook_endpoint_id}"): ("hidden", None),
+    ("POST", "/v1/webhook_endpoints/{webhook_endpoint_id}"): ("hidden", {"name": "renamed by b"}),
+    ("DELETE", "/v1/webhook_endpoints/{webhook_endpoint_id}"): ("hidden", None),
+    ("POST", "/v1/webhook_endpoints/{webhook_endpoint_id}/rotate_secret"): ("hidden", {}),
+    ("POST", "/v1/webhook_endpoints/{webhook_endpoint_id}/test"): ("hidden", {"event_type": "batch.completed"}),
+    ("GET", "/v1/webhook_endpoints/{webhook_endpoint_id}/deliveries"): ("hidden", None),
     ("POST", "/v1/organization/projects"): ("admin", {"name": "b's own"}),
     ("GET", "/v1/organization/projects"): ("admin", None),
     ("GET", "/v1/organization/projects/{project_id}"): ("admin", None),
@@ -205,7 +216,8 @@ MISSING = {"file_id": "file-" + "0" * 24, "response_id": "resp_" + "0" * 32, "ba
            "output_item_id": "outputitem_" + "0" * 32, "model": "ft:ftserve-tiny:ftserve::00000000",
            "fine_tuned_model_checkpoint": "ft:ftserve-tiny:ftserve::00000000:ckpt-step-1",
            "project_id": "proj_" + "0" * 24, "service_account_id": "svc_acct_" + "0" * 24,
-           "permission_id": "cp_" + "1" * 24, "export_id": "mexp_" + "0" * 24}
+           "permission_id": "cp_" + "1" * 24, "export_id": "mexp_" + "0" * 24,
+           "webhook_endpoint_id": "whep_" + "0" * 32}
 
 
 def app_routes() -> set[tuple[str, str]]:
@@ -249,6 +261,7 @@ def _a_still_has_everything(org: Server, a: Team, world: dict) -> None:
     assert client.models.retrieve(world["model"]).id == world["model"]
     assert client.responses.retrieve(world["response_id"]).output[0].content[0].text
     assert client.models.retrieve(world["fine_tuned_model_checkpoint"]).id == world["fine_tuned_model_checkpoint"]
+    assert client.webhooks.retrieve(world["webhook_endpoint_id"]).name == "a's hook"
     r = admin(org, "GET", f"/v1/organization/projects/{a.project}/service_accounts/{a.account}")
     assert r.status_code == 200 and admin(org, "GET", f"/v1/organization/projects/{a.project}").json()["status"] == "active"
 
@@ -264,10 +277,10 @@ def test_another_project_gets_nothing_of_a(org, teams, world, method, route):
         assert mine & a_ids, "A sees its own"
         assert not theirs & a_ids, f"B sees A's {theirs & a_ids}"
     elif kind == "own":
-        r = as_key(org, b.key, "POST", route, data={"purpose": "fine-tune"},
-                   files={"file": ("b.jsonl", FACTS.read_bytes())})
-        assert r.status_code == 200
-        assert r.json()["id"] not in {f.id for f in org.client(api_key=a.key).files.list().data}
+        r = as_key(org, b.key, "POST", route, json=body) if body else as_key(
+            org, b.key, "POST", route, data={"purpose": "fine-tune"}, files={"file": ("b.jsonl", FACTS.read_bytes())})
+        assert r.status_code == 200, r.text
+        assert r.json()["id"] not in {o["id"] for o in as_key(org, a.key, "GET", route).json()["data"]}
     elif kind == "admin":
         r = as_key(org, b.key, method, _fill(route, world), json=_fill(body, world) if body else None)
         assert r.status_code == 403 and r.json()["error"]["code"] == "admin_key_required", r.text
