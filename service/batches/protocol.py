@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from service.protocol import Sparse, Strict
 
@@ -13,14 +13,30 @@ BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "comp
                       "cancelled"]
 
 
+Window = Annotated[str, Field(pattern=r"^([1-9][0-9]{0,4})(s|m|h)$")]
+
+
 class CreateBatchRequest(Strict):
     input_file_id: str
     endpoint: Endpoint
-    completion_window: Literal["24h"]
+    completion_window: Window
+    """OpenAI's `24h`; ftserve also takes a shorter window (`90s`, `30m`, `2h`: at most 24 hours), after which
+    the batch is `expired` with the lines answered by then in its output file."""
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(
         default=None, max_length=16)
     output_expires_after: Any = None
     """Accepted; outputs are kept until deleted."""
+
+    @field_validator("completion_window")
+    @classmethod
+    def _at_most_a_day(cls, window: str) -> str:
+        if window_seconds(window) > 24 * 3600:
+            raise ValueError("the completion window is at most 24h")
+        return window
+
+
+def window_seconds(window: str) -> int:
+    return int(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
 
 
 class BatchError(Sparse):

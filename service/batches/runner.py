@@ -65,9 +65,10 @@ class BatchRunner(LeasedRunner):
                                request_counts={"total": len(lines), "completed": 0, "failed": 0})
             if batch is None:  # cancelled while validating
                 batch = self.store.get_batch(batch_id)
+        expired = False
         if batch["status"] == "in_progress":
-            await self._execute(batch_id, batch["endpoint"], lines)
-        await self._finalize(batch_id)
+            expired = await self._execute(batch_id, batch["endpoint"], lines, batch.get("expires_at"))
+        await self._finalize(batch_id, lines if expired else None)
 
     def _read_input(self, batch: dict) -> tuple[list[BatchInputLine], list[BatchError]]:
         lines, errors, seen = [], [], set()
@@ -95,12 +96,21 @@ class BatchRunner(LeasedRunner):
         return lines, errors[:MAX_ERRORS]
 
     # ------------------------------------------------------------------ lines
-    async def _execute(self, batch_id: str, endpoint: str, lines: list[BatchInputLine]) -> None:
+    async def _execute(self, batch_id: str, endpoint: str, lines: list[BatchInputLine],
+                       expires_at: int | None) -> bool:
         """Feed the lines not yet recorded to the engine as fast as the offline lane lets them in; answered
-        lines are recorded in bulk (`_Recorder`). A cancel stops the feeding and the lines in the engine."""
+        lines are recorded in bulk (`_Recorder`). A cancel, or the end of the completion window, stops the
+        feeding and the lines in the engine; whether the window ended first."""
         done = await asyncio.to_thread(self.store.recorded_lines, batch_id)
         project = self.store.batch_project(batch_id)  # its lines may use what the batch's project may use
         recorder = _Recorder(self, batch_id)
+
+        async def expire() -> None:
+            await asyncio.sleep(max(0.0, expires_at - time.time()))
+            recorder.stop()
+            recorder.expired = True
+
+        window = asyncio.create_task(expire()) if expires_at is not None else None
 
         async def one(index: int, line: BatchInputLine, weight: int) -> None:
             try:
@@ -117,6 +127,8 @@ class BatchRunner(LeasedRunner):
             for index, line in enumerate(lines):
                 if index in done:
                     continue
+                if recorder.stopped:
+                    break
                 weight = await self.lane.enter(_sequences(line))
                 if recorder.stopped:
                     await self.lane.leave(weight)
@@ -130,8 +142,11 @@ class BatchRunner(LeasedRunner):
                 task.cancel()
             await asyncio.gather(*recorder.running, return_exceptions=True)
             flushing.cancel()
-            await asyncio.gather(flushing, return_exceptions=True)
+            if window is not None:
+                window.cancel()
+            await asyncio.gather(flushing, *([window] if window else []), return_exceptions=True)
             await recorder.flush()
+        return recorder.expired
 
     async def _answer(self, endpoint: str, line: BatchInputLine, project: str) -> tuple[bool, dict]:
         """One line's output-file line: its response, or its error response, in OpenAI's shape."""
@@ -157,7 +172,9 @@ class BatchRunner(LeasedRunner):
             return status == 200, _line_doc(line, status, body, request_id)
 
     # ------------------------------------------------------------------ the end
-    async def _finalize(self, batch_id: str) -> None:
+    async def _finalize(self, batch_id: str, expired_lines: list[BatchInputLine] | None = None) -> None:
+        """Write the output and error files and end the batch: `completed`, `cancelled`, or `expired` (given the
+        input's lines when its window ended: those without an answer are recorded as `batch_expired`)."""
         batch = self.store.get_batch(batch_id)
         cancelled = batch["status"] == "cancelling"
         if batch["status"] == "in_progress":
@@ -166,6 +183,12 @@ class BatchRunner(LeasedRunner):
             cancelled = batch["status"] == "cancelling"
         if batch["status"] not in ("finalizing", "cancelling"):
             return
+        expired = expired_lines is not None and not cancelled
+        if expired:
+            answered = await asyncio.to_thread(self.store.recorded_lines, batch_id)
+            rows = [(i, False, _expired_doc(line)) for i, line in enumerate(expired_lines) if i not in answered]
+            for start in range(0, len(rows), FLUSH_LINES):
+                await asyncio.to_thread(self.store.add_batch_results, batch_id, rows[start:start + FLUSH_LINES])
         counted = await asyncio.to_thread(self.store.result_counts, batch_id)
         project = self.store.batch_project(batch_id)
         files = {}
@@ -176,7 +199,8 @@ class BatchRunner(LeasedRunner):
                     self.files.create_internal, pieces, f"{batch_id}_{name}.jsonl", "batch_output", project)).id
         counts = {"total": batch["request_counts"]["total"], "completed": counted[True], "failed": counted[False]}
         now = int(time.time())
-        end = {"status": "cancelled", "cancelled_at": now} if cancelled else {"status": "completed", "completed_at": now}
+        end = {"status": "cancelled", "cancelled_at": now} if cancelled else \
+            {"status": "expired", "expired_at": now} if expired else {"status": "completed", "completed_at": now}
         self._save(batch_id, request_counts=counts, **files, **end)
 
     def _save(self, batch_id: str, expect: str | None = None, **changes) -> dict | None:
@@ -196,6 +220,13 @@ def _line_doc(line: BatchInputLine, status: int, body: dict, request_id: str | N
     """A line of the output (or error) file, in OpenAI's shape."""
     return {"id": new_id("batch_req_"), "custom_id": line.custom_id, "response": {
         "status_code": status, "request_id": request_id or new_id("req_", 32), "body": body}, "error": None}
+
+
+def _expired_doc(line: BatchInputLine) -> dict:
+    """An error-file line for a line the completion window ended before (OpenAI's shape)."""
+    return {"id": new_id("batch_req_"), "custom_id": line.custom_id, "response": None, "error": {
+        "code": "batch_expired", "message": "This request could not be executed before the completion window "
+        "expired."}}
 
 
 def _sequences(line: BatchInputLine) -> int:
@@ -219,6 +250,7 @@ class _Recorder:
         self.running: set[asyncio.Task] = set()  # the lines being answered
         self.full = asyncio.Event()
         self.stopped = False
+        self.expired = False  # stopped by the end of the completion window
 
     def add(self, index: int, ok: bool, doc: dict) -> None:
         self.pending.append((index, ok, doc))
@@ -235,9 +267,13 @@ class _Recorder:
         rows, self.pending = self.pending, []
         self.full.clear()
         if not await asyncio.to_thread(self._record, rows) and not self.stopped:
-            self.stopped = True
-            for task in self.running:
-                task.cancel()
+            self.stop()
+
+    def stop(self) -> None:
+        """Feed no more lines, and stop those in the engine (aborted there)."""
+        self.stopped = True
+        for task in self.running:
+            task.cancel()
 
     def _record(self, rows: list[tuple[int, bool, dict]]) -> bool:
         """Record `rows` and the counts; whether the batch is still in progress."""

@@ -3,22 +3,20 @@
 A batch's life: `validating` (its input file's lines checked) -> `in_progress` (its lines run on the
 shared engine, below interactive requests) -> `finalizing` (output and error files written) ->
 `completed`; `failed` when the input is unusable; `cancelling` -> `cancelled` on request (the lines
-already run are kept in the output).
+already run are kept in the output); `expired` when its completion window ends first (the lines answered
+by then in the output file, the others in the error file as `batch_expired`).
 """
 
 from __future__ import annotations
 
 import time
 
-from service.batches.protocol import Batch, CreateBatchRequest
+from service.batches.protocol import Batch, CreateBatchRequest, window_seconds
 from service.batches.store import BatchStore
 from service.errors import APIError, Kind
 from service.files.service import FileService
 from service.ids import new_id
 from service.protocol import ListObject
-
-WINDOW_SECONDS = 24 * 3600
-
 
 class BatchService:
     def __init__(self, store: BatchStore, files: FileService, runner):
@@ -36,7 +34,7 @@ class BatchService:
         now = int(time.time())
         batch = Batch(id=new_id("batch-"), endpoint=req.endpoint, input_file_id=req.input_file_id,
                       completion_window=req.completion_window, status="validating", created_at=now,
-                      expires_at=now + WINDOW_SECONDS, metadata=req.metadata)
+                      expires_at=now + window_seconds(req.completion_window), metadata=req.metadata)
         self.store.insert_batch(batch.model_dump(), project)
         self.runner.wake()
         return batch

@@ -137,6 +137,29 @@ def test_a_batch_yields_to_interactive_requests_fills_the_engine_and_a_cancel_st
     assert e.value.status_code == 409
 
 
+def test_a_batch_whose_window_ends_expires_with_its_answered_lines(client, tmp_path):
+    """A short completion window (an ftserve extension to OpenAI's 24h): the quick lines are answered, the
+    window ends before the long ones can be, and the batch is `expired`: the answered lines in its output
+    file, the others in its error file as `batch_expired`, every line in one of them, each once."""
+    lines = [_line(f"quick{i}", "ftserve-tiny", max_tokens=1) for i in range(4)] + \
+        [_line(f"long{i}", "ftserve-tiny", max_tokens=1500, ignore_eos=True) for i in range(24)]
+    file = client.files.create(file=write_jsonl(tmp_path / "window.jsonl", lines).open("rb"), purpose="batch")
+    batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="6s")
+    assert batch.expires_at == batch.created_at + 6
+    done = _finished(client, batch.id, timeout=60)  # the long lines alone would take minutes
+    assert done.status == "expired" and done.expired_at, done
+    assert_official(client.batches.with_raw_response.retrieve(batch.id).http_response.json(), "Batch")
+    output, errors = _lines(client, done.output_file_id), _lines(client, done.error_file_id)
+    answered = [o["custom_id"] for o in output]
+    assert {f"quick{i}" for i in range(4)} <= set(answered) and len(answered) < len(lines)
+    assert all(e["error"]["code"] == "batch_expired" and e["response"] is None for e in errors)
+    assert sorted(answered + [e["custom_id"] for e in errors]) == sorted(line["custom_id"] for line in lines)
+    counts = done.request_counts
+    assert (counts.total, counts.completed, counts.failed) == (len(lines), len(answered), len(errors))
+    with pytest.raises(openai.BadRequestError):
+        client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="25h")
+
+
 @pytest.mark.kills_engine
 def test_a_restart_mid_batch_resumes_without_repeating_a_line(server, client, tmp_path):
     """Killed outright (kill -9) with lines in flight, then stopped the polite way: each time the
