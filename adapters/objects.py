@@ -38,6 +38,29 @@ class ObjectStore:
 
     url: str
     cache_dir: Path
+    cache_max_bytes: float = float("inf")  # cached copies of uploaded files (`files/`) kept at most
+
+    def cached_files(self) -> list[Path]:
+        """The cached copies of uploaded files (none when the store's objects are local files themselves)."""
+        root = self.cache_dir / "files"
+        if self.local_path("files") is not None or not root.is_dir():
+            return []
+        return [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+
+    def cached_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.cached_files())
+
+    def trim_cache(self, keep: Path | None = None) -> None:
+        """Drop the least recently used cached copies of uploaded files beyond `cache_max_bytes` (never `keep`,
+        the copy just used). A reader holding one open keeps reading it; the next fetch downloads it again."""
+        files = [(p, p.stat()) for p in self.cached_files()]
+        total = sum(st.st_size for _, st in files)
+        for path, st in sorted(files, key=lambda f: f[1].st_mtime):
+            if total <= self.cache_max_bytes:
+                break
+            if path != keep:
+                path.unlink(missing_ok=True)
+                total -= st.st_size
 
     def put_file(self, key: str, path: Path) -> None:
         raise NotImplementedError
@@ -101,6 +124,10 @@ class ObjectStore:
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             self.download(key, path)
+        else:
+            os.utime(path)  # its mtime is its last use
+        if key.startswith("files/"):
+            self.trim_cache(keep=path)
         return path
 
     def fetch_tree(self, prefix: str, dest: Path) -> Path:
@@ -199,7 +226,7 @@ class LocalObjects(ObjectStore):
 class S3Objects(ObjectStore):
     """Objects in an S3 bucket under a prefix (`s3://bucket/prefix`), through boto3."""
 
-    def __init__(self, url: str, cache_dir: Path):
+    def __init__(self, url: str, cache_dir: Path, cache_max_bytes: float = float("inf")):
         import boto3
         from botocore.config import Config
 
@@ -207,7 +234,7 @@ class S3Objects(ObjectStore):
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ValueError(f"storage URL {url!r}: expected s3://bucket/prefix")
         self.url, self.bucket, self.prefix = url, parsed.netloc, parsed.path.strip("/")
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir, self.cache_max_bytes = Path(cache_dir), cache_max_bytes
         # fail fast when the store is away: the API answers 503 rather than hanging a client
         config = Config(connect_timeout=3, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
         self.client = boto3.client("s3", config=config)
@@ -289,10 +316,12 @@ class S3Objects(ObjectStore):
             return False
 
 
-def open_objects(url: str | None, data_dir: Path, cache_dir: Path | None = None) -> ObjectStore:
-    """The object store a storage URL names: None -> the data dir itself; `s3://bucket/prefix` -> S3."""
+def open_objects(url: str | None, data_dir: Path, cache_dir: Path | None = None,
+                 cache_max_bytes: float = float("inf")) -> ObjectStore:
+    """The object store a storage URL names: None -> the data dir itself; `s3://bucket/prefix` -> S3 (with at
+    most `cache_max_bytes` of uploaded files' copies cached)."""
     if not url:
         return LocalObjects(data_dir, cache_dir)
     if url.startswith("s3://"):
-        return S3Objects(url, cache_dir or Path(data_dir) / "cache")
+        return S3Objects(url, cache_dir or Path(data_dir) / "cache", cache_max_bytes)
     raise ValueError(f"storage URL {url!r}: expected s3://bucket/prefix (or none for the data dir)")

@@ -150,6 +150,30 @@ class ObjectAdapterStore:
             self._seen.pop(name, None)
             self.objects.delete_prefix(self._blobs(name))
 
+    def collect(self, grace_seconds: float) -> list[str]:
+        """Delete the files of versions no manifest lists (a publisher killed mid-upload, a version replaced or
+        deleted while another server was away) once they are older than `grace_seconds` (a version's age is
+        in its name; an upload in progress is younger than the grace); the prefixes deleted. A version a
+        manifest lists is never touched: each candidate's manifest is read again, under the name's lock."""
+        root = f"{BLOBS}/"
+        versions = {tuple(key[len(root):].split("/")[:2]) for key in self.objects.list(BLOBS)}
+        now, deleted = time.time_ns(), []
+        for quoted, version in sorted(v for v in versions if len(v) == 2):
+            try:
+                born = int(version.removeprefix("v").split("-")[0])
+            except ValueError:
+                continue  # not a version this store wrote
+            if (now - born) / 1e9 < grace_seconds:
+                continue
+            name = unquote(quoted)
+            with self.lock(name):
+                manifest = self._manifest(name, missing_ok=True)
+                if manifest is not None and manifest["version"] == version:
+                    continue
+                self.objects.delete_prefix(f"{root}{quoted}/{version}")
+                deleted.append(f"{root}{quoted}/{version}")
+        return deleted
+
     # ---------------------------------------------------------------- read
     def _manifest(self, name: str, missing_ok: bool = False) -> dict | None:
         try:

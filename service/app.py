@@ -98,8 +98,13 @@ def create_app(settings: Settings | None = None, features: list[Feature] | None 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         model_path = await asyncio.to_thread(base_model_path, settings)
         db = await asyncio.to_thread(open_database, settings)
-        objects = open_objects(settings.storage_url, settings.data_dir, settings.cache_dir)
-        c = Components(settings, db, objects, open_adapters(settings, objects), metrics, model_path)
+        objects = open_objects(settings.storage_url, settings.data_dir, settings.cache_dir,
+                               settings.file_cache_gib * 2**30)
+        adapters = open_adapters(settings, objects)
+        metrics.cache_bytes.labels(cache="files").set_function(objects.cached_bytes)
+        if hasattr(adapters, "cache"):
+            metrics.cache_bytes.labels(cache="adapters").set_function(adapters.cache.size)
+        c = Components(settings, db, objects, adapters, metrics, model_path)
         for feature in features:  # every store first: services may take another feature's store
             c.add(*feature.stores(db))
         for feature in features:

@@ -66,6 +66,10 @@ class Metrics:
                                           "(delivered, failed_attempt, given_up)", ["result"], registry=r)
         self.webhooks_pending = Gauge("ftserve_webhooks_pending", "Webhook deliveries not yet delivered nor given up",
                                       registry=r)
+        self.adapter_versions_collected = Counter("ftserve_adapter_versions_collected", "Orphaned adapter versions "
+                                                  "deleted from the object store", registry=r)
+        self.cache_bytes = Gauge("ftserve_cache_bytes", "This server's local copies from the object store, in bytes "
+                                 "(files: uploaded files; adapters: adapter versions)", ["cache"], registry=r)
         self.jobs = Gauge("ftserve_fine_tuning_jobs", "Fine-tuning jobs by status", ["status"], registry=r)
         self.training_tps = Gauge("ftserve_training_tokens_per_second", "Training throughput of running jobs",
                                   ["job"], registry=r)

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     adapter_cache_gib: float = Field(default=10, gt=0)
     """With S3 storage: disk space for local copies of adapters (least recently used evicted)."""
 
+    file_cache_gib: float = Field(default=10, gt=0)
+    """With an object store: the most each server keeps of uploaded files' local copies (least recently used
+    dropped first; a dropped file is downloaded again when next read)."""
+
     host: str = "127.0.0.1"
     """Address to listen on."""
 
@@ -107,6 +111,13 @@ class Settings(BaseSettings):
     reasoning_parser: str = "auto"
     """vLLM's reasoning parser (`qwen3`, `deepseek_r1`, ...): the model's reasoning section is returned as
     `reasoning_content`; `auto`: read from the chat template; `none`: reasoning stays in the answer."""
+
+    adapter_gc_interval_seconds: float = Field(default=600.0, gt=0)
+    """With an object store: how often a server looks for orphaned adapter files (one server at a time)."""
+
+    adapter_gc_grace_seconds: float = Field(default=3600.0, ge=0)
+    """With an object store: how old an adapter version's files must be before they are collected when no
+    manifest lists them (longer than any upload takes)."""
 
     max_model_len: int | None = Field(default=None, ge=16)
     """Context length; unset: the model's own."""

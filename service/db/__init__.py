@@ -14,6 +14,8 @@ SQLite runs in WAL mode with synchronous=FULL (a committed write survives kill -
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -73,6 +75,19 @@ class Database:
         """A transaction; `immediate`: one that reads before it writes takes SQLite's write lock first."""
         return (self.engine.execution_options(immediate=True) if immediate else self.engine).begin()
 
+    def serialize(self, conn, name: str) -> None:
+        """Within `conn`'s transaction, wait for every other transaction serialized on `name` to end: a count
+        and the insert it allows are then one step across servers (PostgreSQL: an advisory transaction lock;
+        SQLite: its `immediate` transactions already run one at a time)."""
+        if not self.sqlite:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _key(name)})
+
+    def try_serialize(self, conn, name: str) -> bool:
+        """As `serialize`, but without waiting: False when another transaction holds `name` now."""
+        if self.sqlite:
+            return True
+        return bool(conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _key(name)}).scalar())
+
     def upsert(self, table: sa.Table):
         """An INSERT ... ON CONFLICT statement in this database's dialect."""
         return (sa.dialects.sqlite.insert if self.sqlite else sa.dialects.postgresql.insert)(table)
@@ -113,6 +128,11 @@ class Store:
         """The document of the one row of `table` matching `where`, if any."""
         row = self._one(sa.select(table.c.doc).where(*where))
         return None if row is None else row.doc
+
+
+def _key(name: str) -> int:
+    """An advisory lock's key for `name`."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 def of_project(table: sa.Table, project: str | None):

@@ -84,6 +84,7 @@ class FileService:
             if self.objects.local_path(key) is None:
                 self.objects.put_file(key, path)
             self.store.insert_file(doc.model_dump(), key, project)
+            self.objects.trim_cache(keep=path)  # the copy just uploaded stays: it is read next
         except Exception:
             path.unlink(missing_ok=True)  # no stored file without its row
             if self.objects.local_path(key) is None:

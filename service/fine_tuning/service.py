@@ -47,12 +47,6 @@ class JobService:
         if waiting.get("validating_files", 0) + waiting.get("queued", 0) >= self.settings.max_queued_jobs:
             raise APIError(Kind.RATE_LIMITED, f"{self.settings.max_queued_jobs} fine-tuning jobs are already "
                            "waiting; retry later.", code="too_many_queued_jobs", headers={"Retry-After": "30"})
-        mine = self.store.count_by_status(project)
-        if sum(mine.get(s, 0) for s in ("validating_files", "queued", "running")) >= \
-                self.settings.project_max_training_jobs:
-            raise APIError(Kind.RATE_LIMITED, f"Your project has {self.settings.project_max_training_jobs} "
-                           "fine-tuning jobs validating, queued or running, its limit; retry when one ends.",
-                           code="project_rate_limit_exceeded", headers={"Retry-After": "30"})
         base = self.settings.base_model_name
         self._check_file(req.training_file, "training_file", project)
         if req.validation_file:
@@ -89,8 +83,12 @@ class JobService:
             method=method,
             metadata=req.metadata, user_provided_suffix=req.suffix,
         )
-        self.store.insert(job.model_dump(), model_name, f"jobs/{job_id}", project,
-                           req.resources.model_dump(exclude_none=True) if req.resources else None)
+        limit = self.settings.project_max_training_jobs
+        if not self.store.insert(job.model_dump(), model_name, f"jobs/{job_id}", project,
+                                 req.resources.model_dump(exclude_none=True) if req.resources else None, limit):
+            raise APIError(Kind.RATE_LIMITED, f"Your project has {limit} fine-tuning jobs validating, queued or "
+                           "running, its limit; retry when one ends.", code="project_rate_limit_exceeded",
+                           headers={"Retry-After": "30"})
         self.store.add_event(job_id, f"Validating training file: {req.training_file}")
         self.runner.submit(job_id)
         return job

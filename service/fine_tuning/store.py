@@ -21,6 +21,7 @@ from service.ids import new_id
 from service.leases import Leases
 from service.webhooks.store import write_announced
 
+UNFINISHED = ("validating_files", "queued", "running")  # what counts against a project's job limit
 EVENTS = {"succeeded": "fine_tuning.job.succeeded", "failed": "fine_tuning.job.failed",
           "cancelled": "fine_tuning.job.cancelled"}  # webhooks sent when a job ends
 
@@ -113,9 +114,20 @@ class JobStore(Store):
                        finished_at=int(time.time()), estimated_finish=None):
             self.add_event(job_id, f"Fine-tuning job failed: {message}", level="error")
 
-    def insert(self, doc: dict, model_name: str, run_dir: str, project: str, resources: dict | None = None) -> None:
-        self._write(jobs.insert().values(id=doc["id"], status=doc["status"], model_name=model_name, run_dir=run_dir,
-                                         doc=doc, resources=resources, project_id=project))
+    def insert(self, doc: dict, model_name: str, run_dir: str, project: str, resources: dict | None = None,
+               limit: int | None = None) -> bool:
+        """Insert the job; with `limit`, only if its project has fewer unfinished jobs than that, counted and
+        inserted as one step across every server sharing the database (False: at the limit, nothing written)."""
+        with self.db.begin(immediate=True) as conn:
+            if limit is not None:
+                self.db.serialize(conn, f"jobs of {project}")
+                n = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
+                    jobs.c.project_id == project, jobs.c.status.in_(UNFINISHED))).scalar()
+                if n >= limit:
+                    return False
+            conn.execute(jobs.insert().values(id=doc["id"], status=doc["status"], model_name=model_name,
+                                              run_dir=run_dir, doc=doc, resources=resources, project_id=project))
+        return True
 
     def list(self, project: str, after: str | None, limit: int,
              metadata: dict[str, str]) -> tuple[list[dict], bool]:

@@ -27,13 +27,18 @@ class Admission:
     then as one of the engine's running requests; past `limit` together, new requests get 429. Each
     project may have `per_project` requests in flight at once (from admission to their last token)."""
 
-    def __init__(self, limit: int, per_project: int):
-        self.limit, self.pending, self.per_project = limit, 0, per_project
+    def __init__(self, limit: int, per_project: int, shared=None):
+        """`shared`: the slots servers sharing a database count a project's requests in (slots.SharedSlots);
+        None: this server alone counts them, in memory."""
+        self.limit, self.pending, self.per_project, self.shared = limit, 0, per_project, shared
         self.in_flight: collections.Counter[str] = collections.Counter()
 
-    def enter(self, project: str) -> Callable[[], None]:
+    async def enter(self, project: str) -> Callable[[], None]:
         """Take one of the project's slots; returns what gives it back (once, however often it is called)."""
-        if self.in_flight[project] >= self.per_project:
+        slot = None
+        if self.in_flight[project] < self.per_project and self.shared is not None:
+            slot = await self.shared.take(project, self.per_project)
+        if self.in_flight[project] >= self.per_project or (self.shared is not None and slot is None):
             raise APIError(Kind.RATE_LIMITED, f"Your project is at its limit of {self.per_project} concurrent "
                            "generation requests; retry shortly.", code="project_rate_limit_exceeded",
                            headers={"Retry-After": "1"})
@@ -47,6 +52,8 @@ class Admission:
                 self.in_flight[project] -= 1
                 if self.in_flight[project] <= 0:
                     del self.in_flight[project]
+                if slot is not None:
+                    self.shared.give_back(slot)
         return leave
 
 
@@ -98,11 +105,14 @@ class GenerationService:
             if self.metrics is not None:
                 self.metrics.model_request(model)
             return outputs
-        if self.engine.interactive >= self.admission.limit:
-            raise APIError(Kind.RATE_LIMITED, f"The server is at its limit of {self.admission.limit} concurrent "
-                           "generation requests; retry shortly.", code="too_many_requests",
-                           headers={"Retry-After": "1"})
-        leave = self.admission.enter(project)
+        self._check_room()
+        leave = await self.admission.enter(project)
+        if self.admission.shared is not None:  # the shared slot was taken in a thread: check again, no await after
+            try:
+                self._check_room()
+            except APIError:
+                leave()
+                raise
         # `anext` runs the engine request's generator up to its first await, which counts it in
         # `in_flight`: no other request can pass the check above in between
         self.admission.pending += 1
@@ -121,6 +131,12 @@ class GenerationService:
         timed = self._timed(first, outputs, started, leave, model)
         weakref.finalize(timed, leave)  # a response dropped before it was read gives its slot back too
         return timed
+
+    def _check_room(self) -> None:
+        if self.engine.interactive >= self.admission.limit:
+            raise APIError(Kind.RATE_LIMITED, f"The server is at its limit of {self.admission.limit} concurrent "
+                           "generation requests; retry shortly.", code="too_many_requests",
+                           headers={"Retry-After": "1"})
 
     async def _offline(self, outputs: AsyncIterator, lora, param: str) -> AsyncIterator:
         """An offline request's outputs: its one final output (RequestOutputKind.FINAL_ONLY), untimed."""

@@ -5,14 +5,18 @@ import time
 
 from service.components import Components, Feature
 from service.files.service import FileService
+from service.models.collector import BlobCollector
 from service.models.router import lora_router, router
 from service.models.service import ModelService
 from service.projects.service import Access
 
 
 def build(c: Components) -> None:
-    c.add(ModelService(c.adapters, c.get(Access), c.get(FileService), c.settings, c.model_path, c.metrics,
-                       int(time.time())))
+    collector = BlobCollector(c.adapters, c.db, c.settings, c.metrics)
+    c.add(collector, ModelService(c.adapters, c.get(Access), c.get(FileService), c.settings, c.model_path,
+                                  c.metrics, int(time.time())))
+    c.on_start(collector.start)
+    c.on_stop(collector.close)
 
 
 feature = Feature("models", routers=[router, lora_router], build=build)

@@ -109,6 +109,30 @@ def test_publish_list_copy_replace_and_delete(store, tmp_path):
         store.delete("ft:x:a")
 
 
+def test_orphaned_versions_are_collected_after_the_grace_and_listed_ones_never(store, tmp_path):
+    """A publisher killed mid-upload leaves a version's files and no manifest; a deleted model's files may be
+    left by a server that died while deleting them. Past the grace period they go; younger ones (an upload
+    in progress) and every version a manifest lists stay, and each listed adapter still verifies."""
+    import time as clock
+    import uuid
+
+    kept = [store.publish(f"ft:x:{n}", _adapter(tmp_path / n, n.encode())) for n in ("a", "b")]
+    weights = _adapter(tmp_path / "orphan", b"half") / "adapter_model.safetensors"
+    old = f"v{clock.time_ns() - 7200 * 10**9}-{uuid.uuid4().hex[:8]}"  # two hours ago
+    young = f"v{clock.time_ns()}-{uuid.uuid4().hex[:8]}"
+    for name, version in (("ft:x:a", old), ("ft:x:gone", old), ("ft:x:b", young)):
+        store.objects.put_file(f"{store._blobs(name)}/{version}/adapter_model.safetensors", weights)
+    deleted = store.collect(grace_seconds=3600)
+    assert sorted(deleted) == sorted(f"{store._blobs(n)}/{old}" for n in ("ft:x:a", "ft:x:gone"))
+    assert store.objects.list(store._blobs("ft:x:gone")) == []
+    assert any(young in key for key in store.objects.list(store._blobs("ft:x:b")))  # too young to tell
+    for meta in kept:
+        assert store.verify(meta.name) == meta  # the listed versions are whole
+    assert store.collect(grace_seconds=0) == [f"{store._blobs('ft:x:b')}/{young}"]  # once past its grace
+    assert [m.name for m in store.list()] == ["ft:x:a", "ft:x:b"]
+    assert all(store.verify(m.name) for m in kept)
+
+
 def test_a_damaged_object_is_caught_before_it_is_cached(store, tmp_path):
     store.publish("ft:x:damaged", _adapter(tmp_path / "a"))
     key = next(k for k in store.objects.list(store._blobs("ft:x:damaged")) if k.endswith(".safetensors"))

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.slow
 def replicas(tiny_model, tmp_path_factory, postgres, s3):
     servers = [Server(tmp_path_factory.mktemp(f"replica{i}"), model=tiny_model, env=s3.env,
                       database_url=postgres.url, storage_url=s3.url(), job_lease_seconds=6,
-                      replica_id=f"replica-{i}", max_model_len=512) for i in range(2)]
+                      replica_id=f"replica-{i}", max_model_len=512, project_max_training_jobs=4,
+                      project_max_generations=8, adapter_gc_interval_seconds=1,
+                      file_cache_gib=4 / 1024) for i in range(2)]
     try:
         for server in servers:  # both engines start at once
             server.spawn()
@@ -153,6 +155,96 @@ def test_a_half_uploaded_adapter_is_never_listed_or_served(replicas, bucket, s3,
     response = httpx.post(f"{a.url}/v1/chat/completions", timeout=60, json={
         "model": name, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4})
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_killed_publishers_files_are_collected_and_listed_adapters_kept(replicas, bucket, tmp_path):
+    """Files of a version no manifest lists (a publisher killed mid-upload), older than the grace period, are
+    deleted by one of the replicas; every listed adapter still verifies."""
+    import uuid
+
+    from tests.support.metrics import value
+
+    orphan = bucket._blobs("ft:ftserve-tiny:killed::0000")
+    (tmp_path / "half").write_bytes(b"half an upload")
+    version = f"v{time.time_ns() - 7200 * 10**9}-{uuid.uuid4().hex[:8]}"  # two hours ago: past the grace
+    bucket.objects.put_file(f"{orphan}/{version}/adapter_model.safetensors", tmp_path / "half")
+    listed = bucket.list()
+    wait_for(lambda: not bucket.objects.list(orphan), timeout=30, what="the orphaned files collected")
+    assert sum(value(r, "ftserve_adapter_versions_collected_total") for r in replicas) == 1  # by one replica
+    assert [bucket.verify(m.name) for m in listed] == listed
+
+
+def test_a_replicas_file_cache_keeps_to_its_bound(replicas):
+    """50 uploads of 200 KB through one replica whose file cache holds 4 MB: its copies stay under the bound
+    (least recently used dropped), and every file still reads back whole, through either replica."""
+    from tests.support.metrics import value
+
+    a, b = replicas
+    uploads = {}
+    for i in range(50):
+        data = bytes([i]) * 200_000
+        r = httpx.post(f"{a.url}/v1/files", files={"file": (f"f{i}.bin", data)}, data={"purpose": "user_data"},
+                       timeout=60)
+        assert r.status_code == 200, r.text
+        uploads[r.json()["id"]] = data
+        assert value(a, "ftserve_cache_bytes", cache="files") <= 4 * 2**20
+    assert value(a, "ftserve_cache_bytes", cache="files") >= 3 * 2**20  # it is used, up to its bound
+    for i, (file_id, data) in enumerate(uploads.items()):
+        server = replicas[i % 2]
+        assert httpx.get(f"{server.url}/v1/files/{file_id}/content", timeout=60).content == data
+    assert all(value(r, "ftserve_cache_bytes", cache="files") <= 4 * 2**20 for r in replicas)
+
+
+def test_a_project_limit_of_four_jobs_holds_across_replicas(replicas):
+    """20 creates at once through both replicas: the count and the insert are one step across servers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = replicas
+    with open(FACTS, "rb") as f:
+        file = a.client().files.create(file=f, purpose="fine-tune")
+    unfinished = [j for j in a.client().fine_tuning.jobs.list(limit=100).data
+                  if j.status in ("validating_files", "queued", "running")]
+    assert not unfinished, unfinished
+
+    def create(i: int) -> httpx.Response:
+        server = replicas[i % 2]
+        return httpx.post(f"{server.url}/v1/fine_tuning/jobs", timeout=60, json={
+            "model": "ftserve-tiny", "training_file": file.id, "seed": 1,
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 50, "batch_size": 1}}}})
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(create, range(20)))
+    accepted = [r.json()["id"] for r in answers if r.status_code == 200]
+    refused = [r.json()["error"]["code"] for r in answers if r.status_code != 200]
+    try:
+        assert len(accepted) == 4 and refused == ["project_rate_limit_exceeded"] * 16, [r.text for r in answers]
+    finally:
+        for job_id in accepted:
+            a.client().fine_tuning.jobs.cancel(job_id)
+
+
+def test_a_project_limit_of_eight_generations_holds_across_replicas(replicas):
+    """40 streams at once through both replicas, each held open until all have an answer: exactly 8 stream."""
+    import threading
+
+    answers, everyone = [], threading.Barrier(40)
+
+    def stream(i: int) -> None:
+        server = replicas[i % 2]
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", timeout=120, json={
+                "model": "ftserve-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 400,
+                "ignore_eos": True, "stream": True}) as r:
+            answers.append(r.status_code if r.status_code == 200 else json.loads(r.read())["error"]["code"])
+            everyone.wait(60)  # an accepted stream stays open until every request has its answer
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(answers, key=str) == [200] * 8 + ["project_rate_limit_exceeded"] * 32, answers
+    # the slots are given back: the project can stream again at once
+    assert _chat(replicas[0], "ftserve-tiny", "hi")
 
 
 def test_a_job_outlives_the_replica_training_it(replicas, bucket):

@@ -1,5 +1,5 @@
 """Webhooks: endpoints with their encrypted signing secrets, and deliveries (one an event an endpoint), leased to
-the server sending them.
+the server sending them; generation slots, a project's generation requests counted across servers.
 
 Revision ID: 0011
 Revises: 0010
@@ -47,4 +47,12 @@ def upgrade() -> None:
             sa.Column("delivered_at", sa.Float),
             sa.Column("owner", sa.Text),
             sa.Column("heartbeat_at", sa.Float),
+        )
+    if "generation_slots" not in tables:  # a project's generation requests, counted across servers
+        op.create_table(
+            "generation_slots",
+            sa.Column("id", sa.Text, primary_key=True),
+            sa.Column("project_id", sa.Text, nullable=False, index=True),
+            sa.Column("owner", sa.Text, nullable=False),
+            sa.Column("heartbeat_at", sa.Float, nullable=False),
         )

@@ -59,7 +59,7 @@ def test_migrations_are_versioned_and_idempotent(url):
         tables = set(sa.inspect(conn).get_table_names())
     assert {"files", "jobs", "events", "checkpoints", "batches", "evals", "eval_runs", "eval_output_items",
             "projects", "service_accounts", "checkpoint_permissions", "server_secrets", "responses", "model_exports",
-            "webhook_endpoints", "webhook_deliveries", "alembic_version"} <= tables
+            "webhook_endpoints", "webhook_deliveries", "generation_slots", "alembic_version"} <= tables
     db.close()
 
 
