@@ -29,9 +29,10 @@ from pathlib import Path
 
 import httpx
 
+from bench.scale_model import run_job
 from bench.serve import free_port, load, start, stop
 from bench.train_shape import build_shape, matmul_params
-from tests.support.paths import FACTS, REPO
+from tests.support.paths import REPO
 
 RESULTS = REPO / "bench" / "results" / "gpu-check.json"
 
@@ -73,32 +74,6 @@ def gpu_memory_mib() -> list[dict]:
     out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
                          capture_output=True, text=True, check=True).stdout
     return [{"pid": int(p), "mib": int(m)} for p, m in (line.split(", ") for line in out.strip().splitlines() if line)]
-
-
-def train(url: str, model: str, epochs: int) -> dict:
-    client = httpx.Client(base_url=url, timeout=60)
-    with open(FACTS, "rb") as f:
-        file = client.post("/v1/files", files={"file": ("facts.jsonl", f)}, data={"purpose": "fine-tune"}).json()
-    job = client.post("/v1/fine_tuning/jobs", json={
-        "model": model, "training_file": file["id"], "seed": 1, "method": {"type": "supervised", "supervised": {
-            "hyperparameters": {"n_epochs": epochs, "batch_size": 4, "learning_rate": 5e-4, "n_checkpoints": 0}}}}
-    ).json()
-    started = time.monotonic()
-    while (job := client.get(f"/v1/fine_tuning/jobs/{job['id']}").json())["status"] not in (
-            "succeeded", "failed", "cancelled"):
-        time.sleep(1)
-    if job["status"] != "succeeded":
-        sys.exit(f"the job {job['status']}: {job.get('error')}")
-    done_at = time.monotonic()
-    first = client.post("/v1/chat/completions", json={"model": job["fine_tuned_model"], "max_tokens": 1, "messages": [
-        {"role": "user", "content": "Hi"}]})
-    first.raise_for_status()
-    events = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
-    rates = [e["data"]["tokens_per_s"] for e in events if e.get("type") == "metrics" and
-             (e.get("data") or {}).get("tokens_per_s")]
-    return {"model": job["fine_tuned_model"], "job_s": round(done_at - started, 1),
-            "success_to_first_token_s": round(time.monotonic() - done_at, 3),
-            "train_tokens_per_s": max(rates) if rates else None, "trained_tokens": job.get("trained_tokens")}
 
 
 def import_copies(url: str, model: str, n: int, work: Path) -> list[str]:
@@ -154,7 +129,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             report.step("server", ready_s=round(time.monotonic() - started, 1))
-            job = train(url, "ftserve-tiny", 3 if gpu else 1)
+            job = run_job(httpx.Client(base_url=url, timeout=60), 3 if gpu else 1, learning_rate=5e-4)
             tokens = job["train_tokens_per_s"]
             mfu = round(4 * n * tokens / (peak * 1e12), 4) if gpu and tokens else None
             report.step("job", **job, mfu=mfu)

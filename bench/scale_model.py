@@ -81,13 +81,16 @@ def _wait(client: httpx.Client, path: str, done: tuple[str, ...], timeout: float
     return obj
 
 
-def run_job(client: httpx.Client, epochs: int) -> dict:
+def run_job(client: httpx.Client, epochs: int, learning_rate: float = 1e-3) -> dict:
+    """A job on examples/facts.jsonl through the API (batch 4), and what it took: its time, steps, the trainer's
+    best tokens/s, the adapter's size and success -> first token (bench/gpu_check.py runs it too)."""
     with open(FACTS, "rb") as f:
         file = client.post("/v1/files", files={"file": ("facts.jsonl", f)}, data={"purpose": "fine-tune"}).json()
     started = time.monotonic()
     job = client.post("/v1/fine_tuning/jobs", json={
         "model": MODEL, "training_file": file["id"], "seed": 1, "method": {"type": "supervised", "supervised": {
-            "hyperparameters": {"n_epochs": epochs, "batch_size": 4, "learning_rate": 1e-3, "n_checkpoints": 0}}}}
+            "hyperparameters": {"n_epochs": epochs, "batch_size": 4, "learning_rate": learning_rate,
+                                "n_checkpoints": 0}}}}
     ).json()
     job = _wait(client, f"/v1/fine_tuning/jobs/{job['id']}", ("succeeded", "failed", "cancelled"))
     if job["status"] != "succeeded":

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import secrets
 import time
 
@@ -19,6 +18,8 @@ from service.protocol import ListObject
 from service.webhooks.protocol import (
     CreateWebhookEndpoint,
     DeletedWebhookEndpoint,
+    Event,
+    EventData,
     RotateSecret,
     TestWebhookEndpoint,
     UpdateWebhookEndpoint,
@@ -126,8 +127,8 @@ class WebhookService:
         row = self._endpoint(endpoint_id, project)
         self._check_url(row.doc["url"])
         event_id = new_id("evt_", 32)
-        body = json.dumps({"id": event_id, "object": "event", "created_at": int(time.time()), "type": req.event_type,
-                           "data": {"id": "test"}}, separators=(",", ":")).encode()
+        body = Event(id=event_id, created_at=int(time.time()), type=req.event_type,
+                     data=EventData(id="test")).model_dump_json().encode()
 
         async def send() -> int:
             async with httpx.AsyncClient(follow_redirects=False, timeout=self.settings.webhook_timeout_seconds) as h:

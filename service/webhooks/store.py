@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from service.db import Database, Store, after_id, metadata
 from service.ids import new_id
 from service.leases import Leases
+from service.webhooks.protocol import Event, EventData
 
 webhook_endpoints = sa.Table(
     "webhook_endpoints", metadata,
@@ -49,8 +50,6 @@ webhook_deliveries = sa.Table(
 def enqueue(conn, project: str, event_type: str, object_id: str) -> int:
     """The event for every endpoint of `project` that wants it, written on `conn` (the caller's transaction);
     how many deliveries that made."""
-    import json
-
     rows = conn.execute(sa.select(webhook_endpoints.c.id, webhook_endpoints.c.doc)
                         .where(webhook_endpoints.c.project_id == project)).all()
     wanted = [r.id for r in rows if event_type in r.doc["event_types"]]
@@ -58,8 +57,7 @@ def enqueue(conn, project: str, event_type: str, object_id: str) -> int:
         return 0
     now = time.time()
     event_id = new_id("evt_", 32)
-    payload = json.dumps({"id": event_id, "object": "event", "created_at": int(now), "type": event_type,
-                          "data": {"id": object_id}}, separators=(",", ":"))
+    payload = Event(id=event_id, created_at=int(now), type=event_type, data=EventData(id=object_id)).model_dump_json()
     conn.execute(webhook_deliveries.insert(), [
         dict(id=new_id("whd_", 32), project_id=project, endpoint_id=endpoint, event_id=event_id,
              event_type=event_type, payload=payload, status="pending", created_at=now, attempts=0,
