@@ -82,6 +82,19 @@ CASES = [
      "does not exist"),
     ("models: delete base", "DELETE", "/v1/models/ftserve-tiny", {}, 403, "model", "cannot be deleted"),
     ("models: delete traversal", "DELETE", "/v1/models/../../x", {}, 404, None, ""),
+    ("chat: template arguments the server sets", "POST", "/v1/chat/completions", {"json": {
+        "model": "ftserve-tiny", "messages": [{"role": "user", "content": "hi"}],
+        "chat_template_kwargs": {"add_generation_prompt": False}}}, 400, "chat_template_kwargs", "set by the server"),
+    ("chat: reasoning on a user message", "POST", "/v1/chat/completions", {"json": {
+        "model": "ftserve-tiny", "messages": [{"role": "user", "content": "hi", "reasoning_content": "x"}]}}, 400,
+     None, "only allowed on assistant messages"),
+    ("batches: window over a day", "POST", "/v1/batches", {"json": {
+        "input_file_id": "file-x", "endpoint": "/v1/chat/completions", "completion_window": "25h"}}, 400,
+     "completion_window", "at most 24h"),
+    ("webhooks: loopback url", "POST", "/v1/webhook_endpoints", {"json": {
+        "name": "x", "url": "http://127.0.0.1:9/x", "event_types": ["batch.completed"]}}, 400, "url", "non-public"),
+    ("webhooks: unknown endpoint", "GET", "/v1/webhook_endpoints/whep_nope", {}, 404, "webhook_endpoint_id",
+     "No such webhook endpoint"),
     ("unknown route", "GET", "/v1/nothing-here", {}, 404, None, "Unknown request URL"),
     ("method not allowed", "PUT", "/v1/files", {}, 405, None, ""),
 ]
