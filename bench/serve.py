@@ -4,8 +4,9 @@ ftserve's /v1/responses vs its chat completions.
     .venv/bin/python bench/serve.py [--requests 32] [--max-tokens 64]
 
 One run of this script starts each server as a child process in turn (vLLM's
-`python -m vllm.entrypoints.openai.api_server`, then `ftserve serve`), both with the same engine
-settings, and sends both the same streamed chat requests (greedy, same prompts, so the same
+`python -m vllm.entrypoints.openai.api_server` with each of its CPU executors, `uni` and its default
+`mp`, the faster counting; then `ftserve serve`), all with the same engine settings, and sends all the
+same streamed chat requests (greedy, same prompts, so the same
 tokens; `ignore_eos`, vLLM's extension, so every request generates exactly `--max-tokens`) from this
 process:
 
@@ -206,22 +207,27 @@ def main() -> None:
     names = [f"ft:{MODEL}:bench:a{i}:x" for i in range(8)]
     for name in names:
         store.publish(name, adapter)
-    runs: dict[str, list[dict]] = {"vllm": [], "ftserve": [], "ftserve_responses": []}
-    for rnd in range(a.rounds):  # interleaved, order flipped each round, so drift hits both alike
-        for server in (("vllm", "ftserve") if rnd % 2 == 0 else ("ftserve", "vllm")):
+    runs: dict[str, list[dict]] = {"vllm_uni": [], "vllm_mp": [], "ftserve": [], "ftserve_responses": []}
+    servers = ("vllm_uni", "vllm_mp", "ftserve")
+    for rnd in range(a.rounds):  # interleaved, order reversed each round, so drift hits all alike
+        for server in (servers if rnd % 2 == 0 else servers[::-1]):
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            if server == "vllm":
+            server_env = env
+            if server.startswith("vllm"):
                 args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                         "--served-model-name", MODEL, "--dtype", "float32", "--enable-lora", "--host", "127.0.0.1",
                         "--port", str(port), "--seed", "0", "--disable-log-stats",
                         "--structured-outputs-config.backend", "xgrammar"]
+                if server == "vllm_uni":  # the model in the engine core's process, as ftserve runs it here
+                    args += ["--distributed-executor-backend", "uni"]
+                    server_env = {**env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
             else:
                 args = [sys.executable, "-m", "service.cli", "serve", "--model", str(model_dir),
                         "--served-model-name", MODEL, "--data-dir", str(data_dir), "--port", str(port),
                         "--log-level", "warning", "--trainer-threads", "2"]
             args += [x for k, v in ENGINE.items() for x in (f"--{k.replace('_', '-')}", str(v))]
-            proc = start(args, port, work / f"{server}.log", env)
+            proc = start(args, port, work / f"{server}.log", server_env)
             try:
                 # warm-up, not measured: the engine's first batches of each size pay one-off costs (seconds)
                 asyncio.run(load(url, [MODEL], 32, 16, a.max_tokens))
@@ -229,7 +235,7 @@ def main() -> None:
                 for pair in range(a.pairs if server == "ftserve" else 1):
                     # on ftserve, chat and the same prompts through the Responses API back to back, which
                     # one goes first alternating, so that drift favours neither
-                    apis = ["chat"] if server == "vllm" else ["chat", "responses"][::1 if pair % 2 == 0 else -1]
+                    apis = ["chat"] if server != "ftserve" else ["chat", "responses"][::1 if pair % 2 == 0 else -1]
                     for api in apis:
                         key = server if api == "chat" else "ftserve_responses"
                         runs[key].append(measure(url, [MODEL], a, api=api))
@@ -241,8 +247,8 @@ def main() -> None:
                     first_token_s = job_to_first_token(url, REPO / "examples/facts.jsonl")
             finally:
                 stop(proc)
-    # against vLLM: the first chat run of each start, as vLLM has one run per start
-    vllm, ftserve = _best(runs["vllm"]), _best(runs["ftserve"][::a.pairs])
+    # against vLLM: the first chat run of each start, as vLLM has one run per start; vLLM's best executor
+    vllm, ftserve = _best(runs["vllm_uni"] + runs["vllm_mp"]), _best(runs["ftserve"][::a.pairs])
     responses = _best(runs["ftserve_responses"])
 
     import torch
@@ -256,6 +262,7 @@ def main() -> None:
         "adapters8_vs_base_throughput_ratio": round(multi["output_tokens_per_s"] / ftserve["c16"]["output_tokens_per_s"], 3),
         "job_succeeded_to_first_token_s": round(first_token_s, 3),
         "ftserve": ftserve, "ftserve_responses": responses, "vllm_openai_server": vllm, "ftserve_8_adapters_c16": multi,
+        "vllm_openai_server_by_executor": {"uni": _best(runs["vllm_uni"]), "mp": _best(runs["vllm_mp"])},
         "setup": {"model": "ftserve tiny-model (Qwen2, 4 layers, hidden 256), float32", "max_tokens": a.max_tokens,
                   "rounds": a.rounds, "requests_c16": a.requests, "requests_c1": a.requests // 2,
                   "sampling": "greedy, same prompts on both servers, ignore_eos (every request max_tokens long)",

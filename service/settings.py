@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     cpu_kv_cache_gib: int = Field(default=1, ge=1)
     """KV cache size on CPU machines (VLLM_CPU_KVCACHE_SPACE)."""
 
+    cpu_executor: Literal["auto", "uni", "mp"] = "auto"
+    """How vLLM runs the model on a CPU machine: `uni` in the engine core's own process on every core; `mp`
+    in a worker process bound to the cores but one, which vLLM reserves for its scheduler (vLLM's CPU
+    default: the scheduler waits on the worker by spinning on that core). `auto`: `uni` on machines of up to
+    8 cores, where the reserved core is an eighth or more of the machine (on 2 cores, `uni` starts the
+    engine in half the time and generates 1.2-1.4x the tokens a second), `mp` above."""
+
     api_keys: str | None = None
     """Comma-separated API keys clients must send as `Authorization: Bearer KEY`. Unset (and no key file): open."""
 

