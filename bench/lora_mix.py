@@ -23,8 +23,9 @@ Shapes: `tiny` (ftserve's tiny model) and `0.5b` (a seeded random Qwen2 at Qwen2
 tiny model's vocabulary; bench/train_shape.py), where the base model's own work is ~80 times larger
 (there `slots8_rank8` alone: at rank 64 each token's gathered adapter weights are ~140 MB a step, and a
 wave takes many minutes).
-With --profile (needs py-spy), the eight-adapter wave of `slots8_rank8` is sampled in vLLM's worker
-process and its time split by where the samples fall (vLLM's CPU LoRA ops, the base model's linear
+With --profile (needs py-spy), the eight-adapter wave of `slots8_rank8` is sampled in the process that
+runs the model (vLLM's engine core with the `uni` executor ftserve uses on small CPU machines, its worker
+with `mp`) and its time split by where the samples fall (vLLM's CPU LoRA ops, the base model's linear
 layers, attention, sampling, the rest).
 
 Writes bench/results/lora-mix.json and prints the ratios.
@@ -97,14 +98,18 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _name(pid: int) -> str:
+    """The process's name and command line ("" once it has ended: `ps` itself is among the descendants)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text() + Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
 def _worker_pid() -> int:
-    for pid in _descendants(os.getpid()):
-        try:
-            if "Worker" in Path(f"/proc/{pid}/comm").read_text() or "Worker" in Path(f"/proc/{pid}/cmdline").read_text():
-                return pid
-        except OSError:
-            continue
-    return next(p for p in _descendants(os.getpid()) if "EngineCore" in Path(f"/proc/{p}/comm").read_text())
+    """vLLM's worker process, or its engine core where the model runs there (the `uni` executor)."""
+    pids = _descendants(os.getpid())
+    return next((p for p in pids if "Worker" in _name(p)), None) or next(p for p in pids if "EngineCore" in _name(p))
 
 
 def categorize(raw: str) -> dict[str, float]:
