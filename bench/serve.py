@@ -16,6 +16,9 @@ process:
 - on ftserve, requests spread over 8 distinct adapters vs the base model alone (throughput ratio);
 - on ftserve, a fine-tuning job's success -> the first streamed token of its new adapter.
 
+A run on vLLM's server that a failed or dropped request ends is counted (`vllm_openai_server_failed_runs`)
+and the benchmark goes on; one on ftserve stops it.
+
 Writes bench/results/serve.json and prints the ratios.
 """
 
@@ -209,6 +212,7 @@ def main() -> None:
         store.publish(name, adapter)
     runs: dict[str, list[dict]] = {"vllm_uni": [], "vllm_mp": [], "ftserve": [], "ftserve_responses": []}
     servers = ("vllm_uni", "vllm_mp", "ftserve")
+    failed: dict[str, int] = {}  # runs of vLLM's server that a dropped or failed request ended
     for rnd in range(a.rounds):  # interleaved, order reversed each round, so drift hits all alike
         for server in (servers if rnd % 2 == 0 else servers[::-1]):
             port = free_port()
@@ -238,7 +242,14 @@ def main() -> None:
                     apis = ["chat"] if server != "ftserve" else ["chat", "responses"][::1 if pair % 2 == 0 else -1]
                     for api in apis:
                         key = server if api == "chat" else "ftserve_responses"
-                        runs[key].append(measure(url, [MODEL], a, api=api))
+                        try:
+                            runs[key].append(measure(url, [MODEL], a, api=api))
+                        except httpx.HTTPError as e:  # a reference's failed run is counted; ftserve's stops the run
+                            if server == "ftserve":
+                                raise
+                            failed[server] = failed.get(server, 0) + 1
+                            print(key, "run failed:", repr(e), flush=True)
+                            continue
                         print(key, json.dumps(runs[key][-1]), flush=True)
                 if server == "ftserve" and rnd == a.rounds - 1:
                     asyncio.run(load(url, names, 16, 8, 8))  # first use of each adapter loads it: not measured
@@ -262,7 +273,8 @@ def main() -> None:
         "adapters8_vs_base_throughput_ratio": round(multi["output_tokens_per_s"] / ftserve["c16"]["output_tokens_per_s"], 3),
         "job_succeeded_to_first_token_s": round(first_token_s, 3),
         "ftserve": ftserve, "ftserve_responses": responses, "vllm_openai_server": vllm, "ftserve_8_adapters_c16": multi,
-        "vllm_openai_server_by_executor": {"uni": _best(runs["vllm_uni"]), "mp": _best(runs["vllm_mp"])},
+        "vllm_openai_server_by_executor": {e: _best(runs[f"vllm_{e}"]) for e in ("uni", "mp") if runs[f"vllm_{e}"]},
+        "vllm_openai_server_failed_runs": failed,
         "setup": {"model": "ftserve tiny-model (Qwen2, 4 layers, hidden 256), float32", "max_tokens": a.max_tokens,
                   "rounds": a.rounds, "requests_c16": a.requests, "requests_c1": a.requests // 2,
                   "sampling": "greedy, same prompts on both servers, ignore_eos (every request max_tokens long)",

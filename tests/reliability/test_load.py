@@ -41,7 +41,11 @@ def test_64_concurrent_streams_over_base_and_4_adapters_while_training(server, c
     for i in range(3):
         store.publish(f"ft:load-{i}", store.resolve(adapter.fine_tuned_model), replace=True)
         models.append(f"ft:load-{i}")
-    with open(FACTS, "rb") as f:
+    # a job far longer than the load (the facts 20 times over, 12,000 steps), cancelled after it: it trains
+    # all along however fast the streams are served
+    data = tmp_path / "long.jsonl"
+    data.write_text(FACTS.read_text() * 20)
+    with open(data, "rb") as f:
         file = client.files.create(file=f, purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model="ftserve-tiny", training_file=file.id, hyperparameters={
         "n_epochs": 50, "batch_size": 1})
