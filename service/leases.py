@@ -74,7 +74,7 @@ class Leases(Store):
 
 
 class LeasedRunner:
-    poll_seconds = 2.0
+    poll_seconds = 5.0  # what this server creates or cancels wakes it at once (wake)
 
     def __init__(self, leases: Leases, settings):
         self.leases, self.settings, self.owner = leases, settings, settings.owner

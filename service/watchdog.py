@@ -5,6 +5,10 @@ stop them, and they would run on, orphaned, holding memory (and a GPU). The serv
 small process at start-up. It records the server's descendants every half second (pid and start
 time, so that a reused pid is never hit) and, once the server is gone (PR_SET_PDEATHSIG tells it
 at once; a changed parent pid is the fallback), sends SIGKILL to every one still alive.
+
+It reads the descendants from the kernel's child lists (/proc/PID/task/TID/children), a few small
+files, rather than every process's status: it runs beside the engine all the time, and on a small
+machine every wake-up takes a core from the model. A kernel without those lists gets the full scan.
 """
 
 from __future__ import annotations
@@ -21,22 +25,69 @@ import psutil
 POLL_SECONDS = 0.5
 
 
+CHILD_LISTS = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
 def _processes() -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, start time) of every process."""
     return {p.pid: (p.info["ppid"], p.info["create_time"])
             for p in psutil.process_iter(["ppid", "create_time"]) if p.info["create_time"] is not None}
 
 
-def descendants(root: int, table: dict[int, tuple[int, float]]) -> dict[int, float]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
+def _started(pid: int) -> float | None:
+    """When pid started (clock ticks since boot), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return float(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                found += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def descendants(root: int) -> dict[int, float]:
+    """pid -> start time of every live descendant of root."""
+    if not CHILD_LISTS:
+        table = _processes()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        found, todo = {}, [root]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found[child] = table[child][1]
+                todo.append(child)
+        return found
     found, todo = {}, [root]
     while todo:
-        for child in children.get(todo.pop(), []):
-            found[child] = table[child][1]
-            todo.append(child)
+        for child in _children(todo.pop()):
+            if (started := _started(child)) is not None:
+                found[child] = started
+                todo.append(child)
     return found
+
+
+def _start_time(pid: int) -> float | None:
+    """pid's start time as descendants() records it, or None if it is gone."""
+    if CHILD_LISTS:
+        return _started(pid)
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 def watch(server: int) -> None:
@@ -54,12 +105,10 @@ def watch(server: int) -> None:
     except OSError:
         pass
     while not gone and os.getppid() == server:
-        table = _processes()
-        known.update({pid: start for pid, start in descendants(server, table).items() if pid != me})
+        known.update({pid: start for pid, start in descendants(server).items() if pid != me})
         time.sleep(POLL_SECONDS)
-    table = _processes()
     for pid, start in known.items():
-        if pid in table and table[pid][1] == start:
+        if _start_time(pid) == start:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -59,7 +59,7 @@ from trainer.contract import (
 )
 
 log = logging.getLogger("ftserve.runner")
-POLL_SECONDS = 2.0
+POLL_SECONDS = 5.0  # a job queued here wakes a worker at once; this finds those queued elsewhere
 BACKEND_RETRY_SECONDS = 5.0  # a job waits this long, queued, before trying an unreachable backend again
 
 

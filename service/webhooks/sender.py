@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from service.webhooks.store import WebhookStore
+from service.webhooks.store import WebhookStore, listen
 from service.webhooks.urls import RefusedURL, check_url
 
 log = logging.getLogger("ftserve.webhooks")
@@ -45,9 +45,11 @@ def backoff(attempts: int, base: float) -> float:
 
 
 class Sender:
-    """This server's sender: claims due deliveries one at a time and sends them."""
+    """This server's sender: claims due deliveries one at a time and sends them. It sends at once what this
+    server enqueues (store.listen), a retry when it falls due, and looks for others (another server's
+    whose lease lapsed) every `poll_seconds`."""
 
-    poll_seconds = 0.5
+    poll_seconds = 5.0
 
     def __init__(self, store: WebhookStore, secrets, settings, metrics):
         self.store, self.secrets, self.settings, self.metrics = store, secrets, settings, metrics
@@ -55,14 +57,27 @@ class Sender:
         self.lease_seconds = 2 * settings.webhook_timeout_seconds + 5  # an attempt ends within one timeout
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._unlisten = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        loop = asyncio.get_running_loop()
+
+        def enqueued():  # from whichever thread committed the deliveries
+            try:
+                loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the loop has closed
+                pass
+
+        self._unlisten = listen(enqueued)
+        self._task = loop.create_task(self._loop())
 
     def wake(self) -> None:
         self._wake.set()
 
     async def close(self) -> None:
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -70,18 +85,22 @@ class Sender:
     async def _loop(self) -> None:
         async with httpx.AsyncClient(follow_redirects=False, timeout=self.settings.webhook_timeout_seconds) as http:
             while True:
+                self._wake.clear()  # before the claims: what is enqueued from here on wakes the wait below
+                wait = self.poll_seconds
                 try:
                     while (delivery_id := await asyncio.to_thread(self.store.claim, self.owner,
                                                                   self.lease_seconds)) is not None:
                         await self._send(http, delivery_id)
-                    self.metrics.webhooks_pending.set(await asyncio.to_thread(self.store.pending))
+                    pending, next_due = await asyncio.to_thread(self.store.backlog, self.lease_seconds)
+                    self.metrics.webhooks_pending.set(pending)
+                    if next_due is not None:  # a retry's time (at least a moment: never a busy loop)
+                        wait = min(wait, max(next_due - time.time(), 0.05))
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # noqa: BLE001 - the database may be away for a moment; try again
                     log.exception("webhook deliveries could not be claimed")
-                self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    await asyncio.wait_for(self._wake.wait(), wait)
                 except TimeoutError:
                     pass
 

@@ -6,6 +6,7 @@ to one at a time (service/leases.py), until it is delivered or its retry window 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -45,6 +46,16 @@ webhook_deliveries = sa.Table(
     sa.Column("owner", sa.Text),  # the server sending it now
     sa.Column("heartbeat_at", sa.Float),
 )
+
+
+_listeners: list[Callable[[], None]] = []  # this process's senders (Sender.start), told of new deliveries
+
+
+def listen(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call `listener` (from any thread) after each transaction of this process that wrote deliveries; the
+    function that stops it."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener)
 
 
 def enqueue(conn, project: str, event_type: str, object_id: str) -> int:
@@ -115,20 +126,27 @@ class WebhookStore(Store):
         return self._write(t.update().where(t.c.id == delivery_id, t.c.owner == owner)
                            .values(owner=None, heartbeat_at=None, **values)) > 0
 
-    def pending(self) -> int:
+    def backlog(self, lease_seconds: float) -> tuple[int, float | None]:
+        """(deliveries pending, when the first that nobody holds falls due: None if none)."""
         t = webhook_deliveries
-        return self._one(sa.select(sa.func.count()).select_from(t).where(t.c.status == "pending"))[0]
+        free = sa.or_(t.c.owner.is_(None), self.leases.stale(lease_seconds))
+        return self._one(sa.select(sa.func.count(), sa.func.min(sa.case((free, t.c.next_attempt_at))))
+                         .where(t.c.status == "pending"))
 
 
 def write_announced(db: Database, table: sa.Table, statement, doc: dict, events: dict[str, str], project) -> bool:
     """Run `statement` (a conditional write of `doc`, an object of `table`) and, when it moves the object into a
     status that `events` names, enqueue that event for the object's project (`project`: a query of it), all
     in one transaction; whether the statement wrote."""
+    made = 0
     with db.begin(immediate=True) as conn:
         before = conn.execute(sa.select(table.c.status).where(table.c.id == doc["id"]).with_for_update()).scalar()
         if conn.execute(statement).rowcount == 0:
             return False
         event = events.get(doc["status"])
         if event is not None and before != doc["status"]:
-            enqueue(conn, conn.execute(project).scalar(), event, doc["id"])
-        return True
+            made = enqueue(conn, conn.execute(project).scalar(), event, doc["id"])
+    if made:  # committed: this server's sender sends them now
+        for listener in list(_listeners):
+            listener()
+    return True
