@@ -3,17 +3,22 @@ ftserve's /v1/responses vs its chat completions.
 
     .venv/bin/python bench/serve.py [--requests 32] [--max-tokens 64]
 
-One run of this script starts each server as a child process in turn (vLLM's
-`python -m vllm.entrypoints.openai.api_server` with each of its CPU executors, `uni` and its default
-`mp`, the faster counting; then `ftserve serve`), all with the same engine settings, and sends all the
+One run of this script starts each server as a child process (vLLM's
+`python -m vllm.entrypoints.openai.api_server` and `ftserve serve`, each with both CPU executors: `uni`,
+ftserve's choice on machines of up to 8 cores, and `mp`, vLLM's default; on each side the faster in each
+round counts), all with the same engine settings and all up at once, and measures each in turn, round after round (the others idle: each run waits until they are
+quiet), the order reversed every round. It sends all the
 same streamed chat requests (greedy, same prompts, so the same
 tokens; `ignore_eos`, vLLM's extension, so every request generates exactly `--max-tokens`) from this
 process:
 
 - time to first token (TTFT) p50/p99 and output tokens/s with 1 and with 16 concurrent streams;
-- on ftserve, the same requests through /v1/responses vs /v1/chat/completions, back to back, `--pairs`
-  times per start (the item model's overhead: the median ratio over the pairs);
-- on ftserve, requests spread over 8 distinct adapters vs the base model alone (throughput ratio);
+- ratios: per round, ftserve's faster executor against vLLM's; the median over the rounds (and each
+  executor against the same one);
+- on ftserve, the same requests through /v1/responses vs /v1/chat/completions, back to back in each round
+  (the item model's overhead: the median ratio over the rounds);
+- on ftserve alone, requests spread over 8 distinct adapters vs the base model alone, back to back
+  (throughput ratio);
 - on ftserve, a fine-tuning job's success -> the first streamed token of its new adapter.
 
 A run on vLLM's server that a failed or dropped request ends is counted (`vllm_openai_server_failed_runs`)
@@ -40,6 +45,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.support.paths import REPO
 
@@ -145,14 +151,38 @@ def measure(url: str, models: list[str], a, api: str = "chat") -> dict:
             "c16": asyncio.run(load(url, models, a.requests, 16, a.max_tokens, api))}
 
 
-def _best(runs: list[dict]) -> dict:
-    """Per concurrency level, the run with the highest throughput."""
-    return {level: max((r[level] for r in runs), key=lambda x: x["output_tokens_per_s"]) for level in runs[0]}
+def _faster(runs: list[dict | None], level: str) -> dict | None:
+    return max((r[level] for r in runs if r is not None), key=lambda x: x["output_tokens_per_s"], default=None)
+
+
+def _best(runs: list[dict | None]) -> dict | None:
+    """Per concurrency level, the run with the highest throughput (a failed run, None, aside)."""
+    done = [r for r in runs if r is not None]
+    return {level: _faster(done, level) for level in done[0]} if done else None
+
+
+def _rounds(ours: list[list[dict]], theirs: list[list[dict | None]], name: str = "throughput_ratio") -> dict:
+    """ftserve against vLLM round by round, each side's faster executor in that round (`ours`, `theirs`: one
+    list of runs per executor): the median ratio of throughput and difference of TTFT p50, and each round's
+    ratio."""
+    out = {}
+    for level in ("c1", "c16"):
+        ratios, ttft = [], []
+        for mine, refs in zip(zip(*ours), zip(*theirs)):
+            f, ref = _faster(mine, level), _faster(refs, level)
+            if f is not None and ref is not None:
+                ratios.append(f["output_tokens_per_s"] / ref["output_tokens_per_s"])
+                ttft.append(f["ttft_p50_ms"] - ref["ttft_p50_ms"])
+        out[f"{name}_{level}"] = round(statistics.median(ratios), 3)
+        out[f"{name}_{level}_by_round"] = [round(r, 3) for r in ratios]
+        if name == "throughput_ratio":
+            out[f"ttft_overhead_p50_ms_{level}"] = round(statistics.median(ttft), 2)
+    return out
 
 
 def _paired(chat: list[dict], responses: list[dict]) -> dict:
-    """Responses against chat, pair by pair (each pair run back to back on one server, so the machine's
-    drift hits both alike): the median ratio of throughput and difference of TTFT p50."""
+    """Responses against chat, round by round (back to back on one server, so the machine's drift hits both
+    alike): the median ratio of throughput and difference of TTFT p50."""
     out = {}
     for level in ("c1", "c16"):
         pairs = list(zip(chat, responses))
@@ -184,13 +214,55 @@ def job_to_first_token(url: str, data_file: Path) -> float:
     raise RuntimeError("no token streamed")
 
 
+def tree_cpu(procs: list[subprocess.Popen]) -> float:
+    """CPU seconds used so far by these processes and their descendants (those alive now)."""
+    total = 0.0
+    for proc in procs:
+        try:
+            root = psutil.Process(proc.pid)
+            for p in [root, *root.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def settle(others: list[subprocess.Popen], below: float = 0.1, window: float = 0.5, timeout: float = 30) -> None:
+    """Wait until the servers not being measured are quiet (under `below` of a core over `window` seconds):
+    one that has just served winds down for a moment, and its work would land on the next one's run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = tree_cpu(others)
+        time.sleep(window)
+        if tree_cpu(others) - before < below * window:
+            return
+
+
+def server_args(server: str, model_dir: Path, port: int, data_dir: Path, env: dict) -> tuple[list[str], dict]:
+    if server.startswith("vllm"):
+        args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+                "--served-model-name", MODEL, "--dtype", "float32", "--enable-lora", "--host", "127.0.0.1",
+                "--port", str(port), "--seed", "0", "--disable-log-stats",
+                "--structured-outputs-config.backend", "xgrammar"]
+        if server == "vllm_uni":  # the model in the engine core's process, as ftserve runs it here
+            args += ["--distributed-executor-backend", "uni"]
+            env = {**env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    else:
+        args = [sys.executable, "-m", "service.cli", "serve", "--model", str(model_dir),
+                "--served-model-name", MODEL, "--data-dir", str(data_dir), "--port", str(port),
+                "--log-level", "warning", "--trainer-threads", "2"]
+        if server == "ftserve_mp":  # vLLM's default CPU executor (ftserve's `auto` picks `uni` on <= 8 cores)
+            args += ["--cpu-executor", "mp"]
+    return args + [x for k, v in ENGINE.items() for x in (f"--{k.replace('_', '-')}", str(v))], env
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=64, help="requests at 16 streams (half that at 1 stream)")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=2, help="start each server this many times; best run counts")
-    ap.add_argument("--pairs", type=int, default=4, help="chat then Responses runs per ftserve start (their "
-                    "ratio: the median over all pairs)")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds of runs, each server (and on ftserve each API) "
+                    "once per round, in an order reversed every round; ratios: the median over the rounds")
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args()
 
@@ -210,76 +282,82 @@ def main() -> None:
     names = [f"ft:{MODEL}:bench:a{i}:x" for i in range(8)]
     for name in names:
         store.publish(name, adapter)
-    runs: dict[str, list[dict]] = {"vllm_uni": [], "vllm_mp": [], "ftserve": [], "ftserve_responses": []}
-    servers = ("vllm_uni", "vllm_mp", "ftserve")
+    servers = ("vllm_uni", "vllm_mp", "ftserve", "ftserve_mp")
+    runs: dict[str, list[dict | None]] = {s: [] for s in servers} | {"ftserve_responses": []}
     failed: dict[str, int] = {}  # runs of vLLM's server that a dropped or failed request ended
-    for rnd in range(a.rounds):  # interleaved, order reversed each round, so drift hits all alike
-        for server in (servers if rnd % 2 == 0 else servers[::-1]):
+    procs: dict[str, subprocess.Popen] = {}
+    urls: dict[str, str] = {}
+    try:
+        # every server up at once (idle between its runs), so that each round measures them all within a
+        # minute or two of each other: the machine's drift from one start to the next is as large as any
+        # difference between the servers
+        for server in servers:
             port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            server_env = env
-            if server.startswith("vllm"):
-                args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                        "--served-model-name", MODEL, "--dtype", "float32", "--enable-lora", "--host", "127.0.0.1",
-                        "--port", str(port), "--seed", "0", "--disable-log-stats",
-                        "--structured-outputs-config.backend", "xgrammar"]
-                if server == "vllm_uni":  # the model in the engine core's process, as ftserve runs it here
-                    args += ["--distributed-executor-backend", "uni"]
-                    server_env = {**env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-            else:
-                args = [sys.executable, "-m", "service.cli", "serve", "--model", str(model_dir),
-                        "--served-model-name", MODEL, "--data-dir", str(data_dir), "--port", str(port),
-                        "--log-level", "warning", "--trainer-threads", "2"]
-            args += [x for k, v in ENGINE.items() for x in (f"--{k.replace('_', '-')}", str(v))]
-            proc = start(args, port, work / f"{server}.log", server_env)
-            try:
-                # warm-up, not measured: the engine's first batches of each size pay one-off costs (seconds)
-                asyncio.run(load(url, [MODEL], 32, 16, a.max_tokens))
-                asyncio.run(load(url, [MODEL], 4, 1, a.max_tokens))
-                for pair in range(a.pairs if server == "ftserve" else 1):
-                    # on ftserve, chat and the same prompts through the Responses API back to back, which
-                    # one goes first alternating, so that drift favours neither
-                    apis = ["chat"] if server != "ftserve" else ["chat", "responses"][::1 if pair % 2 == 0 else -1]
-                    for api in apis:
-                        key = server if api == "chat" else "ftserve_responses"
-                        try:
-                            runs[key].append(measure(url, [MODEL], a, api=api))
-                        except httpx.HTTPError as e:  # a reference's failed run is counted; ftserve's stops the run
-                            if server == "ftserve":
-                                raise
-                            failed[server] = failed.get(server, 0) + 1
-                            print(key, "run failed:", repr(e), flush=True)
-                            continue
-                        print(key, json.dumps(runs[key][-1]), flush=True)
-                if server == "ftserve" and rnd == a.rounds - 1:
-                    asyncio.run(load(url, names, 16, 8, 8))  # first use of each adapter loads it: not measured
-                    multi = asyncio.run(load(url, names, a.requests, 16, a.max_tokens))
-                    print("8 adapters", json.dumps(multi), flush=True)
-                    first_token_s = job_to_first_token(url, REPO / "examples/facts.jsonl")
-            finally:
-                stop(proc)
-    # against vLLM: the first chat run of each start, as vLLM has one run per start; vLLM's best executor
-    vllm, ftserve = _best(runs["vllm_uni"] + runs["vllm_mp"]), _best(runs["ftserve"][::a.pairs])
+            args, server_env = server_args(server, model_dir, port, data_dir if server == "ftserve" else work / server,
+                                           env)
+            urls[server] = f"http://127.0.0.1:{port}"
+            procs[server] = start(args, port, work / f"{server}.log", server_env)
+            # warm-up, not measured: the engine's first batches of each size pay one-off costs (seconds)
+            asyncio.run(load(urls[server], [MODEL], 32, 16, a.max_tokens))
+            asyncio.run(load(urls[server], [MODEL], 4, 1, a.max_tokens))
+        for rnd in range(a.rounds):
+            order = [(s, api) for s in servers for api in (("chat", "responses") if s == "ftserve" else ("chat",))]
+            for server, api in (order if rnd % 2 == 0 else order[::-1]):
+                key = server if api == "chat" else "ftserve_responses"
+                settle([p for s, p in procs.items() if s != server])
+                try:
+                    runs[key].append(measure(urls[server], [MODEL], a, api=api))
+                except httpx.HTTPError as e:  # a reference's failed run is counted; ftserve's stops the run
+                    if server.startswith("ftserve"):
+                        raise
+                    failed[server] = failed.get(server, 0) + 1
+                    runs[key].append(None)
+                    print(key, "run failed:", repr(e), flush=True)
+                    continue
+                print(f"round {rnd}", key, json.dumps(runs[key][-1]), flush=True)
+        for server in ("vllm_uni", "vllm_mp", "ftserve_mp"):  # the rest measures ftserve alone
+            stop(procs.pop(server))
+        url = urls["ftserve"]
+        asyncio.run(load(url, names, 16, 8, 8))  # first use of each adapter loads it: not measured
+        multi = asyncio.run(load(url, names, a.requests, 16, a.max_tokens))
+        print("8 adapters", json.dumps(multi), flush=True)
+        base = asyncio.run(load(url, [MODEL], a.requests, 16, a.max_tokens))
+        print("base", json.dumps(base), flush=True)
+        first_token_s = job_to_first_token(url, REPO / "examples/facts.jsonl")
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    vllm, ftserve = _best(runs["vllm_uni"] + runs["vllm_mp"]), _best(runs["ftserve"] + runs["ftserve_mp"])
     responses = _best(runs["ftserve_responses"])
 
     import torch
     import vllm as vllm_pkg
 
     result = {
-        "throughput_ratio_c1": round(ftserve["c1"]["output_tokens_per_s"] / vllm["c1"]["output_tokens_per_s"], 3),
-        "throughput_ratio_c16": round(ftserve["c16"]["output_tokens_per_s"] / vllm["c16"]["output_tokens_per_s"], 3),
-        "ttft_overhead_p50_ms_c1": round(ftserve["c1"]["ttft_p50_ms"] - vllm["c1"]["ttft_p50_ms"], 2),
+        **_rounds([runs["ftserve"], runs["ftserve_mp"]], [runs["vllm_uni"], runs["vllm_mp"]]),
+        **_rounds([runs["ftserve"]], [runs["vllm_uni"]], "uni_vs_uni_throughput_ratio"),
+        **_rounds([runs["ftserve_mp"]], [runs["vllm_mp"]], "mp_vs_mp_throughput_ratio"),
+        "best_run_throughput_ratio_c1": round(ftserve["c1"]["output_tokens_per_s"] / vllm["c1"]["output_tokens_per_s"], 3),
+        "best_run_throughput_ratio_c16": round(ftserve["c16"]["output_tokens_per_s"] / vllm["c16"]["output_tokens_per_s"], 3),
         **_paired(runs["ftserve"], runs["ftserve_responses"]),
-        "adapters8_vs_base_throughput_ratio": round(multi["output_tokens_per_s"] / ftserve["c16"]["output_tokens_per_s"], 3),
+        "adapters8_vs_base_throughput_ratio": round(multi["output_tokens_per_s"] / base["output_tokens_per_s"], 3),
         "job_succeeded_to_first_token_s": round(first_token_s, 3),
         "ftserve": ftserve, "ftserve_responses": responses, "vllm_openai_server": vllm, "ftserve_8_adapters_c16": multi,
-        "vllm_openai_server_by_executor": {e: _best(runs[f"vllm_{e}"]) for e in ("uni", "mp") if runs[f"vllm_{e}"]},
+        "ftserve_base_c16_beside_adapters": base,
+        "vllm_openai_server_by_executor": {e: _best(runs[f"vllm_{e}"]) for e in ("uni", "mp")},
+        "ftserve_by_executor": {"uni": _best(runs["ftserve"]), "mp": _best(runs["ftserve_mp"])},
         "vllm_openai_server_failed_runs": failed,
         "setup": {"model": "ftserve tiny-model (Qwen2, 4 layers, hidden 256), float32", "max_tokens": a.max_tokens,
                   "rounds": a.rounds, "requests_c16": a.requests, "requests_c1": a.requests // 2,
                   "sampling": "greedy, same prompts on both servers, ignore_eos (every request max_tokens long)",
-                  "responses": "ftserve's /v1/responses (store: false) right after each of its chat runs, same "
-                                "server; ratios: the median over the pairs",
+                  "servers": "vLLM's server and ftserve, each with both CPU executors (ftserve's default, "
+                             "`auto`, is uni here), all up at once, each measured in turn once a round (the "
+                             "others idle and quiet), the order reversed every round; throughput_ratio_*: the "
+                             "median over the rounds of ftserve's faster executor against vLLM's faster one "
+                             "in the same round; uni_vs_uni_*, mp_vs_mp_*: one executor on both sides; "
+                             "best_run_*: best run against best run",
+                  "responses": "ftserve's /v1/responses (store: false) beside its chat run in each round, same "
+                                "server; ratios: the median over the rounds",
                   **ENGINE},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "vllm": vllm_pkg.__version__,
