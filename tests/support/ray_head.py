@@ -21,7 +21,10 @@ import httpx
 from tests.support.process import ManagedProcess, free_ports
 
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-       "RAY_JOB_STOP_WAIT_TIME_S": "30"}  # a stopped job's trainer has time to checkpoint (pause)
+       "RAY_JOB_STOP_WAIT_TIME_S": "30",  # a stopped job's trainer has time to checkpoint (pause)
+       # the head stops at once on SIGTERM: it would otherwise drain the node first, for up to 30 s, so that
+       # Ray Serve can move its replicas (none here)
+       "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 
 class RayHead:
