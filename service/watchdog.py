@@ -60,22 +60,19 @@ def _children(pid: int) -> list[int]:
 
 def descendants(root: int) -> dict[int, float]:
     """pid -> start time of every live descendant of root."""
-    if not CHILD_LISTS:
+    if CHILD_LISTS:
+        children, started = _children, _started
+    else:
         table = _processes()
-        children: dict[int, list[int]] = {}
+        by_parent: dict[int, list[int]] = {}
         for pid, (ppid, _) in table.items():
-            children.setdefault(ppid, []).append(pid)
-        found, todo = {}, [root]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                found[child] = table[child][1]
-                todo.append(child)
-        return found
+            by_parent.setdefault(ppid, []).append(pid)
+        children, started = (lambda pid: by_parent.get(pid, [])), (lambda pid: table[pid][1])
     found, todo = {}, [root]
     while todo:
-        for child in _children(todo.pop()):
-            if (started := _started(child)) is not None:
-                found[child] = started
+        for child in children(todo.pop()):
+            if (start := started(child)) is not None:
+                found[child] = start
                 todo.append(child)
     return found
 
